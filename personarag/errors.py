@@ -1,0 +1,48 @@
+"""Exceptions and the optional-dependency helper.
+
+Heavy libraries are imported on first use through `require`, which names the extra
+to install when the module is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+class PersonaragError(Exception):
+    """Base class of the toolkit's own errors."""
+
+
+class InputError(PersonaragError, ValueError):
+    """Bad user input: says what was expected, what came, and where."""
+
+
+class UnknownSpecError(PersonaragError, KeyError):
+    """A spec string or backend name that is not registered; lists the valid ones."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingExtraError(PersonaragError, ImportError):
+    """An optional dependency is not installed; names the extra that provides it."""
+
+
+def require(module: str, extra: str, *, purpose: str | None = None) -> ModuleType:
+    """Import `module`, or raise MissingExtraError naming `pip install "personarag[extra]"`.
+
+    Only a missing `module` (or one of its parents) is translated; an ImportError raised
+    inside an installed module propagates unchanged, so real bugs stay visible.
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if missing and not (module == missing or module.startswith(missing + ".")):
+            raise
+        what = f" for {purpose}" if purpose else ""
+        raise MissingExtraError(
+            f"{module!r} is needed{what} but is not installed; "
+            f'install it with: pip install "personarag[{extra}]"'
+        ) from error

@@ -1,0 +1,90 @@
+"""Spec string -> component, through one explicit table.
+
+A spec is `NAME` or `NAME:ARG` (split at the first colon), e.g. `bm25`,
+`dense:sentence-transformers/all-MiniLM-L6-v2`, `rrf:bm25+dense:PATH`,
+`pointwise:MODEL`. The table names the module and class lazily, so resolving a spec
+imports only what it needs, and `import personarag` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from personarag.component import Component
+from personarag.errors import InputError, UnknownSpecError
+
+
+@dataclass(frozen=True)
+class Entry:
+    role: str
+    target: str  # "module:Class"
+    arg: str | None  # constructor parameter that receives the text after "NAME:"
+    help: str
+
+    def load(self) -> type[Component]:
+        module_name, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+# Each module adds its own line here; tests/test_core.py checks every entry resolves.
+REGISTRY: dict[str, Entry] = {
+}
+
+
+def names(role: str | None = None) -> list[str]:
+    return sorted(name for name, entry in REGISTRY.items() if role is None or entry.role == role)
+
+
+def _entry(name: str, role: str | None) -> Entry:
+    entry = REGISTRY.get(name)
+    if entry is None or (role is not None and entry.role != role):
+        valid = ", ".join(names(role))
+        what = f"{role} " if role else ""
+        raise UnknownSpecError(f"unknown {what}spec {name!r}; valid {what}names: {valid}")
+    return entry
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    if not isinstance(spec, str) or not spec.strip():
+        raise InputError(f"a spec must be a non-empty string like 'bm25' or 'dense:PATH', got {spec!r}")
+    name, sep, arg = spec.strip().partition(":")
+    return name, (arg if sep else None)
+
+
+def build(spec: str | Component | Mapping[str, Any], role: str | None = None, **params: Any) -> Component:
+    """Build a component from a spec string, a config dict, or pass a component through."""
+    if isinstance(spec, Component):
+        if role is not None and spec.role != role:
+            raise InputError(f"expected a {role}, got {type(spec).__name__} (a {spec.role or 'component'})")
+        return spec
+    if isinstance(spec, Mapping):
+        return build_from_config(spec, role=role)
+    name, arg = split_spec(spec)
+    entry = _entry(name, role)
+    if arg is not None:
+        if entry.arg is None:
+            raise InputError(f"spec {spec!r}: {name!r} takes no argument after ':'")
+        if entry.arg in params:
+            raise InputError(f"spec {spec!r} sets {entry.arg!r} and so does the keyword argument; give one")
+        params[entry.arg] = arg
+    return entry.load()(**params)
+
+
+def build_from_config(config: Mapping[str, Any], role: str | None = None) -> Component:
+    if "spec" not in config:
+        raise InputError(f"a component config needs a 'spec' key, got keys {sorted(config)}")
+    name, arg = split_spec(config["spec"])
+    params = {k: _from_config_value(v) for k, v in (config.get("params") or {}).items()}
+    full = config["spec"] if arg is None else f"{name}:{arg}"
+    return build(full, role=role, **params)
+
+
+def _from_config_value(value: Any) -> Any:
+    if isinstance(value, Mapping) and "spec" in value and set(value) <= {"spec", "params"}:
+        return build_from_config(value)
+    if isinstance(value, list):
+        return [_from_config_value(v) for v in value]
+    return value

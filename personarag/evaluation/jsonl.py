@@ -1,0 +1,42 @@
+"""Line-by-line JSON readers whose errors name the file and the line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from personarag.errors import InputError
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield `(line_number, object)` for each non-blank line; line numbers start at 1."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist")
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"{path}:{line_number}: not valid JSON ({error.msg} at column {error.colno})") from None
+            if not isinstance(record, dict):
+                raise InputError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+            yield line_number, record
+
+
+def field_str(record: dict[str, Any], name: str, where: str, *, required: bool = True) -> str | None:
+    """A string field; integer ids are accepted and turned into strings."""
+    if name not in record or record[name] is None:
+        if required:
+            raise InputError(f"{where}: missing field {name!r} (fields present: {sorted(record)})")
+        return None
+    value = record[name]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise InputError(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
+    return value

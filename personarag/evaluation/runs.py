@@ -1,0 +1,157 @@
+"""Runs: each query's ranked (doc id, score) list, and TREC run files.
+
+A Run keeps the order it was given: the order of a Ranking is what the system decided
+(a reranker may keep a tail whose old scores exceed its new ones), so metrics score that
+order, not a re-sort by score. Only unordered inputs (score dicts, TREC files) are sorted:
+by rank column when there is one, then score descending, then doc id, so ties always
+resolve the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+from personarag.errors import InputError
+from personarag.types import Ranking
+
+logger = logging.getLogger(__name__)
+
+
+class Run(Mapping[str, list[tuple[str, float]]]):
+    """query id -> ranked [(doc id, score)], best first; queries in insertion order."""
+
+    def __init__(self, ranked: Mapping[str, Sequence[tuple[str, float]]], *, name: str = "personarag") -> None:
+        data: dict[str, list[tuple[str, float]]] = {}
+        for query_id, docs in ranked.items():
+            if not isinstance(query_id, str) or not query_id:
+                raise InputError(f"run {name!r}: query ids must be non-empty strings, got {query_id!r}")
+            if isinstance(docs, Mapping):
+                raise InputError(
+                    f"run {name!r}: query {query_id!r}: got a {{doc: score}} mapping, which has no order; "
+                    "use Run.from_scores for that, or pass a ranked list of (doc_id, score)"
+                )
+            seen: set[str] = set()
+            row: list[tuple[str, float]] = []
+            for position, item in enumerate(docs):
+                try:
+                    if isinstance(item, (str, bytes)):
+                        raise TypeError
+                    doc_id, score = item
+                except (TypeError, ValueError):
+                    raise InputError(
+                        f"run {name!r}: query {query_id!r}, position {position}: expected (doc_id, score), got {item!r}"
+                    ) from None
+                if not isinstance(doc_id, str) or not doc_id:
+                    raise InputError(f"run {name!r}: query {query_id!r}: doc ids must be non-empty strings, got {doc_id!r}")
+                if doc_id in seen:
+                    raise InputError(f"run {name!r}: query {query_id!r} ranks document {doc_id!r} twice")
+                seen.add(doc_id)
+                row.append((doc_id, float(score)))
+            data[query_id] = row
+        self._data = data
+        self.name = name
+
+    @classmethod
+    def from_rankings(cls, rankings: Iterable[Ranking], *, name: str = "personarag") -> Run:
+        data: dict[str, list[tuple[str, float]]] = {}
+        for position, ranking in enumerate(rankings):
+            if not isinstance(ranking, Ranking):
+                raise InputError(f"rankings[{position}] is a {type(ranking).__name__}, expected Ranking")
+            if ranking.query.id in data:
+                raise InputError(f"rankings[{position}]: query {ranking.query.id!r} appears twice")
+            data[ranking.query.id] = [(d.doc.id, d.score) for d in ranking.docs]
+        return cls(data, name=name)
+
+    @classmethod
+    def from_scores(cls, scores: Mapping[str, Mapping[str, float]], *, name: str = "personarag") -> Run:
+        """From unordered {query: {doc: score}}: sorted by score descending, ties by doc id."""
+        return cls(
+            {q: sorted(docs.items(), key=lambda item: (-float(item[1]), item[0])) for q, docs in scores.items()},
+            name=name,
+        )
+
+    @classmethod
+    def read_trec(cls, path: str | Path) -> Run:
+        """`qid Q0 docid rank score name` per line; whitespace separated."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"run file {path} does not exist")
+        rows: dict[str, list[tuple[int, float, str]]] = {}
+        seen: dict[str, set[str]] = {}
+        names: set[str] = set()
+        with path.open(encoding="utf-8", newline=None) as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                fields = line.split()
+                where = f"{path}:{line_number}"
+                if len(fields) != 6:
+                    raise InputError(f"{where}: expected 6 columns (qid Q0 docid rank score name), got {len(fields)}: {line.rstrip()!r}")
+                query_id, _, doc_id, rank_text, score_text, run_name = fields
+                try:
+                    rank = int(rank_text)
+                except ValueError:
+                    raise InputError(f"{where}: rank must be an integer, got {rank_text!r}") from None
+                try:
+                    score = float(score_text)
+                except ValueError:
+                    raise InputError(f"{where}: score must be a number, got {score_text!r}") from None
+                if doc_id in seen.setdefault(query_id, set()):
+                    raise InputError(f"{where}: document {doc_id!r} is ranked twice for query {query_id!r}")
+                seen[query_id].add(doc_id)
+                rows.setdefault(query_id, []).append((rank, score, doc_id))
+                names.add(run_name)
+        if not rows:
+            raise InputError(f"{path}: the run file is empty")
+        ranked = {
+            q: [(doc, score) for _, score, doc in sorted(items, key=lambda r: (r[0], -r[1], r[2]))]
+            for q, items in rows.items()
+        }
+        return cls(ranked, name=sorted(names)[0] if len(names) == 1 else path.stem)
+
+    def write_trec(self, path: str | Path, name: str | None = None) -> Path:
+        """Ranks are 1-based positions in this run's order."""
+        run_name = name or self.name
+        if not run_name or any(c.isspace() for c in run_name):
+            raise InputError(f"a TREC run name must be non-empty without spaces, got {run_name!r}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        inverted = 0
+        with path.open("w", encoding="utf-8", newline="\n") as handle:
+            for query_id, docs in self._data.items():
+                for rank, (doc_id, score) in enumerate(docs, start=1):
+                    handle.write(f"{query_id} Q0 {doc_id} {rank} {score!r} {run_name}\n")
+                if any(b[1] > a[1] for a, b in zip(docs, docs[1:])):
+                    inverted += 1
+        if inverted:
+            logger.warning(
+                "%s: in %d queries a score rises further down the ranking; tools that re-sort by score "
+                "(trec_eval) will score a different order than personarag's evaluate, which keeps the ranks",
+                path,
+                inverted,
+            )
+        return path
+
+    def __getitem__(self, query_id: str) -> list[tuple[str, float]]:
+        return list(self._data[query_id])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def query_ids(self) -> list[str]:
+        return list(self._data)
+
+    def top(self, k: int) -> Run:
+        return Run({q: docs[:k] for q, docs in self._data.items()}, name=self.name)
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        return {q: dict(docs) for q, docs in self._data.items()}
+
+    def __repr__(self) -> str:
+        return f"Run({self.name!r}, {len(self)} queries)"

@@ -31,6 +31,7 @@ class Entry:
 
 # Each module adds its own line here; tests/test_core.py checks every entry resolves.
 REGISTRY: dict[str, Entry] = {
+    "scripted": Entry("llm", "personarag.llm.scripted:ScriptedLLM", None, "scripted LLM for deterministic tests"),
 }
 
 

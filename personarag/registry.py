@@ -31,7 +31,12 @@ class Entry:
 
 # Each module adds its own line here; tests/test_core.py checks every entry resolves.
 REGISTRY: dict[str, Entry] = {
+    "rewrite": Entry("retriever", "personarag.retrievers.rewrite:QueryRewriteRetriever", "retriever",
+                     "an LLM reasons about each query before the inner retriever searches (BRIGHT reasoning queries)"),
     "scripted": Entry("llm", "personarag.llm.scripted:ScriptedLLM", None, "scripted LLM for deterministic tests"),
+    "history": Entry("retriever", "personarag.retrievers.history:HistoryRetriever", "retriever", "the query user's own history: history:bm25, history:dense:MODEL, history:rrf:bm25+dense:MODEL"),
+    "recency": Entry("retriever", "personarag.retrievers.history:RecencyRetriever", None, "the user's newest history items first"),
+    "random": Entry("retriever", "personarag.retrievers.history:RandomRetriever", None, "the user's history in a seeded random order"),
 }
 
 

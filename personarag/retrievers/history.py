@@ -1,0 +1,224 @@
+"""Retrieval from the query user's own history (the LaMP setting), plus recency and random baselines.
+
+Candidates come from `query.user.history`, so these retrievers need no corpus
+(`needs_corpus = False`: the Pipeline skips `index`). Nothing is rebuilt per example: every
+distinct history is indexed once, on first use, and extended as new users arrive; each
+query is scored against its own user's rows only.
+
+- `history:bm25` computes BM25 statistics (idf, avgdl) over the user's own history, as the
+  LaMP / CFRAG reference code does by building `rank_bm25.BM25Okapi(profile)` per query; with
+  the defaults (`tokenizer="split"`, k1=1.5, b=0.75, epsilon=0.25) its scores equal that
+  code's bit for bit and ties are ordered as its `get_top_n` orders them
+  (`np.argsort(scores)[::-1]`), so the top-k is the same.
+- `history:dense:MODEL` encodes every history item once and ranks the user's items by inner
+  product with the query embedding (cosine: embeddings are normalised).
+- `history:rrf:A+B` / `history:wsum:A+B` fuse the two over the user's items (A, B among
+  `bm25` and `dense:MODEL`; wsum min-max normalises each score list first).
+
+A query whose user has an empty history gets an empty ranking (the collaborative retriever
+falls back to similar users); a query without a user is an input error.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from personarag.errors import InputError
+from personarag.retrievers.base import Retriever
+from personarag.retrievers.profiles import ItemEmbeddings, ProfileBM25, ProfileStore, make_tokenizer, sort_dates
+from personarag.types import Corpus, Query, Ranking, ScoredDoc, StageTrace
+
+logger = logging.getLogger(__name__)
+
+
+class _UserHistoryRetriever(Retriever):
+    needs_corpus: ClassVar[bool] = False
+
+    def _index(self, corpus: Corpus) -> None:
+        raise InputError(
+            f"{self.spec_name} retrieves from each query's user history and takes no corpus; "
+            "run it without pipeline.index(corpus)"
+        )
+
+    def _retrieve(self, queries: list[Query], k: int) -> list[Ranking]:
+        for query in queries:
+            if query.user is None:
+                raise InputError(f"query {query.id!r} has no user; {self.spec_name} ranks the user's history")
+        self._prepare(queries)
+        out = []
+        for query in queries:
+            history = query.user.history  # type: ignore[union-attr]
+            if not history:
+                order, scores = np.zeros(0, dtype=np.int64), np.zeros(0)
+            else:
+                order, scores = self._rank(query)
+            top = order[:k]
+            docs = [ScoredDoc(history[i], float(scores[i])) for i in top.tolist()]
+            trace = StageTrace(self.spec_name, info={"user": query.user.id, "candidates": len(history)})  # type: ignore[union-attr]
+            out.append(Ranking(query, docs, (trace,)))
+        return out
+
+    def _prepare(self, queries: list[Query]) -> None:
+        """Index what the batch needs, once for the whole batch."""
+
+    def _rank(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in the history, best first; a score per history item)."""
+        raise NotImplementedError
+
+
+def _rank_scores(n: int) -> np.ndarray:
+    return 1.0 / (1.0 + np.arange(n, dtype=np.float64))
+
+
+class RecencyRetriever(_UserHistoryRetriever):
+    """The user's newest items first, by `meta["date"]` (ISO dates compare as text); undated
+    items last, in history order; equal dates keep history order. Score: 1 / (1 + rank)."""
+
+    spec_name = "recency"
+
+    def _rank(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
+        order = np.asarray(sort_dates(query.user.history), dtype=np.int64)  # type: ignore[union-attr]
+        scores = np.empty(len(order))
+        scores[order] = _rank_scores(len(order))
+        return order, scores
+
+
+class RandomRetriever(_UserHistoryRetriever):
+    """The user's items in a random order, seeded per query (seed and query id), so a query
+    gets the same order whatever batch it comes in. Score: 1 / (1 + rank)."""
+
+    spec_name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise InputError(f"seed must be an integer, got {seed!r}")
+        self.seed = seed
+
+    def _rank(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
+        n = len(query.user.history)  # type: ignore[union-attr]
+        rng = np.random.default_rng([self.seed, zlib.crc32(query.id.encode())])
+        order = rng.permutation(n)
+        scores = np.empty(n)
+        scores[order] = _rank_scores(n)
+        return order, scores
+
+
+class HistoryRetriever(_UserHistoryRetriever):
+    """A retriever restricted to the query user's own history; see the module docstring.
+
+    `retriever`: "bm25", "dense:MODEL", "rrf:A+B" or "wsum:A+B". BM25 options: `k1`, `b`,
+    `epsilon` (rank_bm25's idf floor), `tokenizer` ("split" = `str.split`, the reference;
+    "words" = lowercased word tokens), `stemmer` (PyStemmer language or None). Dense options:
+    `batch_size`, `device`, `encoder` (an object with the `SentenceEncoder.encode` signature,
+    used instead of loading MODEL; for tests). Fusion: `rrf_k`, `weights` (one per part).
+    """
+
+    spec_name = "history"
+
+    def __init__(
+        self,
+        retriever: str = "bm25",
+        *,
+        k1: float = 1.5,
+        b: float = 0.75,
+        epsilon: float = 0.25,
+        tokenizer: str = "split",
+        stemmer: str | None = None,
+        batch_size: int = 64,
+        device: str | None = None,
+        rrf_k: int = 60,
+        weights: Sequence[float] | None = None,
+        encoder: Any = None,
+    ) -> None:
+        self.parts, self.fusion = parse_history_spec(retriever)
+        if weights is not None and len(weights) != len(self.parts):
+            raise InputError(f"weights: one per fused retriever ({len(self.parts)}), got {list(weights)!r}")
+        self.weights = [1.0] * len(self.parts) if weights is None else [float(w) for w in weights]
+        self.rrf_k = rrf_k
+        self.batch_size = batch_size
+        self.device = device
+        self._tokenize = make_tokenizer(tokenizer, stemmer)
+        self.store = ProfileStore()
+        self.bm25 = ProfileBM25(self.store, self._tokenize, k1=k1, b=b, epsilon=epsilon)
+        models = {p.partition(":")[2] for p in self.parts if p.startswith("dense:")}
+        if len(models) > 1:
+            raise InputError(f"history fusion over one dense model at most, got {sorted(models)}")
+        self.model = next(iter(models), None)
+        self._encoder = encoder
+        self.embeddings: ItemEmbeddings | None = None
+        self._query_vectors: dict[str, np.ndarray] = {}
+
+    @property
+    def encoder(self) -> Any:
+        if self._encoder is None:
+            from personarag.retrievers.encoders import load_sentence_encoder
+
+            self._encoder = load_sentence_encoder(self.model, self.device)  # type: ignore[arg-type]
+        return self._encoder
+
+    def _encode(self, task: str) -> Callable[[Sequence[str]], np.ndarray]:
+        def run(texts: Sequence[str]) -> np.ndarray:
+            return self.encoder.encode(list(texts), batch_size=self.batch_size, task=task)
+
+        return run
+
+    def _prepare(self, queries: list[Query]) -> None:
+        self.store.add(q.user for q in queries if q.user is not None)
+        if "bm25" in self.parts:
+            self.bm25.sync()
+        if self.model is not None:
+            if self.embeddings is None:
+                self.embeddings = ItemEmbeddings(self.store, self._encode("document"))
+            self.embeddings.sync()
+            vectors = self._encode("query")([q.text for q in queries])
+            self._query_vectors = {q.id: v for q, v in zip(queries, vectors)}
+
+    def _part_scores(self, part: str, query: Query) -> np.ndarray:
+        if part == "bm25":
+            return self.bm25.scores(query.user, query.text)  # type: ignore[arg-type]
+        items = self.embeddings.of(query.user)  # type: ignore[union-attr, arg-type]
+        return (items @ self._query_vectors[query.id]).astype(np.float64)
+
+    def _rank(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
+        if self.fusion is None:
+            scores = self._part_scores(self.parts[0], query)
+            if self.parts[0] == "bm25":
+                return np.argsort(scores)[::-1], scores  # rank_bm25's get_top_n order, ties included
+            return np.argsort(-scores, kind="stable"), scores
+        fused = np.zeros(len(query.user.history))  # type: ignore[union-attr]
+        for part, weight in zip(self.parts, self.weights):
+            scores = self._part_scores(part, query)
+            if self.fusion == "rrf":
+                ranks = np.empty(len(scores))
+                ranks[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+                fused += weight / (self.rrf_k + ranks)
+            else:
+                span = scores.max() - scores.min()
+                fused += weight * ((scores - scores.min()) / span if span > 0 else np.zeros_like(scores))
+        return np.argsort(-fused, kind="stable"), fused
+
+
+def parse_history_spec(spec: str) -> tuple[list[str], str | None]:
+    """"bm25" | "dense:MODEL" | "rrf:A+B" | "wsum:A+B" -> (parts, fusion or None)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise InputError(f"history retriever must be 'bm25', 'dense:MODEL', 'rrf:A+B' or 'wsum:A+B', got {spec!r}")
+    name, _, rest = spec.strip().partition(":")
+    fusion = None
+    parts = [spec.strip()]
+    if name in ("rrf", "wsum"):
+        fusion = name
+        parts = [p.strip() for p in rest.split("+")]
+        if len(parts) < 2:
+            raise InputError(f"history fusion {spec!r} needs at least two retrievers joined by '+'")
+    for part in parts:
+        if not (part == "bm25" or (part.startswith("dense:") and len(part) > len("dense:"))):
+            raise InputError(
+                f"history retriever part {part!r} (in {spec!r}) is not supported; "
+                "use 'bm25' or 'dense:MODEL' (optionally fused: 'rrf:bm25+dense:MODEL')"
+            )
+    return parts, fusion

@@ -1,0 +1,1 @@
+"""Subcommands of the `personarag` CLI, one module each (see personarag/cli.py)."""

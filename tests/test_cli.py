@@ -170,3 +170,15 @@ def test_installed_script_runs():
     assert "--dataset-dir" in result.stdout and "--rerank-depth" in result.stdout
     bare = subprocess.run([str(script)], capture_output=True, text=True, timeout=120)
     assert bare.returncode == 2 and "eval" in bare.stdout
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "eval").glob("scifact_*.yaml")), ids=lambda p: p.name)
+def test_shipped_beir_configs_are_valid(path):
+    from personarag.commands import common, eval_beir
+
+    config = common.read_config_file(str(path), eval_beir.CONFIG_KEYS)
+    assert config["dataset"] == "scifact" and config["split"] == "test"
+    assert config["output_dir"] == f"eval/results/{path.stem}"
+    name, _ = registry.split_spec(config["retriever"])
+    if name in registry.REGISTRY:
+        assert registry.REGISTRY[name].role == "retriever"

@@ -1,0 +1,140 @@
+"""Pointwise LLM reranking: every (query, document) pair judged on its own.
+
+Modes:
+- `yesno`: relevance = P(yes) / (P(yes) + P(no)) from `LLM.score` (no generation);
+- `fine`: the digits 0..k scored by `LLM.score`, normalised over the k+1 answers;
+  relevance = sum_i i * p_i, the expected score (ERank-style), k <= 9 so each answer
+  is one digit;
+- `reason`: the model thinks inside `<think>...</think>` then answers "Score: N" on
+  0..k (Rank1 / Retro*-style); `samples=n` draws n answers (temperature > 0) and
+  averages the scores it could read. The reasoning is kept on each ScoredDoc.
+
+All prompts of a batch of queries go to the LLM in one `score` / `generate` call.
+Sorting is stable: equal scores keep the input order. A judgement that cannot be
+read (no number, both answers at probability 0) scores the bottom of the scale
+and is recorded in the StageTrace, so such documents sink below judged ones in
+their input order.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from personarag.errors import InputError
+from personarag.llm.base import LLM, Chat, GenerationConfig
+from personarag.rerankers.llm_base import LLMReranker, QueryLog, positive_int
+from personarag.rerankers.parsing import parse_score
+from personarag.types import Ranking, ScoredDoc
+
+MODES = ("yesno", "fine", "reason")
+
+
+def normalised(logprobs: list[float]) -> list[float] | None:
+    """Probabilities proportional to exp(logprobs); None when all are -inf or not finite."""
+    finite = [lp for lp in logprobs if math.isfinite(lp)]
+    if not finite:
+        return None
+    top = max(finite)
+    weights = [math.exp(lp - top) if math.isfinite(lp) else 0.0 for lp in logprobs]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+class PointwiseReranker(LLMReranker):
+    spec_name = "pointwise"
+    required_placeholders = ("query", "text")
+
+    def __init__(
+        self,
+        llm: LLM | str,
+        *,
+        mode: str = "yesno",
+        k: int = 3,
+        samples: int = 1,
+        prompt: Any = None,
+        max_doc_tokens: int | None = 512,
+        max_new_tokens: int = 1024,
+        temperature: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self.k = positive_int("k", k)
+        if mode == "fine" and k > 9:
+            raise InputError(f"fine mode scores single digits, so k must be at most 9, got {k}")
+        self.samples = positive_int("samples", samples)
+        if samples > 1 and mode != "reason":
+            raise InputError(f"samples={samples} applies to mode='reason' only (the other modes read exact probabilities)")
+        self.default_prompt = f"pointwise-{mode}"
+        self._setup(llm, prompt, max_doc_tokens)
+        if temperature is None:
+            temperature = 0.7 if samples > 1 else 0.0
+        self.generation = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, n=samples, seed=seed)
+
+    @property
+    def answers(self) -> list[str]:
+        if self.mode == "fine":
+            return [str(i) for i in range(self.k + 1)]
+        answers = list(self.template.answers or ("yes", "no"))
+        if len(answers) != 2:
+            raise InputError(f"a yes/no template needs exactly two answers (positive first), got {answers}")
+        return answers
+
+    def _rerank_many(self, rankings: list[Ranking]) -> list[Ranking]:
+        logs = [QueryLog() for _ in rankings]
+        prompts: list[Chat] = []
+        owners: list[tuple[int, int]] = []
+        for q, ranking in enumerate(rankings):
+            texts = self._texts(ranking.docs)
+            for d, scored in enumerate(ranking.docs):
+                prompts.append(self.template.render(query=ranking.query.text, text=texts[scored.doc.id], k=self.k))
+                owners.append((q, d))
+        if self.mode == "reason":
+            judged = self._reason(prompts, owners, logs)
+        else:
+            judged = self._score(prompts, owners, logs)
+        out = []
+        for q, ranking in enumerate(rankings):
+            scored_docs = [ScoredDoc(s.doc, *judged[(q, d)]) for d, s in enumerate(ranking.docs)]
+            order = sorted(range(len(scored_docs)), key=lambda d: -scored_docs[d].score)  # stable: ties keep input order
+            logs[q].info["mode"] = self.mode
+            out.append(ranking.with_stage([scored_docs[d] for d in order], logs[q].trace(self.stage)))
+        return out
+
+    def _score(self, prompts: list[Chat], owners: list[tuple[int, int]], logs: list[QueryLog]) -> dict[tuple[int, int], tuple[float, None]]:
+        answers = self.answers
+        results = self.llm.score(prompts, answers)
+        judged: dict[tuple[int, int], tuple[float, None]] = {}
+        for (q, d), result in zip(owners, results):
+            logs[q].add(result.usage)
+            probs = normalised([result.logprobs[a] for a in answers])
+            if probs is None:
+                logs[q].problems.append(f"document {d + 1}: every answer has probability 0; scored 0")
+                judged[(q, d)] = (0.0, None)
+            elif self.mode == "fine":
+                judged[(q, d)] = (sum(i * p for i, p in enumerate(probs)), None)
+            else:
+                judged[(q, d)] = (probs[0], None)
+        return judged
+
+    def _reason(self, prompts: list[Chat], owners: list[tuple[int, int]], logs: list[QueryLog]) -> dict[tuple[int, int], tuple[float, str | None]]:
+        completions = self.llm.generate(prompts, self.generation)
+        judged: dict[tuple[int, int], tuple[float, str | None]] = {}
+        for (q, d), completion in zip(owners, completions):
+            logs[q].add(completion.usage)
+            scores, reasonings = [], []
+            for sample, text in enumerate(completion.texts):
+                score, parsed = parse_score(text, 0, self.k)
+                where = f"document {d + 1}" + (f", sample {sample + 1}" if self.samples > 1 else "")
+                logs[q].problems.extend(f"{where}: {p}" for p in parsed.problems)
+                if score is not None:
+                    scores.append(score)
+                if parsed.reasoning:
+                    reasonings.append(parsed.reasoning)
+            if not scores:
+                logs[q].problems.append(f"document {d + 1}: no readable score; scored 0")
+            reasoning = "\n---\n".join(reasonings) if reasonings else None
+            judged[(q, d)] = (sum(scores) / len(scores) if scores else 0.0, reasoning)
+        return judged

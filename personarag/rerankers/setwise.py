@@ -1,0 +1,145 @@
+"""Setwise LLM reranking (Zhuang et al. 2024; Rank-R1-style reasoning).
+
+Each prompt shows up to `c` candidates labelled A, B, C, ... and asks for the most
+relevant one. Two sorts are driven by these choices, both stopping at `top_k`:
+
+- `heapsort` (default): a (c-1)-ary max-heap; a sift-down compares a node with its
+  children in one prompt. Heapify, then `top_k` extractions.
+- `bubblesort`: `top_k` bottom-up passes of windows of c candidates overlapping by one;
+  each pass carries the best remaining candidate to the next top position.
+
+The top_k come first in the order found; the other candidates follow in their input
+order (scores are rank-based: n, n-1, ...). An answer that names no label keeps the
+first shown candidate (the heap parent / window head, i.e. no move) and is recorded
+in the StageTrace. With `reasoning=True` the model thinks inside `<think>...</think>`
+before answering; each top_k document carries the reasoning of the choice that
+selected it last.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+from personarag.errors import InputError
+from personarag.llm.base import LLM, GenerationConfig
+from personarag.rerankers.llm_base import Algorithm, LLMReranker, QueryLog, by_rank, drive, positive_int
+from personarag.rerankers.parsing import parse_choice
+from personarag.types import Ranking
+
+LABELS = string.ascii_uppercase
+METHODS = ("heapsort", "bubblesort")
+
+
+class SetwiseReranker(LLMReranker):
+    spec_name = "setwise"
+    default_prompt = "setwise"
+    required_placeholders = ("query", "documents")
+
+    def __init__(
+        self,
+        llm: LLM | str,
+        *,
+        c: int = 4,
+        top_k: int = 10,
+        method: str = "heapsort",
+        reasoning: bool = False,
+        prompt: Any = None,
+        max_doc_tokens: int | None = 256,
+        max_new_tokens: int | None = None,
+        reasoning_tokens: int = 1024,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.c = positive_int("c", c, 2)
+        if c > len(LABELS):
+            raise InputError(f"c must be at most {len(LABELS)} (one letter label each), got {c}")
+        self.top_k = positive_int("top_k", top_k)
+        if method not in METHODS:
+            raise InputError(f"method must be one of {METHODS}, got {method!r}")
+        self.method = method
+        self._setup(llm, prompt, max_doc_tokens, reasoning)
+        self.max_new_tokens = max_new_tokens or 16 + (positive_int("reasoning_tokens", reasoning_tokens) if reasoning else 0)
+        self.generation = GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=temperature, seed=seed)
+
+    def _rerank_many(self, rankings: list[Ranking]) -> list[Ranking]:
+        logs = [QueryLog() for _ in rankings]
+        sort = self._heapsort if self.method == "heapsort" else self._bubblesort
+        algorithms = [sort(r, log) for r, log in zip(rankings, logs)]
+        results = drive(self.llm, algorithms, self.generation, logs)
+        out = []
+        for ranking, log, (top, reasonings) in zip(rankings, logs, results):
+            docs = [s.doc for s in ranking.docs]
+            chosen = set(top)
+            order = list(top) + [i for i in range(len(docs)) if i not in chosen]
+            log.info["comparisons"] = len(log.usages)
+            out.append(ranking.with_stage(by_rank(docs, order, reasonings), log.trace(self.stage)))
+        return out
+
+    def _choose(self, ranking: Ranking, texts: dict[str, str], ids: list[int], log: QueryLog, reasonings: dict[str, str]) -> Algorithm[int]:
+        """Ask which of the candidates `ids` is most relevant; the answer is a position in `ids`."""
+        docs = ranking.docs
+        labels = LABELS[: len(ids)]
+        block = self.template.render_docs((labels[j], texts[docs[i].doc.id]) for j, i in enumerate(ids))
+        completion = yield self.template.render(
+            query=ranking.query.text, documents=block, num=len(ids), labels=", ".join(labels), first_label=labels[0]
+        )
+        choice, parsed = parse_choice(completion.text, labels)
+        log.problems.extend(f"choice among {len(ids)}: {p}" for p in parsed.problems)
+        if choice is None:
+            log.problems.append(f"choice among {len(ids)}: no label read, kept the first shown candidate")
+        choice = 0 if choice is None else choice
+        if parsed.reasoning:
+            log.reasoning.append(parsed.reasoning)
+            reasonings[docs[ids[choice]].doc.id] = parsed.reasoning
+        return choice
+
+    def _heapsort(self, ranking: Ranking, log: QueryLog) -> Algorithm[tuple[list[int], dict[str, str]]]:
+        texts = self._texts(ranking.docs)
+        n = len(ranking.docs)
+        heap = list(range(n))  # heap slots hold indices into ranking.docs
+        arity = self.c - 1
+        reasonings: dict[str, str] = {}
+
+        def sift(node: int, size: int) -> Algorithm[None]:
+            while True:
+                children = list(range(arity * node + 1, min(arity * node + arity + 1, size)))
+                if not children:
+                    return
+                slots = [node] + children
+                choice = yield from self._choose(ranking, texts, [heap[s] for s in slots], log, reasonings)
+                best = slots[choice]
+                if best == node:
+                    return
+                heap[node], heap[best] = heap[best], heap[node]
+                node = best
+
+        for node in range((n - 2) // arity, -1, -1):
+            yield from sift(node, n)
+        top: list[int] = []
+        size = n
+        while size > 0 and len(top) < self.top_k:
+            top.append(heap[0])
+            size -= 1
+            heap[0] = heap[size]
+            if len(top) < self.top_k and size > 1:
+                yield from sift(0, size)
+        return top, reasonings
+
+    def _bubblesort(self, ranking: Ranking, log: QueryLog) -> Algorithm[tuple[list[int], dict[str, str]]]:
+        texts = self._texts(ranking.docs)
+        n = len(ranking.docs)
+        order = list(range(n))
+        reasonings: dict[str, str] = {}
+        for position in range(min(self.top_k, n - 1)):
+            end = n
+            while True:
+                start = max(position, end - self.c)
+                ids = order[start:end]
+                choice = yield from self._choose(ranking, texts, ids, log, reasonings)
+                # move the chosen candidate to the head of the window; the others keep their order
+                order[start:end] = [ids[choice]] + ids[:choice] + ids[choice + 1:]
+                if start == position:
+                    break
+                end = start + 1
+        return order[: self.top_k], reasonings

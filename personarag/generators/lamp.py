@@ -1,0 +1,66 @@
+"""The LaMP generator: a task prompt with the retrieved profile items, answered by an LLM.
+
+Spec `lamp:MODEL` (MODEL is an LLM spec, e.g. `lamp:transformers:PATH`), with the task as
+a parameter: `build("lamp:PATH", task="LaMP-3")` or `LaMPGenerator(task="LaMP-3", llm=...)`.
+The Output's text is the raw completion (stripped); `personarag.evaluation.lamp_metrics`
+parses it into the task's answer space when scoring.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from personarag.evaluation.lamp_tasks import get_task
+from personarag.generators.budget import Fitted
+from personarag.generators.lamp_prompts import LampPromptBuilder
+from personarag.generators.llm_generator import LLMGenerator
+from personarag.llm.base import LLM
+from personarag.types import Ranking
+
+
+class LaMPGenerator(LLMGenerator):
+    """Personalized generation for one LaMP task.
+
+    `max_prompt_tokens`: the prompt's token budget, counted with the LLM's tokenizer
+    (profile items cut and dropped to fit, see `personarag.generators.budget`; LaMP's
+    baselines used 512). `max_new_tokens`: None takes the task's default from the template
+    (short for labels and ratings, longer for headlines and tweets). `min_item_tokens`:
+    the smallest share of the budget a profile item gets. `templates`: a YAML file
+    replacing the shipped `prompts/generation/lamp.yaml`.
+    """
+
+    spec_name = "lamp"
+
+    def __init__(
+        self,
+        llm: LLM | str,
+        task: str = "LaMP-3",
+        max_prompt_tokens: int | None = 512,
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+        seed: int = 0,
+        batch_size: int = 8,
+        min_item_tokens: int = 16,
+        templates: str | Path | None = None,
+    ) -> None:
+        self._setup(llm, max_prompt_tokens, max_new_tokens, temperature, seed, batch_size)
+        self.task = get_task(task).name
+        self.min_item_tokens = min_item_tokens
+        self.templates = templates
+        self._builder: LampPromptBuilder | None = None
+        # Read the templates now so a bad template file fails at construction, not mid-run.
+        self._default_new_tokens = LampPromptBuilder(self.task, templates=templates).template.max_new_tokens
+
+    @property
+    def builder(self) -> LampPromptBuilder:
+        if self._builder is None:
+            self._builder = LampPromptBuilder(
+                self.task, self.max_prompt_tokens, self.llm, min_item_tokens=self.min_item_tokens, templates=self.templates
+            )
+        return self._builder
+
+    def default_max_new_tokens(self) -> int:
+        return self._default_new_tokens
+
+    def _prompt(self, ranking: Ranking) -> Fitted:
+        return self.builder.build(ranking.query.text, [d.doc for d in ranking.docs])

@@ -1,0 +1,87 @@
+"""Plain retrieval-augmented question answering: numbered passages, then the question.
+
+Spec `rag:MODEL` (MODEL is an LLM spec). The template is data
+(`personarag/prompts/generation/rag.yaml`, or a YAML file with the same keys given as
+`template`); passages are fitted to `max_prompt_tokens` by the rule in
+`personarag.generators.budget` (best-ranked first, texts cut, the lowest dropped).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from personarag.errors import InputError
+from personarag.generators.budget import Fitted, Item, TokenCounter, fit_items
+from personarag.generators.lamp_prompts import fill
+from personarag.generators.llm_generator import LLMGenerator
+from personarag.llm.base import LLM
+from personarag.types import Ranking
+
+_KEYS = {"item", "long", "join", "with_context", "without_context", "max_new_tokens"}
+
+
+@lru_cache(maxsize=8)
+def read_rag_template(path: str | None = None) -> dict[str, Any]:
+    import yaml
+
+    source = Path(path) if path else Path(str(files("personarag") / "prompts" / "generation" / "rag.yaml"))
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise InputError(f"{source}: cannot read the RAG template: {error}") from error
+    if not isinstance(data, dict) or set(data) - _KEYS or {"item", "with_context", "without_context"} - set(data):
+        raise InputError(f"{source}: a RAG template needs keys item, with_context, without_context (allowed: {sorted(_KEYS)})")
+    return data
+
+
+class RAGGenerator(LLMGenerator):
+    """Answers each query from its top-ranked documents (`context_k` in the Pipeline)."""
+
+    spec_name = "rag"
+
+    def __init__(
+        self,
+        llm: LLM | str,
+        max_prompt_tokens: int | None = 2048,
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+        seed: int = 0,
+        batch_size: int = 8,
+        min_item_tokens: int = 32,
+        template: str | Path | None = None,
+    ) -> None:
+        self._setup(llm, max_prompt_tokens, max_new_tokens, temperature, seed, batch_size)
+        self.min_item_tokens = min_item_tokens
+        self.template = read_rag_template(str(template) if template else None)
+
+    def default_max_new_tokens(self) -> int:
+        return int(self.template.get("max_new_tokens", 128))
+
+    def _assemble(self, items: list[str], question: str) -> str:
+        if not items:
+            return fill(self.template["without_context"], {"input": question})
+        context = self.template.get("join", "\n").join(items)
+        return fill(self.template["with_context"], {"input": question, "context": context})
+
+    def _prompt(self, ranking: Ranking) -> Fitted:
+        items = []
+        for rank, scored in enumerate(ranking.docs, start=1):
+            doc = scored.doc
+            values = {"rank": rank, "title": doc.title or "", "title_prefix": f"{' '.join(doc.title.split())}: " if doc.title else ""}
+
+            def render(text: str, values: dict[str, Any] = values) -> str:
+                return fill(self.template["item"], {**values, "text": text})
+
+            items.append(Item(doc.id, " ".join(doc.text.split()), render))
+        return fit_items(
+            self._assemble,
+            ranking.query.text,
+            items,
+            self.max_prompt_tokens,
+            TokenCounter(self.llm),
+            joiner=self.template.get("join", "\n"),
+            min_item_tokens=self.min_item_tokens,
+        )

@@ -42,6 +42,8 @@ REGISTRY: dict[str, Entry] = {
     "listwise": Entry("reranker", "personarag.rerankers.listwise:ListwiseReranker", "llm", "LLM sliding-window permutation (RankGPT/RankZephyr, optional reasoning): listwise:LLM_SPEC"),
     "setwise": Entry("reranker", "personarag.rerankers.setwise:SetwiseReranker", "llm", "LLM setwise choice driving heapsort/bubblesort to a top-k: setwise:LLM_SPEC"),
     "groupwise": Entry("reranker", "personarag.rerankers.groupwise:GroupwiseReranker", "llm", "LLM scores a group of documents per prompt: groupwise:LLM_SPEC"),
+    "lamp": Entry("generator", "personarag.generators.lamp:LaMPGenerator", "llm", "LaMP task prompt over the retrieved profile items: lamp:LLM_SPEC (task=LaMP-1..7)"),
+    "rag": Entry("generator", "personarag.generators.rag:RAGGenerator", "llm", "question answering from numbered retrieved passages: rag:LLM_SPEC"),
 }
 
 

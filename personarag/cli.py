@@ -22,6 +22,8 @@ from personarag.errors import PersonaragError
 
 COMMANDS: list[str] = [
     "personarag.commands.eval_beir",
+    "personarag.commands.eval_lamp",
+    "personarag.commands.train_cross_encoder",
 ]
 
 GROUPS: dict[str, str] = {
@@ -63,7 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         (getattr(args, "_group_parser", None) or parser).print_help()
         return 2
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setLevel(level)  # some libraries set DEBUG on their own loggers; keep them quiet too
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         return int(run(args) or 0)
     except PersonaragError as error:

@@ -182,3 +182,15 @@ def test_shipped_beir_configs_are_valid(path):
     name, _ = registry.split_spec(config["retriever"])
     if name in registry.REGISTRY:
         assert registry.REGISTRY[name].role == "retriever"
+
+
+@pytest.mark.slow
+def test_scifact_bm25_from_the_shipped_config_matches_published(scifact_dir, tmp_path):
+    if "bm25" not in registry.REGISTRY:
+        pytest.skip("the bm25 retriever is not registered yet")
+    config = Path(__file__).parents[1] / "eval" / "scifact_bm25.yaml"
+    out = tmp_path / "scifact_bm25"
+    assert main(["eval", "beir", "--config", str(config), "--dataset-dir", str(scifact_dir), "--output-dir", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["nDCG@10"] == pytest.approx(0.676, abs=0.005)  # published bm25s, k1=0.9 b=0.4
+    assert json.loads((out / "stats.json").read_text())["judged_queries"] == 300

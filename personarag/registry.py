@@ -31,6 +31,9 @@ class Entry:
 
 # Each module adds its own line here; tests/test_core.py checks every entry resolves.
 REGISTRY: dict[str, Entry] = {
+    "dense": Entry("retriever", "personarag.retrievers.dense:DenseRetriever", "model", "sentence-transformers bi-encoder + FAISS: dense:MODEL_OR_PATH"),
+    "rrf": Entry("retriever", "personarag.retrievers.fusion:FusionRetriever", "retrievers", "reciprocal rank fusion: rrf:bm25+dense:MODEL"),
+    "wsum": Entry("retriever", "personarag.retrievers.fusion:WeightedFusionRetriever", "retrievers", "weighted sum of normalised scores: wsum:bm25+dense:MODEL"),
     "rewrite": Entry("retriever", "personarag.retrievers.rewrite:QueryRewriteRetriever", "retriever",
                      "an LLM reasons about each query before the inner retriever searches (BRIGHT reasoning queries)"),
     "scripted": Entry("llm", "personarag.llm.scripted:ScriptedLLM", None, "scripted LLM for deterministic tests"),

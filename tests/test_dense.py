@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from personarag import Document, InputError, Query, registry
+from personarag.retrievers.dense import DenseRetriever
 from personarag.retrievers.encoders import load_sentence_encoder, model_fingerprint
 from personarag.retrievers.faiss_index import VectorIndex, auto_nlist, build_index
 
@@ -152,3 +153,144 @@ def test_index_save_load_round_trip(tmp_path, kind):
         np.testing.assert_array_equal(a, b)
     if kind == "ivf":
         assert VectorIndex.load(path, nprobe=auto_nlist(300)).search(queries, 7)[1].tolist() == exact_top(vectors, queries, 7).tolist()
+
+
+# --- DenseRetriever --------------------------------------------------------------------
+
+
+DOCS = [
+    Document("d1", "Cats are small domesticated carnivorous mammals.", title="Cat"),
+    Document("d2", "The stock market fell sharply on Monday after the announcement."),
+    Document("d3", "Photosynthesis converts light energy into chemical energy in plants."),
+    Document("d4", "A recipe for chocolate cake with butter, sugar and eggs."),
+    Document("d5", "The football team won the championship final last night."),
+    Document("d6", "Volcanoes erupt when magma rises through the crust."),
+]
+
+
+def test_import_dense_is_light():
+    code = (
+        "import sys, personarag.retrievers.dense, personarag.retrievers.fusion,"
+        " personarag.retrievers.encoders, personarag.retrievers.faiss_index;"
+        "print(','.join(m for m in ('torch','faiss','sentence_transformers','transformers') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_dense_scores_are_cosines_of_the_encoder(tiny_bi_encoder_path):
+    retriever = DenseRetriever(tiny_bi_encoder_path, device="cpu", batch_size=4)
+    retriever.index(DOCS)
+    queries = [Query("q1", "cats and mammals"), Query("q2", "volcano magma")]
+    rankings = retriever.retrieve(queries, k=4)
+    docs_matrix = retriever.encoder.encode([d.full_text for d in DOCS])
+    for query, ranking in zip(queries, rankings):
+        assert ranking.query == query and len(ranking.docs) == 4
+        expected = docs_matrix @ retriever.encoder.encode([query.text])[0]
+        order = np.argsort(-expected, kind="stable")[:4]
+        assert ranking.ids == [DOCS[i].id for i in order]
+        np.testing.assert_allclose([d.score for d in ranking.docs], expected[order], rtol=1e-4, atol=1e-5)
+        assert ranking.trace[0].stage == "dense"
+    assert len(retriever.retrieve(queries[0], k=100)[0].docs) == len(DOCS)
+    assert retriever.embeddings.shape == (6, 32) and retriever.doc_ids == [d.id for d in DOCS]
+
+
+def test_dense_query_prompt_is_applied(tiny_bi_encoder_path):
+    retriever = DenseRetriever(tiny_bi_encoder_path, device="cpu", query_prompt="query: ", document_prompt="passage: ")
+    retriever.index(DOCS)
+    ranking = retriever.retrieve(Query("q", "cats"), k=1)[0]
+    expected = retriever.encoder.encode(["passage: " + DOCS[0].full_text])
+    np.testing.assert_allclose(retriever.embeddings[:1], expected, atol=1e-5)
+    q = retriever.encoder.encode(["query: cats"])[0]
+    assert ranking.docs[0].score == pytest.approx(float(np.max(retriever.embeddings @ q)), abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_dense_approximate_indexes_match_flat_on_a_small_corpus(tiny_bi_encoder_path, kind):
+    docs = [Document(f"d{i}", f"document {i} about topic {i % 7} and item {i * 13 % 11}") for i in range(80)]
+    flat = DenseRetriever(tiny_bi_encoder_path, device="cpu")
+    approx = DenseRetriever(tiny_bi_encoder_path, device="cpu", index=kind, nprobe=2, ef_search=200)
+    flat.index(docs)
+    approx.index(docs)
+    queries = [Query(f"q{i}", f"topic {i} item {i}") for i in range(5)]
+    assert [r.ids for r in approx.retrieve(queries, k=5)] == [r.ids for r in flat.retrieve(queries, k=5)]
+    if kind == "ivf":
+        assert approx._vectors.nlist_used == 2  # 80 vectors / 39 per centroid
+
+
+def test_dense_spec_and_config_round_trip(tiny_bi_encoder_path):
+    built = registry.build(f"dense:{tiny_bi_encoder_path}", index="hnsw", batch_size=8)
+    assert isinstance(built, DenseRetriever) and built.model == str(tiny_bi_encoder_path)
+    config = built.config()
+    assert config["spec"] == "dense" and config["params"]["index"] == "hnsw"
+    assert registry.build_from_config(json.loads(json.dumps(config))).config() == config
+
+
+def test_dense_input_errors(tiny_bi_encoder_path):
+    with pytest.raises(InputError, match="no index"):
+        DenseRetriever(tiny_bi_encoder_path).retrieve(Query("q", "x"))
+    with pytest.raises(InputError, match="index kind"):
+        DenseRetriever(tiny_bi_encoder_path, index="annoy")
+    with pytest.raises(InputError, match="batch_size"):
+        DenseRetriever(tiny_bi_encoder_path, batch_size=0)
+
+
+def test_cache_reuses_unchanged_corpus_and_reencodes_a_changed_one(tiny_bi_encoder_path, tmp_path):
+    cache = tmp_path / "cache"
+    first = DenseRetriever(tiny_bi_encoder_path, device="cpu", index="hnsw", cache_dir=cache)
+    first.index(DOCS)
+    assert first.cache_hit is False and first.encoder.texts_encoded == len(DOCS)
+    (entry,) = cache.iterdir()
+    files = {p.name: p.stat().st_mtime_ns for p in entry.iterdir()}
+    assert "embeddings.npy" in files and any(name.startswith("index-hnsw") for name in files)
+
+    again = DenseRetriever(tiny_bi_encoder_path, device="cpu", index="hnsw", cache_dir=cache)
+    again.index(list(DOCS))
+    assert again.cache_hit is True and again._encoder is None  # no encoding, not even a model load
+    assert {p.name: p.stat().st_mtime_ns for p in entry.iterdir()} == files
+    np.testing.assert_array_equal(again.embeddings, first.embeddings)
+    query = Query("q", "chocolate")
+    assert again.retrieve(query, k=3)[0].ids == first.retrieve(query, k=3)[0].ids
+
+    edited = DOCS[:-1] + [Document("d6", "Volcanoes erupt when magma rises.")]
+    changed = DenseRetriever(tiny_bi_encoder_path, device="cpu", cache_dir=cache)
+    changed.index(edited)
+    assert changed.cache_hit is False and changed.encoder.texts_encoded == len(DOCS)
+    prompted = DenseRetriever(tiny_bi_encoder_path, device="cpu", cache_dir=cache, document_prompt="passage: ")
+    prompted.index(DOCS)
+    assert prompted.cache_hit is False
+    assert len(list(cache.iterdir())) == 3
+
+
+def test_save_load_round_trip(tiny_bi_encoder_path, tmp_path):
+    docs = DOCS + [Document("d7", "Meta travels too.", meta={"year": 2020})]
+    retriever = DenseRetriever(tiny_bi_encoder_path, device="cpu", index="ivf", nprobe=1)
+    retriever.index(docs)
+    saved = retriever.save(tmp_path / "index")
+    config = json.loads((saved / "config.json").read_text())
+    assert config["params"]["index"] == "ivf" and config["n_docs"] == 7 and config["dim"] == 32
+    assert {"faiss-cpu", "sentence-transformers", "numpy"} <= set(config["versions"])
+    loaded = DenseRetriever.load(saved, threads=1)
+    queries = [Query("q1", "cake recipe"), Query("q2", "market")]
+    before, after = retriever.retrieve(queries, k=5), loaded.retrieve(queries, k=5)
+    assert [r.ids for r in after] == [r.ids for r in before]
+    assert [[d.score for d in r.docs] for r in after] == [[d.score for d in r.docs] for r in before]
+    assert dict(loaded._corpus["d7"].meta) == {"year": 2020}
+    with pytest.raises(InputError, match="cannot override index"):
+        DenseRetriever.load(saved, index="flat")
+    (saved / "index.faiss").unlink()
+    with pytest.raises(InputError, match="missing index.faiss"):
+        DenseRetriever.load(saved)
+
+
+def test_minilm_ranks_the_paraphrase_first(minilm_path):
+    retriever = DenseRetriever(minilm_path, device="cpu")
+    retriever.index(DOCS)
+    queries = [
+        Query("q1", "felines are little pet meat-eating animals"),
+        Query("q2", "how plants turn sunlight into food"),
+        Query("q3", "shares dropped steeply at the start of the week"),
+    ]
+    rankings = retriever.retrieve(queries, k=6)
+    assert [r.ids[0] for r in rankings] == ["d1", "d3", "d2"]
+    assert all(r.docs[0].score > r.docs[1].score + 0.1 for r in rankings)

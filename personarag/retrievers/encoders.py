@@ -182,13 +182,17 @@ class SentenceEncoder:
         self.texts_encoded += len(texts)
         return np.ascontiguousarray(embeddings, dtype=np.float32)
 
-    def identity(self, **options: Any) -> str:
-        """A hash of the model identity and encoding options: the key of cached embeddings."""
-        payload = {"model": self.fingerprint, "max_seq_length": self.max_seq_length, **options}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
-
     def __repr__(self) -> str:
         return f"SentenceEncoder({self.name!r}, device={self.device!r})"
+
+
+def embedding_cache_key(model: str | Path, revision: str | None = None, **options: Any) -> str:
+    """A hash of the model identity and the encoding options (JSON values): the key of cached embeddings.
+
+    It needs no loaded model, so a cache hit costs no model load.
+    """
+    payload = {"model": model_fingerprint(model, revision), **options}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def load_sentence_encoder(

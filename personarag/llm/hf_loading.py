@@ -1,0 +1,118 @@
+"""Loading helpers for the transformers backend: GGUF conversion cache, dtype and device choice.
+
+GGUF: transformers dequantises a GGUF file on every `from_pretrained(gguf_file=...)`
+(~20 s for a 135M model, and ~12 s just for its tokenizer). We do that once and save
+the float32 model and its tokenizer as an ordinary safetensors folder under
+`gguf_cache_root()/NAME-KEY`, KEY a hash of the GGUF file's resolved path, size and
+modification time (so a replaced file converts again). Later loads read that folder in
+seconds. The folder is written under a temporary name and renamed into place, so two
+processes converting at once never leave a half-written cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from personarag.errors import InputError, require
+from personarag.llm.cache import ENV_VAR
+
+logger = logging.getLogger(__name__)
+
+_DONE_MARKER = "personarag-gguf-conversion.json"
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+
+
+def gguf_cache_root(explicit: str | os.PathLike | None = None) -> Path:
+    """`explicit`, else `$PERSONARAG_CACHE_DIR/gguf`, else `$XDG_CACHE_HOME/personarag/gguf` (~/.cache/...)."""
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    root = os.environ.get(ENV_VAR, "").strip()
+    if root:
+        return Path(root).expanduser() / "gguf"
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "personarag" / "gguf"
+
+
+def resolve_gguf_path(model: str, gguf_file: str) -> Path:
+    """The GGUF file on disk: inside a local folder, or fetched from the hub into its cache."""
+    local = Path(model).expanduser() / gguf_file
+    if local.is_file():
+        return local.resolve()
+    if Path(model).expanduser().exists():
+        raise InputError(f"GGUF file {gguf_file!r} not found in {model!r}")
+    hub = require("huggingface_hub", "llm", purpose="fetching a GGUF file from the hub")
+    return Path(hub.hf_hub_download(model, gguf_file)).resolve()
+
+
+def gguf_cache_key(path: Path) -> str:
+    stat = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def converted_gguf(model: str, gguf_file: str, cache_root: str | os.PathLike | None = None) -> Path:
+    """A safetensors folder holding the dequantised GGUF model and its tokenizer (converted once)."""
+    source = resolve_gguf_path(model, gguf_file)
+    target = gguf_cache_root(cache_root) / f"{source.stem}-{gguf_cache_key(source)}"
+    if (target / _DONE_MARKER).is_file():
+        return target
+    transformers = require("transformers", "llm", purpose="loading GGUF models")
+    torch = require("torch", "llm")
+    start = time.perf_counter()
+    logger.info("converting %s to a safetensors cache at %s (once)", source, target)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    model_obj = transformers.AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=torch.float32)
+    # The dequantised weights are plain tensors now; without this save_pretrained would
+    # record a GGUF quantisation that a later plain load cannot honour.
+    model_obj.hf_quantizer = None
+    if hasattr(model_obj.config, "quantization_config"):
+        del model_obj.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    model_obj.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / _DONE_MARKER).write_text(f'{{"source": "{source}", "seconds": {time.perf_counter() - start:.1f}}}\n')
+    try:
+        os.rename(staging, target)
+    except OSError:  # another process finished first, or a stale unfinished folder is in the way
+        if (target / _DONE_MARKER).is_file():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(staging, target)
+    logger.info("converted %s in %.1f s", source.name, time.perf_counter() - start)
+    return target
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        torch = require("torch", "llm")
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    torch = require("torch", "llm")
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise InputError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {dtype!r}")
+    return getattr(torch, _DTYPES[dtype])
+
+
+def weights_fingerprint(path: Path) -> str:
+    """Names, sizes and modification times of a local model folder's files: changes when the weights do."""
+    parts = []
+    for file in sorted(path.iterdir()) if path.is_dir() else [path]:
+        if file.is_file():
+            stat = file.stat()
+            parts.append(f"{file.name}|{stat.st_size}|{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

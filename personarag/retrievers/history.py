@@ -51,12 +51,8 @@ class _UserHistoryRetriever(Retriever):
                 raise InputError(f"query {query.id!r} has no user; {self.spec_name} ranks the user's history")
         self._prepare(queries)
         out = []
-        for query in queries:
+        for query, (order, scores) in zip(queries, self._rank_batch(queries)):
             history = query.user.history  # type: ignore[union-attr]
-            if not history:
-                order, scores = np.zeros(0, dtype=np.int64), np.zeros(0)
-            else:
-                order, scores = self._rank(query)
             top = order[:k]
             docs = [ScoredDoc(history[i], float(scores[i])) for i in top.tolist()]
             trace = StageTrace(self.spec_name, info={"user": query.user.id, "candidates": len(history)})  # type: ignore[union-attr]
@@ -66,8 +62,12 @@ class _UserHistoryRetriever(Retriever):
     def _prepare(self, queries: list[Query]) -> None:
         """Index what the batch needs, once for the whole batch."""
 
+    def _rank_batch(self, queries: list[Query]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query: (positions in the history, best first; a score per history item)."""
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
+        return [self._rank(q) if q.user.history else empty for q in queries]  # type: ignore[union-attr]
+
     def _rank(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
-        """(positions in the history, best first; a score per history item)."""
         raise NotImplementedError
 
 
@@ -151,7 +151,7 @@ class HistoryRetriever(_UserHistoryRetriever):
         self.model = next(iter(models), None)
         self._encoder = encoder
         self.embeddings: ItemEmbeddings | None = None
-        self._query_vectors: dict[str, np.ndarray] = {}
+        self._query_vectors = np.zeros((0, 0), dtype=np.float32)  # the current batch's, in order
 
     @property
     def encoder(self) -> Any:
@@ -175,32 +175,39 @@ class HistoryRetriever(_UserHistoryRetriever):
             if self.embeddings is None:
                 self.embeddings = ItemEmbeddings(self.store, self._encode("document"))
             self.embeddings.sync()
-            vectors = self._encode("query")([q.text for q in queries])
-            self._query_vectors = {q.id: v for q, v in zip(queries, vectors)}
+            self._query_vectors = self._encode("query")([q.text for q in queries])
 
-    def _part_scores(self, part: str, query: Query) -> np.ndarray:
+    def _part_scores(self, part: str, queries: list[Query]) -> list[np.ndarray]:
         if part == "bm25":
-            return self.bm25.scores(query.user, query.text)  # type: ignore[arg-type]
-        items = self.embeddings.of(query.user)  # type: ignore[union-attr, arg-type]
-        return (items @ self._query_vectors[query.id]).astype(np.float64)
+            return self.bm25.scores_many([q.user for q in queries], [q.text for q in queries])  # type: ignore[misc]
+        assert self.embeddings is not None  # set by _prepare
+        return [
+            (self.embeddings.of(q.user) @ vector).astype(np.float64)  # type: ignore[arg-type]
+            for q, vector in zip(queries, self._query_vectors)
+        ]
 
-    def _rank(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
+    def _rank_batch(self, queries: list[Query]) -> list[tuple[np.ndarray, np.ndarray]]:
         if self.fusion is None:
-            scores = self._part_scores(self.parts[0], query)
-            if self.parts[0] == "bm25":
-                return np.argsort(scores)[::-1], scores  # rank_bm25's get_top_n order, ties included
-            return np.argsort(-scores, kind="stable"), scores
-        fused = np.zeros(len(query.user.history))  # type: ignore[union-attr]
+            part = self.parts[0]
+            out = []
+            for scores in self._part_scores(part, queries):
+                # bm25: rank_bm25's get_top_n order, ties included, so the top-k matches the reference
+                order = np.argsort(scores)[::-1] if part == "bm25" else np.argsort(-scores, kind="stable")
+                out.append((order, scores))
+            return out
+        fused = [np.zeros(len(q.user.history)) for q in queries]  # type: ignore[union-attr]
         for part, weight in zip(self.parts, self.weights):
-            scores = self._part_scores(part, query)
-            if self.fusion == "rrf":
-                ranks = np.empty(len(scores))
-                ranks[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
-                fused += weight / (self.rrf_k + ranks)
-            else:
-                span = scores.max() - scores.min()
-                fused += weight * ((scores - scores.min()) / span if span > 0 else np.zeros_like(scores))
-        return np.argsort(-fused, kind="stable"), fused
+            for total, scores in zip(fused, self._part_scores(part, queries)):
+                if not len(scores):
+                    continue
+                if self.fusion == "rrf":
+                    ranks = np.empty(len(scores))
+                    ranks[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+                    total += weight / (self.rrf_k + ranks)
+                else:
+                    span = scores.max() - scores.min()
+                    total += weight * ((scores - scores.min()) / span if span > 0 else np.zeros_like(scores))
+        return [(np.argsort(-total, kind="stable"), total) for total in fused]
 
 
 def parse_history_spec(spec: str) -> tuple[list[str], str | None]:

@@ -12,19 +12,19 @@ item once.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import math
+import operator
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from personarag.errors import InputError, require
 from personarag.types import Document, User
-
-if TYPE_CHECKING:
-    from scipy.sparse import csc_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +65,18 @@ class ProfileStore:
     def __init__(self) -> None:
         self.items: list[Document] = []
         self.owners: list[str] = []  # user id of each row
-        self._blocks: dict[UserKey, tuple[int, int]] = {}
+        self.starts: list[int] = [0]  # block b holds rows starts[b]:starts[b + 1]
+        self._blocks: dict[UserKey, int] = {}
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __contains__(self, user: User) -> bool:
         return user_key(user) in self._blocks
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.starts) - 1
 
     def add(self, users: Iterable[User]) -> int:
         """Store the histories not stored yet; returns how many rows were added."""
@@ -80,125 +85,132 @@ class ProfileStore:
             key = user_key(user)
             if key in self._blocks:
                 continue
-            start = len(self.items)
             self.items.extend(user.history)
             self.owners.extend([user.id] * len(user.history))
-            self._blocks[key] = (start, len(self.items))
+            self._blocks[key] = len(self.starts) - 1
+            self.starts.append(len(self.items))
         return len(self.items) - before
 
-    def rows(self, user: User) -> slice:
+    def block(self, user: User) -> int:
+        """The user's block number, storing the history first if it is new."""
         key = user_key(user)
         if key not in self._blocks:
             self.add([user])
-        start, stop = self._blocks[key]
-        return slice(start, stop)
+        return self._blocks[key]
 
-
-class _UserStats:
-    """BM25 statistics of one user's rows: per-term idf and the tf part of each posting."""
-
-    __slots__ = ("columns", "idf", "postings")
-
-    def __init__(self, columns: dict[int, int], idf: np.ndarray, postings: csc_matrix) -> None:
-        self.columns = columns  # global term column -> local column
-        self.idf = idf
-        self.postings = postings  # n_rows x n_local_terms, holding tf*(k1+1)/(tf+k1*norm)
+    def rows(self, user: User) -> slice:
+        block = self.block(user)
+        return slice(self.starts[block], self.starts[block + 1])
 
 
 class ProfileBM25:
     """BM25Okapi (rank_bm25's formula: idf floored at epsilon * mean idf) per user history.
 
-    One sparse term-frequency matrix over all stored rows is built as rows arrive; a user's
-    statistics are computed from their slice on first use and cached. Scores equal
-    `rank_bm25.BM25Okapi(tokenized history, k1, b, epsilon).get_scores(tokenized query)`
-    bit for bit (same operations in the same order, idf with `math.log`)."""
+    Postings (user block, term, row, weight) over all stored rows are built once, vectorised,
+    as histories arrive; each user's statistics (df, idf, avgdl) come from their own rows
+    only. Scores equal `rank_bm25.BM25Okapi(tokenized history, k1, b, epsilon)
+    .get_scores(tokenized query)` bit for bit: the same float operations in the same order
+    (idf from `math.log`, the idf mean summed sequentially in first-occurrence order)."""
 
     def __init__(self, store: ProfileStore, tokenizer: Callable[[str], list[str]], *,
                  k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25) -> None:
         self.store = store
         self.tokenize = tokenizer
         self.k1, self.b, self.epsilon = float(k1), float(b), float(epsilon)
-        self.vocab: dict[str, int] = {}
-        self._indptr: list[int] = [0]
-        self._indices: list[np.ndarray] = []
-        self._counts: list[np.ndarray] = []
-        self._indices_all = np.zeros(0, dtype=np.int64)
-        self._counts_all = np.zeros(0, dtype=np.float64)
-        self._stats: dict[UserKey, _UserStats] = {}
+        self._next_id = itertools.count()
+        self.vocab: defaultdict[str, int] = defaultdict(self._next_id.__next__)
+        self._blocks_done = 0
+        self._log = np.zeros(0)  # _log[i] = math.log(i + 0.5)
+        # postings sorted by key = block << 32 | term, then row
+        self._key = np.zeros(0, dtype=np.int64)
+        self._row = np.zeros(0, dtype=np.int64)  # row within the user's block
+        self._weight = np.zeros(0, dtype=np.float64)  # idf * tf*(k1+1)/(tf + k1*norm)
 
-    @property
-    def n_rows(self) -> int:
-        return len(self._indptr) - 1
+    def _logs(self, upto: int) -> np.ndarray:
+        if len(self._log) <= upto:
+            self._log = np.asarray([math.log(i + 0.5) for i in range(max(upto + 1, 2 * len(self._log)))])
+        return self._log
 
     def sync(self) -> None:
-        """Tokenize the stored rows that are not in the matrix yet."""
-        if self.n_rows == len(self.store):
+        """Index the stored blocks that are not indexed yet, all at once."""
+        store = self.store
+        first_block, n_blocks = self._blocks_done, store.n_blocks
+        if first_block == n_blocks:
             return
-        vocab = self.vocab
-        for doc in self.store.items[self.n_rows:]:
-            counts: dict[int, int] = {}
-            for token in self.tokenize(doc.full_text):
-                column = vocab.setdefault(token, len(vocab))
-                counts[column] = counts.get(column, 0) + 1
-            # dict order = first occurrence in the document, which rank_bm25's idf sum follows
-            self._indices.append(np.fromiter(counts.keys(), dtype=np.int64, count=len(counts)))
-            self._counts.append(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))
-            self._indptr.append(self._indptr[-1] + len(counts))
-        self._indices_all = np.concatenate([self._indices_all, *self._indices])
-        self._counts_all = np.concatenate([self._counts_all, *self._counts])
-        self._indices, self._counts = [], []
-
-    def _user_stats(self, user: User) -> _UserStats:
-        key = user_key(user)
-        stats = self._stats.get(key)
-        if stats is not None:
-            return stats
-        rows = self.store.rows(user)
-        self.sync()
-        sparse = require("scipy.sparse", "base", purpose="BM25 over user histories")
-        lo, hi = self._indptr[rows.start], self._indptr[rows.stop]
-        indptr = np.asarray(self._indptr[rows.start: rows.stop + 1], dtype=np.int64) - lo
-        indices, tf = self._indices_all[lo:hi], self._counts_all[lo:hi]
-        n_docs = rows.stop - rows.start
-        # local term ids in order of first occurrence: rank_bm25 sums idf in that order
-        terms, first, inverse = np.unique(indices, return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")
-        local_of_sorted = np.empty_like(order)
-        local_of_sorted[order] = np.arange(len(order))
-        local = local_of_sorted[inverse]
-        df = np.bincount(local, minlength=len(terms))
-        idf_list = [math.log(n_docs - f + 0.5) - math.log(f + 0.5) for f in df.tolist()]
-        idf = np.asarray(idf_list, dtype=np.float64)
-        if len(idf_list):
-            idf_sum = 0.0
-            for value in idf_list:  # sequential, as rank_bm25 does, so the floor matches exactly
-                idf_sum += value
-            idf[idf < 0] = self.epsilon * (idf_sum / len(idf_list))
-        row_of = np.repeat(np.arange(n_docs), np.diff(indptr))
-        doc_len = np.bincount(row_of, weights=tf, minlength=n_docs)
-        avgdl = float(doc_len.sum()) / n_docs if n_docs else 0.0
-        norm = 1 - self.b + self.b * doc_len / avgdl if avgdl > 0 else np.ones(n_docs)
-        tf_part = tf * (self.k1 + 1) / (tf + self.k1 * norm[row_of])
-        postings = sparse.csc_matrix((tf_part, (row_of, local)), shape=(n_docs, len(terms)))
-        columns = dict(zip(terms[order].tolist(), range(len(terms))))
-        stats = _UserStats(columns, idf, postings)
-        self._stats[key] = stats
-        return stats
+        row0 = store.starts[first_block]
+        tokens = [self.tokenize(d.full_text) for d in store.items[row0:]]
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        flat = list(itertools.chain.from_iterable(tokens))
+        terms = np.fromiter(map(self.vocab.__getitem__, flat), dtype=np.int64, count=len(flat))
+        starts = np.asarray(store.starts[first_block:], dtype=np.int64) - row0
+        block_sizes = np.diff(starts)
+        block_of_row = np.repeat(np.arange(first_block, n_blocks, dtype=np.int64), block_sizes)
+        row_of_token = np.repeat(np.arange(len(tokens), dtype=np.int64), lengths)
+        # (row, term) postings with their term frequency and first token position
+        pair, first_pair_token, tf = np.unique(row_of_token << 32 | terms, return_index=True, return_counts=True)
+        p_row, p_term = pair >> 32, pair & 0xFFFFFFFF
+        p_block = block_of_row[p_row]
+        # per (user, term): document frequency, and first occurrence in the user's token stream
+        # (pairs are in row order, so a group's first pair holds its earliest token)
+        ut_key = p_block << 32 | p_term
+        keys, first_pair, inverse, df = np.unique(ut_key, return_index=True, return_inverse=True, return_counts=True)
+        first_token = first_pair_token[first_pair]
+        key_block = keys >> 32
+        n_docs = block_sizes[key_block - first_block]
+        logs = self._logs(int(block_sizes.max(initial=0)))
+        idf = logs[n_docs - df] - logs[df]
+        # rank_bm25 floors negative idf at epsilon * (sequential sum of idf in first-occurrence order) / n
+        order = np.lexsort((first_token, key_block))
+        bounds = np.searchsorted(key_block[order], np.arange(first_block, n_blocks + 1))
+        ordered = idf[order].tolist()
+        eps = np.zeros(n_blocks - first_block)
+        for j in range(n_blocks - first_block):
+            lo, hi = bounds[j], bounds[j + 1]
+            if hi > lo:
+                eps[j] = self.epsilon * (functools.reduce(operator.add, ordered[lo:hi], 0) / (hi - lo))
+        negative = idf < 0
+        idf[negative] = eps[key_block[negative] - first_block]
+        # tf part with each user's own average document length
+        doc_len = lengths.astype(np.float64)
+        sums = np.bincount(block_of_row - first_block, weights=lengths, minlength=len(block_sizes))
+        avgdl = sums / np.maximum(block_sizes, 1)
+        dl = doc_len[p_row]
+        adl = avgdl[p_block - first_block]
+        tfp = tf.astype(np.float64)
+        weight = idf[inverse] * (tfp * (self.k1 + 1) / (tfp + self.k1 * (1 - self.b + self.b * dl / adl)))
+        local_row = p_row - starts[p_block - first_block]
+        by_key = np.lexsort((local_row, ut_key))
+        self._key = np.concatenate([self._key, ut_key[by_key]])
+        self._row = np.concatenate([self._row, local_row[by_key]])
+        self._weight = np.concatenate([self._weight, weight[by_key]])
+        self._blocks_done = n_blocks
 
     def scores(self, user: User, query_text: str) -> np.ndarray:
         """BM25 score of each of the user's history items (in history order) for the query."""
-        stats = self._user_stats(user)
-        n_docs = len(user.history)
-        out = np.zeros(n_docs, dtype=np.float64)
-        post = stats.postings
-        for token in self.tokenize(query_text):  # repeated query tokens count again, as in rank_bm25
-            column = self.vocab.get(token)
-            local = None if column is None else stats.columns.get(column)
-            if local is None:
-                continue
-            start, stop = post.indptr[local], post.indptr[local + 1]
-            out[post.indices[start:stop]] += stats.idf[local] * post.data[start:stop]
-        return out
+        return self.scores_many([user], [query_text])[0]
+
+    def scores_many(self, users: Sequence[User], query_texts: Sequence[str]) -> list[np.ndarray]:
+        """`scores` for a batch of (user, query) pairs, vectorised over the whole batch."""
+        blocks = np.asarray([self.store.block(u) for u in users], dtype=np.int64)
+        self.sync()
+        sizes = np.asarray([len(u.history) for u in users], dtype=np.int64)
+        tokens = [self.tokenize(text) for text in query_texts]
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        flat = list(itertools.chain.from_iterable(tokens))
+        terms = np.fromiter(map(self.vocab.get, flat, itertools.repeat(-1)), dtype=np.int64, count=len(flat))
+        query_of = np.repeat(np.arange(len(tokens)), lengths)
+        known = terms >= 0
+        keys = blocks[query_of[known]] << 32 | terms[known]
+        lo = np.searchsorted(self._key, keys, "left")
+        counts = np.searchsorted(self._key, keys, "right") - lo
+        # every posting of every query token occurrence, in query order: bincount then adds
+        # each row's contributions in the order rank_bm25's loop does
+        offsets = np.cumsum(counts) - counts
+        picks = np.repeat(lo - offsets, counts) + np.arange(int(counts.sum()))
+        base = np.cumsum(sizes) - sizes
+        slots = np.repeat(base[query_of[known]], counts) + self._row[picks]
+        flat_scores = np.bincount(slots, weights=self._weight[picks], minlength=int(sizes.sum()))
+        return np.split(flat_scores, np.cumsum(sizes)[:-1])
 
 
 class ItemEmbeddings:

@@ -10,7 +10,8 @@ rerankers:
   kept as reasoning and the answer is empty (a problem).
 - permutations: ids outside 1..n and repeats are dropped, missing ids are appended in
   their input order, so the input order is kept for the part the model did not rank.
-- choices: an answer that names none of the labels keeps the first label (no change).
+- choices: an answer that names none of the labels gives None (a problem); the setwise
+  reranker then takes the candidate ranked highest in its input.
 - scores: values outside the scale are clipped to it (recorded); a document without a
   readable score gets None and the reranker places it by its fallback rule.
 """

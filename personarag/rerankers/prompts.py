@@ -95,7 +95,10 @@ def _from_mapping(data: Any, name: str, source: str) -> PromptTemplate:
         raise InputError(f"{source}: the template needs a non-empty 'user' message")
     answers = data.get("answers") or ()
     if not isinstance(answers, (list, tuple)) or not all(isinstance(a, str) and a for a in answers):
-        raise InputError(f"{source}: 'answers' must be a list of non-empty strings, got {answers!r}")
+        raise InputError(
+            f"{source}: 'answers' must be a list of non-empty strings, got {answers!r} "
+            "(quote yes/no in YAML: unquoted they are read as booleans)"
+        )
     return PromptTemplate(
         name=str(data.get("name") or name),
         user=data["user"],

@@ -9,9 +9,9 @@ relevant one. Two sorts are driven by these choices, both stopping at `top_k`:
   each pass carries the best remaining candidate to the next top position.
 
 The top_k come first in the order found; the other candidates follow in their input
-order (scores are rank-based: n, n-1, ...). An answer that names no label keeps the
-first shown candidate (the heap parent / window head, i.e. no move) and is recorded
-in the StageTrace. With `reasoning=True` the model thinks inside `<think>...</think>`
+order (scores are rank-based: n, n-1, ...). An answer that names no label picks the
+shown candidate that ranked highest in the input, so failed comparisons keep the input
+order; the problem is recorded in the StageTrace. With `reasoning=True` the model thinks inside `<think>...</think>`
 before answering; each top_k document carries the reasoning of the choice that
 selected it last.
 """
@@ -87,8 +87,9 @@ class SetwiseReranker(LLMReranker):
         choice, parsed = parse_choice(completion.text, labels)
         log.problems.extend(f"choice among {len(ids)}: {p}" for p in parsed.problems)
         if choice is None:
-            log.problems.append(f"choice among {len(ids)}: no label read, kept the first shown candidate")
-        choice = 0 if choice is None else choice
+            log.problems.append(f"choice among {len(ids)}: no label read, took the candidate ranked highest in the input")
+        if choice is None:  # keep the input order: the candidate ranked highest before this stage wins
+            choice = min(range(len(ids)), key=lambda j: ids[j])
         if parsed.reasoning:
             log.reasoning.append(parsed.reasoning)
             reasonings[docs[ids[choice]].doc.id] = parsed.reasoning

@@ -22,6 +22,7 @@ from personarag.errors import PersonaragError
 
 COMMANDS: list[str] = [
     "personarag.commands.eval_beir",
+    "personarag.commands.eval_bright",
     "personarag.commands.eval_lamp",
     "personarag.commands.train_cross_encoder",
 ]

@@ -1,0 +1,178 @@
+"""`personarag eval bright`: run a pipeline over BRIGHT tasks and score them.
+
+For each task: OUT/<task>/run.trec (excluded ids already removed, as BRIGHT's own
+scoring does), metrics.json, per_query.json and, when a stage reasoned,
+reasoning.jsonl. OUT/metrics.json holds each task's metrics and their average;
+OUT/config.json reproduces the run (`--config OUT/config.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from personarag.commands import common
+from personarag.commands.eval_beir import _retrieve
+from personarag.errors import InputError
+
+GROUP = "eval"
+NAME = "bright"
+HELP = "retrieve (and rerank) BRIGHT tasks, remove excluded ids, write runs and per-task and average metrics"
+
+logger = logging.getLogger(__name__)
+
+CONFIG_KEYS = (
+    "dataset_dir", "tasks", "long_documents", "reasoning", "retriever", "query_rewriter", "rerankers", "k",
+    "rerank_depth", "measures", "batch_size", "max_queries", "output_dir", "cache_dir",
+    "command", "run_name", "versions", "pipeline",
+)
+DEFAULT_MEASURES = ("nDCG@10", "Recall@100")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset-dir", metavar="DIR",
+                        help="local BRIGHT data: DIR/<task>/{examples,documents}.jsonl or a hub snapshot "
+                             "(DIR/<config>/<task>-*.parquet); without it, the hub dataset xlangai/BRIGHT")
+    parser.add_argument("--task", action="append", metavar="TASK", help="a BRIGHT task; repeat, or 'all'")
+    parser.add_argument("--long-documents", action="store_true", default=None, help="use the long_documents corpus")
+    parser.add_argument("--reasoning", metavar="CONFIG", help="queries from a reasoning config, e.g. gpt4_reason")
+    parser.add_argument("--retriever", metavar="SPEC", help="e.g. bm25, dense:PATH, rrf:bm25+dense:PATH")
+    parser.add_argument("--query-rewriter", metavar="LLM", help="an LLM spec that reasons about each query first")
+    parser.add_argument("--reranker", metavar="SPEC", action="append", help="a reranker stage; repeat for several")
+    parser.add_argument("--k", type=int, help="candidates retrieved per query (default: 100)")
+    parser.add_argument("--rerank-depth", type=int, metavar="N", help="rerank only the top N (default: all k)")
+    parser.add_argument("--measures", nargs="+", metavar="M", help="ir_measures names (default: nDCG@10 Recall@100)")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="queries per pipeline call (default: 64)")
+    parser.add_argument("--max-queries", type=int, metavar="N", help="only the first N queries of each task")
+    parser.add_argument("--cache-dir", metavar="DIR", help="Hugging Face datasets cache for hub downloads")
+    common.add_run_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from personarag.evaluation.bright import load_bright
+    from personarag.evaluation.metrics import evaluate, parse_measure
+    from personarag.evaluation.runs import Run
+    from personarag.pipeline import Pipeline
+    from personarag.types import Usage
+
+    file = common.read_config_file(args.config, CONFIG_KEYS)
+    if file.get("command", "eval bright") != "eval bright":
+        raise InputError(f"{args.config} is the config of `personarag {file['command']}`, not `eval bright`")
+    settings = _settings(args, file)
+    for measure in settings["measures"]:
+        parse_measure(measure)
+    pipeline = Pipeline([_first_stage(settings), *settings["rerankers"]], k=settings["k"],
+                        rerank_depth=settings["rerank_depth"])
+    if pipeline.retriever is None:
+        raise InputError(f"the first stage must be a retriever, got {settings['retriever']!r}")
+    run_config = {
+        "command": "eval bright",
+        **{key: settings[key] for key in ("dataset_dir", "tasks", "long_documents", "reasoning", "max_queries", "measures")},
+        "pipeline": pipeline.config(),
+    }
+    name = common.run_name("bright", run_config)
+    out = common.prepare_output_dir(settings["output_dir"], name, args.overwrite)
+
+    metrics: dict[str, dict[str, float]] = {}
+    usage = Usage()
+    for task_name in settings["tasks"]:
+        task = load_bright(task_name, settings["dataset_dir"], long_documents=settings["long_documents"],
+                           reasoning=settings["reasoning"], cache_dir=settings["cache_dir"])
+        queries = task.queries[: settings["max_queries"]] if settings["max_queries"] else task.queries
+        qrels = task.qrels.subset(q.id for q in queries)
+        pipeline.index(task.corpus)
+        rankings = _retrieve(pipeline, queries, settings["batch_size"])
+        usage = usage + Usage.total(r.usage for r in rankings)
+        cleaned = task.remove_excluded(Run.from_rankings(rankings, name=name))
+        result = evaluate(cleaned, qrels, settings["measures"])
+        task_dir = out / task_name
+        task_dir.mkdir(exist_ok=True)
+        cleaned.write_trec(task_dir / "run.trec", name=name)
+        common.write_json(task_dir / "metrics.json", result.aggregate)
+        common.write_json(task_dir / "per_query.json", result.per_query)
+        _write_reasoning(rankings, task_dir / "reasoning.jsonl")
+        metrics[task_name] = result.aggregate
+        sys.stdout.write(f"{task_name}: {len(queries)} queries, {len(task.corpus)} documents\n")
+    average = {m: sum(metrics[t][m] for t in metrics) / len(metrics) for m in settings["measures"]}
+    common.write_json(out / "metrics.json", {**metrics, "average": average})
+    common.write_json(out / "stats.json", {"usage": dataclasses.asdict(usage)})
+    common.write_json(out / "config.json", {**run_config, "run_name": name, "batch_size": settings["batch_size"],
+                                             "versions": common.library_versions()})
+    sys.stdout.write(_table(metrics, average, settings["measures"]) + "\n")
+    sys.stdout.write(f"wrote {out}/<task>/run.trec and metrics, {out}/metrics.json, config.json\n")
+    return 0
+
+
+def _first_stage(settings: dict[str, Any]) -> Any:
+    if not settings["query_rewriter"]:
+        return settings["retriever"]
+    return {"spec": "rewrite", "params": {"retriever": settings["retriever"], "llm": settings["query_rewriter"]}}
+
+
+def _write_reasoning(rankings: list, path: Path) -> None:
+    """Reasoning traces of every stage that left some (query rewriting, LLM rerankers), as JSONL."""
+    import json
+
+    rows = []
+    for ranking in rankings:
+        for trace in ranking.trace:
+            if trace.reasoning:
+                rows.append({"query_id": ranking.query.id, "stage": trace.stage, "doc_id": None, "reasoning": trace.reasoning})
+        for doc in ranking.docs:
+            if doc.reasoning:
+                rows.append({"query_id": ranking.query.id, "stage": "rerank", "doc_id": doc.id, "reasoning": doc.reasoning})
+    if rows:
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def _table(metrics: dict[str, dict[str, float]], average: dict[str, float], measures: list[str]) -> str:
+    width = max(len("average"), *(len(t) for t in metrics))
+    lines = ["task".ljust(width) + "".join(f"  {m:>10}" for m in measures)]
+    for task, values in [*metrics.items(), ("average", average)]:
+        lines.append(task.ljust(width) + "".join(f"  {values[m]:>10.4f}" for m in measures))
+    return "\n".join(lines)
+
+
+def _settings(args: argparse.Namespace, file: dict[str, Any]) -> dict[str, Any]:
+    from personarag.evaluation.bright import TASKS, check_task
+
+    pipeline_file = file.get("pipeline") or {}
+    stages = list(pipeline_file.get("stages") or [])
+    tasks = args.task if args.task is not None else file.get("tasks")
+    if not tasks:
+        raise InputError(f"give --task TASK (repeatable) or --task all; tasks: {', '.join(TASKS)}")
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    tasks = list(TASKS) if tasks == ["all"] else [check_task(t) for t in tasks]
+    retriever = common.pick(args.retriever, file, "retriever", stages[0] if stages else None)
+    if retriever is None:
+        raise InputError("give --retriever SPEC (or retriever in the config), e.g. --retriever bm25")
+    rerankers = args.reranker if args.reranker is not None else file.get("rerankers", stages[1:])
+    measures = common.pick(args.measures, file, "measures", list(DEFAULT_MEASURES))
+    dataset_dir = common.pick(args.dataset_dir, file, "dataset_dir")
+    settings = {
+        "dataset_dir": str(Path(dataset_dir).expanduser().resolve()) if dataset_dir else None,
+        "tasks": tasks,
+        "long_documents": bool(common.pick(args.long_documents, file, "long_documents", False)),
+        "reasoning": common.pick(args.reasoning, file, "reasoning"),
+        "retriever": retriever,
+        "query_rewriter": common.pick(args.query_rewriter, file, "query_rewriter"),
+        "rerankers": [rerankers] if isinstance(rerankers, (str, dict)) else list(rerankers),
+        "k": common.pick(args.k, file, "k", pipeline_file.get("k", 100)),
+        "rerank_depth": common.pick(args.rerank_depth, file, "rerank_depth", pipeline_file.get("rerank_depth")),
+        "measures": [measures] if isinstance(measures, str) else [str(m) for m in measures],
+        "batch_size": common.pick(args.batch_size, file, "batch_size", 64),
+        "max_queries": common.pick(args.max_queries, file, "max_queries"),
+        "output_dir": common.pick(args.output_dir, file, "output_dir"),
+        "cache_dir": common.pick(args.cache_dir, file, "cache_dir"),
+    }
+    if not settings["output_dir"]:
+        raise InputError("give --output-dir OUT (or output_dir in the config file)")
+    for key in ("batch_size", "max_queries", "k"):
+        value = settings[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise InputError(f"{key} must be a positive integer, got {value!r}")
+    return settings

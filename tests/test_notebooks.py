@@ -13,8 +13,11 @@ from personarag import registry
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def _execute(path: Path, extra_code: str, workdir: Path):
+def _execute(path: Path, extra_code: str, workdir: Path, monkeypatch):
     """Run the notebook plus one appended cell in a python3 kernel of sys.executable (nothing installed globally)."""
+    # Connection files and the IPython profile go to the test's folder, not the user's home.
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(workdir / "jupyter-runtime"))
+    monkeypatch.setenv("IPYTHONDIR", str(workdir / "ipython"))
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
@@ -37,11 +40,11 @@ def _stdout(cell) -> str:
     return "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream" and o.get("name") == "stdout")
 
 
-def test_quickstart_runs_and_scores(tmp_path):
+def test_quickstart_runs_and_scores(tmp_path, monkeypatch):
     if "bm25" not in registry.REGISTRY:
         pytest.skip("the bm25 retriever is not registered yet")
     check = "import json; print(json.dumps({'aggregate': result.aggregate, 'q1': pipe('how do solar panels make electricity').ids}))"
-    nb = _execute(NOTEBOOKS / "quickstart.ipynb", check, tmp_path)
+    nb = _execute(NOTEBOOKS / "quickstart.ipynb", check, tmp_path, monkeypatch)
     found = json.loads(_stdout(nb.cells[-1]))
     # Each query's words point at its relevant document first, and k=3 holds every relevant one.
     assert found["aggregate"]["MRR@10"] == 1.0

@@ -15,6 +15,7 @@ import yaml
 from personarag import Ranking, ScoredDoc, StageTrace, registry
 from personarag.cli import main
 from personarag.evaluation import Qrels, Run, evaluate
+from personarag.rerankers.base import Reranker
 from personarag.retrievers.base import Retriever
 
 FIXTURE = Path(__file__).parent / "fixtures" / "beir_mini"
@@ -38,11 +39,19 @@ class TextOverlap(Retriever):
         return out
 
 
+class Reverse(Reranker):
+    spec_name = "test-reverse"
+
+    def _rerank(self, rankings):
+        return [r.with_stage(list(reversed(r.docs)), StageTrace("reverse")) for r in rankings]
+
+
 @pytest.fixture(autouse=True)
-def test_retriever(monkeypatch):
+def test_stages(monkeypatch):
     monkeypatch.setitem(
         registry.REGISTRY, "test-text-overlap", registry.Entry("retriever", f"{__name__}:TextOverlap", None, "")
     )
+    monkeypatch.setitem(registry.REGISTRY, "test-reverse", registry.Entry("reranker", f"{__name__}:Reverse", None, ""))
 
 
 # By hand: q3 "what do mice eat" -> d4 first; q1 "cat chasing a mouse" -> d3 (rel 2) then d1 (rel 1, a 0-overlap
@@ -106,6 +115,21 @@ def test_config_file_run_equals_flag_run_and_flags_override(tmp_path):
     assert eval_beir("--config", str(config), "--k", "1", "--output-dir", str(override)) == 0
     assert json.loads((override / "config.json").read_text())["pipeline"]["k"] == 1
     assert len((override / "run.trec").read_text().splitlines()) == 3
+
+
+def test_rerankers_and_rerank_depth_are_applied_and_recorded(tmp_path):
+    out = tmp_path / "out"
+    args = ["--dataset-dir", str(FIXTURE), *FLAGS, "--reranker", "test-reverse", "--rerank-depth", "2"]
+    assert eval_beir(*args, "--output-dir", str(out)) == 0
+    run = Run.read_trec(out / "run.trec")
+    assert [d for d, _ in run["q2"]] == ["d5", "d6", "d1"]  # the top 2 of d6, d5, d1 reversed, the tail kept
+    config = json.loads((out / "config.json").read_text())
+    assert config["pipeline"]["stages"][1] == {"spec": "test-reverse", "params": {}}
+    assert config["pipeline"]["rerank_depth"] == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    # q3: d4 drops to 2nd; q1: d1 (rel 1) now first; q2: d5 (relevant) moves up to 1st.
+    assert metrics["MRR@10"] == pytest.approx((1 / 2 + 1 + 1) / 3)
+    assert json.loads((out / "per_query.json").read_text())["q3"]["MRR@10"] == 0.5
 
 
 def test_refuses_to_overwrite_a_different_run(tmp_path, capsys):

@@ -127,8 +127,9 @@ class Run(Mapping[str, list[tuple[str, float]]]):
                     inverted += 1
         if inverted:
             logger.warning(
-                "%s: in %d queries a score rises further down the ranking; tools that re-sort by score "
-                "(trec_eval) will score a different order than personarag's evaluate, which keeps the ranks",
+                "%s: in %d queries a score rises further down the ranking (as when a reranker keeps the "
+                "retriever's tail below its head); trec_eval re-sorts by score, so it would score a different "
+                "order than personarag's evaluate, which keeps the ranks",
                 path,
                 inverted,
             )

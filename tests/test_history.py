@@ -210,3 +210,16 @@ def test_history_dense_with_minilm_prefers_the_topical_item(minilm_path):
     retriever = HistoryRetriever(f"dense:{minilm_path}", device="cpu")
     ranking = retriever.retrieve(Query("q", "which guitar strings should I buy?", user=user), k=3)[0]
     assert ranking.ids[0] == "guitar"
+
+
+def test_pool_bm25_over_several_histories_equals_bm25s_lucene_over_their_union():
+    import bm25s
+
+    users = make_users()
+    retriever = HistoryRetriever("bm25")
+    for pool, text in ((users[2:5], "bright strings amp"), (users[:6], "guitar cable the"), (users[4:5], "amp")):
+        got = np.concatenate(retriever.bm25.pool_scores(pool, text))
+        model = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+        model.index([d.full_text.split() for u in pool for d in u.history], show_progress=False)
+        # bm25s's Lucene variant leaves out BM25's constant (k1 + 1) numerator factor
+        np.testing.assert_allclose(got, (1.5 + 1) * model.get_scores(text.split()), rtol=1e-5)

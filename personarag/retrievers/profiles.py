@@ -125,6 +125,8 @@ class ProfileBM25:
         self._key = np.zeros(0, dtype=np.int64)
         self._row = np.zeros(0, dtype=np.int64)  # row within the user's block
         self._weight = np.zeros(0, dtype=np.float64)  # idf * tf*(k1+1)/(tf + k1*norm)
+        self._tf = np.zeros(0, dtype=np.float64)  # raw term frequency of each posting
+        self._doc_len = np.zeros(0, dtype=np.float64)  # tokens per stored row
 
     def _logs(self, upto: int) -> np.ndarray:
         if len(self._log) <= upto:
@@ -183,6 +185,8 @@ class ProfileBM25:
         self._key = np.concatenate([self._key, ut_key[by_key]])
         self._row = np.concatenate([self._row, local_row[by_key]])
         self._weight = np.concatenate([self._weight, weight[by_key]])
+        self._tf = np.concatenate([self._tf, tfp[by_key]])
+        self._doc_len = np.concatenate([self._doc_len, doc_len])
         self._blocks_done = n_blocks
 
     def scores(self, user: User, query_text: str) -> np.ndarray:
@@ -210,6 +214,36 @@ class ProfileBM25:
         base = np.cumsum(sizes) - sizes
         slots = np.repeat(base[query_of[known]], counts) + self._row[picks]
         flat_scores = np.bincount(slots, weights=self._weight[picks], minlength=int(sizes.sum()))
+        return np.split(flat_scores, np.cumsum(sizes)[:-1])
+
+    def pool_scores(self, users: Sequence[User], query_text: str) -> list[np.ndarray]:
+        """BM25 of one query over the union of several users' histories, with statistics
+        (df, avgdl) over that union and the always-positive Lucene idf
+        log(1 + (N - df + 0.5) / (df + 0.5)), so scores compare across owners.
+        One array per user, in history order."""
+        blocks = np.asarray([self.store.block(u) for u in users], dtype=np.int64)
+        self.sync()
+        sizes = np.asarray([len(u.history) for u in users], dtype=np.int64)
+        base = np.cumsum(sizes) - sizes
+        n_docs = int(sizes.sum())
+        ids = [self.vocab.get(token) for token in self.tokenize(query_text)]
+        terms = np.asarray([i for i in ids if i is not None], dtype=np.int64)
+        if not n_docs or not len(terms) or not len(blocks):
+            return [np.zeros(n) for n in sizes.tolist()]
+        keys = (blocks[:, None] << 32 | terms[None, :]).ravel()  # block-major, then query order
+        lo = np.searchsorted(self._key, keys, "left")
+        counts = np.searchsorted(self._key, keys, "right") - lo
+        df = counts.reshape(len(blocks), len(terms)).sum(axis=0)
+        idf = np.log(1 + (n_docs - df + 0.5) / (df + 0.5))
+        lengths = np.concatenate([self._doc_len[self.store.starts[b]: self.store.starts[b + 1]] for b in blocks.tolist()])
+        avgdl = max(float(lengths.sum()) / n_docs, 1e-9)
+        offsets = np.cumsum(counts) - counts
+        picks = np.repeat(lo - offsets, counts) + np.arange(int(counts.sum()))
+        pair = np.repeat(np.arange(len(keys)), counts)
+        slots = base[pair // len(terms)] + self._row[picks]
+        tf = self._tf[picks]
+        part = tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * lengths[slots] / avgdl))
+        flat_scores = np.bincount(slots, weights=idf[pair % len(terms)] * part, minlength=n_docs)
         return np.split(flat_scores, np.cumsum(sizes)[:-1])
 
 

@@ -43,6 +43,7 @@ REGISTRY: dict[str, Entry] = {
     "history": Entry("retriever", "personarag.retrievers.history:HistoryRetriever", "retriever", "the query user's own history: history:bm25, history:dense:MODEL, history:rrf:bm25+dense:MODEL"),
     "recency": Entry("retriever", "personarag.retrievers.history:RecencyRetriever", None, "the user's newest history items first"),
     "random": Entry("retriever", "personarag.retrievers.history:RandomRetriever", None, "the user's history in a seeded random order"),
+    "collaborative": Entry("retriever", "personarag.retrievers.collaborative:CollaborativeRetriever", "model", "CFRAG-style: the user's and similar users' histories, personalized scores (collaborative:MODEL)"),
     "cross-encoder": Entry("reranker", "personarag.rerankers.cross_encoder:CrossEncoderReranker", "model", "sentence-transformers cross-encoder: cross-encoder:MODEL_OR_PATH"),
     "pointwise": Entry("reranker", "personarag.rerankers.pointwise:PointwiseReranker", "llm", "LLM pointwise: yes/no, 0..k expected score, or reason-then-score: pointwise:LLM_SPEC"),
     "listwise": Entry("reranker", "personarag.rerankers.listwise:ListwiseReranker", "llm", "LLM sliding-window permutation (RankGPT/RankZephyr, optional reasoning): listwise:LLM_SPEC"),

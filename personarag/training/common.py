@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import platform
 import shutil
 from collections.abc import Mapping
 from importlib import metadata
@@ -26,17 +25,7 @@ logger = logging.getLogger(__name__)
 
 RUN_FILE = "personarag_training.json"
 CHECKPOINTS = "checkpoints"
-LIBRARIES = (
-    "personarag",
-    "torch",
-    "transformers",
-    "sentence-transformers",
-    "trl",
-    "peft",
-    "accelerate",
-    "datasets",
-    "tokenizers",
-)
+LIBRARIES = ("accelerate", "datasets", "tokenizers")
 # Settings that may change between a run and its resumption without making it another run.
 RESUME_FREE = frozenset({"resume", "overwrite", "threads", "num_threads"})
 
@@ -44,12 +33,16 @@ C = TypeVar("C")
 
 
 def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
+    """The CLI's versions (commands.common) plus the training libraries it does not list."""
+    from personarag.commands.common import library_versions as cli_versions
+
+    versions = cli_versions()
     for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
+        if name not in versions:
+            try:
+                versions[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                pass
     return versions
 
 
@@ -165,3 +158,34 @@ def set_threads(threads: int | None) -> None:
 
 def versions_markdown(versions: Mapping[str, str]) -> str:
     return "\n".join(f"- {name}: {version}" for name, version in versions.items())
+
+
+def add_config_arguments(parser: Any, cls: type, *, skip: tuple[str, ...] = ()) -> None:
+    """One `--flag-name` per field of config dataclass `cls`, typed from its annotation; unset flags stay None."""
+    import argparse
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        args = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+        base = args[0]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f"(default: {default})" if default is not None else None
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif base in (int, float, str):
+            parser.add_argument(flag, type=base, default=None, help=help_text, metavar=f.name.upper())
+        elif typing.get_origin(base) in (list, tuple):
+            parser.add_argument(flag, nargs="+", default=None, help=help_text, metavar=f.name.upper())
+        else:
+            parser.add_argument(flag, default=None, help=help_text)
+
+
+def config_from_args(cls: type[C], args: Any, *, skip: tuple[str, ...] = ()) -> C:
+    """The config of `cls` from `--config FILE` and the flags `add_config_arguments` added."""
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls) if f.name not in skip}  # type: ignore[arg-type]
+    return load_config(cls, getattr(args, "config", None), **overrides)

@@ -105,7 +105,7 @@ def train_cross_encoder(config: CrossEncoderTrainConfig, *, resume: bool = False
     out = common.prepare_output_dir(config.output_dir, config.to_dict(), overwrite=overwrite, resume=resume)
     common.set_threads(config.threads)
     common.set_seed(config.seed)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
 
     train_data, dev = _load_data(config)
     logger.info("training data: %s", train_data.report)
@@ -172,6 +172,7 @@ def train_cross_encoder(config: CrossEncoderTrainConfig, *, resume: bool = False
         "best_metric": trainer.state.best_metric,
         "global_step": trainer.state.global_step,
         "seconds": round(seconds, 1),
+        "cpu_seconds": round(time.process_time() - cpu_started, 1),
         "resumed_from": checkpoint,
     }
     common.write_run_file(out, info)
@@ -383,7 +384,7 @@ def _write_model_card(out: Path, config: CrossEncoderTrainConfig, info: dict[str
         f"- loss: `{config.loss}`; epochs {config.epochs}, max_steps {config.max_steps}, batch {config.batch_size} "
         f"x accumulation {config.gradient_accumulation}, lr {config.learning_rate}, max_length {config.max_length}, "
         f"seed {config.seed}",
-        f"- steps: {info['global_step']}; wall time {info['seconds']} s",
+        f"- steps: {info['global_step']}; wall time {info['seconds']} s (CPU time {info['cpu_seconds']} s)",
     ]
     if dev:
         lines += ["", "## Dev metrics (first-stage top-k reranked; personarag.evaluation.metrics)"]

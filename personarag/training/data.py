@@ -37,13 +37,18 @@ SAMPLING = ("random", "top")
 
 @dataclass(frozen=True)
 class TrainingExample:
-    """One labelled (query, document) pair. `label` is 1/0 for qrels data, a graded score for feedback."""
+    """One labelled (query, document) pair. `label` is 1/0 for qrels data, a graded score for feedback.
+
+    `reasoning` (optional) is a teacher's rationale, used as the `<think>` target of
+    reason-then-score SFT.
+    """
 
     query_id: str
     query_text: str
     doc_id: str
     doc_text: str
     label: float
+    reasoning: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("query_id", "doc_id"):
@@ -53,6 +58,8 @@ class TrainingExample:
         for name in ("query_text", "doc_text"):
             if not isinstance(getattr(self, name), str):
                 raise InputError(f"TrainingExample {self.query_id!r}/{self.doc_id!r}: {name} must be a string")
+        if self.reasoning is not None and not isinstance(self.reasoning, str):
+            raise InputError(f"TrainingExample {self.query_id!r}/{self.doc_id!r}: reasoning must be a string or None")
         if isinstance(self.label, bool) or not isinstance(self.label, (int, float)):
             raise InputError(f"TrainingExample {self.query_id!r}/{self.doc_id!r}: label must be a number, got {self.label!r}")
         object.__setattr__(self, "label", float(self.label))
@@ -123,12 +130,15 @@ class TrainingData:
 
 
 def write_examples(examples: Iterable[TrainingExample], path: str | Path) -> Path:
-    """JSONL, one `TrainingExample` (its five fields) per line."""
+    """JSONL, one `TrainingExample` per line (its fields; `reasoning` only when set)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         for example in examples:
-            handle.write(json.dumps(asdict(example), ensure_ascii=False) + "\n")
+            row = asdict(example)
+            if row["reasoning"] is None:
+                del row["reasoning"]
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
 
 
@@ -150,7 +160,7 @@ def read_examples(path: str | Path) -> TrainingData:
             if missing:
                 raise InputError(f"{path}:{line_number}: missing fields {sorted(missing)}")
             try:
-                examples.append(TrainingExample(**{k: row[k] for k in TrainingExample.__dataclass_fields__}))
+                examples.append(TrainingExample(**{k: row[k] for k in TrainingExample.__dataclass_fields__ if k in row}))
             except InputError as error:
                 raise InputError(f"{path}:{line_number}: {error}") from error
     return TrainingData.from_examples(examples, source=str(path))

@@ -31,6 +31,7 @@ class Entry:
 
 # Each module adds its own line here; tests/test_core.py checks every entry resolves.
 REGISTRY: dict[str, Entry] = {
+    "vllm": Entry("llm", "personarag.llm.vllm_backend:VLLMLLM", "model", "vLLM engine (optional extra vllm)"),
     "bm25": Entry("retriever", "personarag.retrievers.bm25:BM25Retriever", "backend", "BM25: bm25s (default) | rank_bm25 | lucene"),
     "openai": Entry("llm", "personarag.llm.openai_backend:OpenAILLM", "model", "any OpenAI-compatible chat-completions server"),
     "transformers": Entry("llm", "personarag.llm.transformers_backend:TransformersLLM", "model", "local/hub causal LM or GGUF via transformers"),

@@ -28,6 +28,12 @@ def smollm2_gguf() -> Path:
     return path
 
 
+def cache_root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pytest's cache folder (kept between runs), or a temporary one under `-p no:cacheprovider`."""
+    cache = getattr(request.config, "cache", None)
+    return cache.mkdir("personarag-llm") if cache is not None else tmp_path_factory.mktemp("personarag-llm")
+
+
 def smollm2_tokenizer_dir(cache_root: Path) -> Path:
     target = cache_root / "smollm2-tokenizer"
     if (target / "tokenizer_config.json").is_file():

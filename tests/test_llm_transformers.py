@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from personarag.llm.transformers_backend import TransformersLLM  # noqa: E402
-from tests.llm_models import smollm2_gguf, smollm2_tokenizer_dir, tiny_llama  # noqa: E402
+from tests.llm_models import cache_root, smollm2_gguf, smollm2_tokenizer_dir, tiny_llama  # noqa: E402
 
 PROMPTS = [
     "Hello",
@@ -26,8 +26,8 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="session")
-def tokenizer_dir(request):
-    return smollm2_tokenizer_dir(request.config.cache.mkdir("personarag-llm"))
+def tokenizer_dir(request, tmp_path_factory):
+    return smollm2_tokenizer_dir(cache_root(request, tmp_path_factory))
 
 
 @pytest.fixture(scope="session")
@@ -200,10 +200,18 @@ def test_real_smollm2_answers_sensibly_and_scores_yes_over_no(gguf_cache):
     [answer] = llm.generate(["What is the capital of France? Answer with the city name only."], GenerationConfig(max_new_tokens=16))
     print(f"answer: {answer.text!r}, {answer.usage}")
     assert "paris" in answer.text.lower()
-    question = (
-        "Query: how do cats purr?\nDocument: Cats purr by rapidly twitching the muscles of their larynx "
-        "while breathing, which makes the vocal folds vibrate.\nIs the document relevant to the query? Answer yes or no."
+    [fact] = llm.score(["Is Paris the capital of France? Answer yes or no."], ["yes", "no"])
+    print(f"Paris question: log P(yes) = {fact.logprobs['yes']:.3f}, log P(no) = {fact.logprobs['no']:.3f}")
+    assert fact.logprobs["yes"] > fact.logprobs["no"]
+    # what a pointwise reranker uses: the yes-no margin is larger for the relevant document
+    template = "Query: how do cats purr?\nDocument: {}\nIs the document relevant to the query? Answer yes or no."
+    relevant, unrelated = llm.score(
+        [
+            template.format("Cats purr by rapidly twitching the muscles of their larynx while breathing, which makes the vocal folds vibrate."),
+            template.format("The stock market fell by two percent on Monday after interest rates rose."),
+        ],
+        ["yes", "no"],
     )
-    [scores] = llm.score([question], ["yes", "no"])
-    print(f"log P(yes) = {scores.logprobs['yes']:.3f}, log P(no) = {scores.logprobs['no']:.3f}")
-    assert scores.logprobs["yes"] > scores.logprobs["no"]
+    margins = [s.logprobs["yes"] - s.logprobs["no"] for s in (relevant, unrelated)]
+    print(f"yes-no margin: relevant {margins[0]:.3f}, unrelated {margins[1]:.3f}")
+    assert margins[0] > margins[1] + 0.3

@@ -94,6 +94,11 @@ def java_major_version(home: Path) -> int:
     raise LuceneError(f"{release} names no JAVA_VERSION")
 
 
+def java_options(home: Path) -> list[str]:
+    """JVM flags: on Java 24+, allow the sun.misc.Unsafe use of Lucene 9 instead of warning about it."""
+    return ["--sun-misc-unsafe-memory-access=allow"] if java_major_version(home) >= 24 else []
+
+
 def start_jvm() -> None:
     """Start the JVM for pyserini with our Java and Anserini's jar; a no-op if one already runs."""
     require("jnius_config", "lucene", purpose="the Java bridge of the lucene backend")
@@ -103,6 +108,7 @@ def start_jvm() -> None:
         return
     home = java_home()
     jnius_config.add_classpath(str(anserini_jar()))
+    jnius_config.add_options(*java_options(home))
     previous = os.environ.get("JAVA_HOME")
     os.environ["JAVA_HOME"] = str(home)  # pyjnius finds libjvm through JAVA_HOME when it starts the JVM
     try:
@@ -179,7 +185,7 @@ class LuceneBackend:
         return path
 
     def build(self, ids: Sequence[str], texts: Sequence[str]) -> None:
-        java = java_home() / "bin" / "java"
+        home = java_home()
         path = self._target()
         collection = path / "_collection"
         collection.mkdir()
@@ -187,7 +193,7 @@ class LuceneBackend:
             for doc_id, text in zip(ids, texts):
                 out.write(json.dumps({"id": doc_id, "contents": text}, ensure_ascii=False) + "\n")
         command = [
-            str(java), "-cp", str(anserini_jar()), "io.anserini.index.IndexCollection",
+            str(home / "bin" / "java"), *java_options(home), "-cp", str(anserini_jar()), "io.anserini.index.IndexCollection",
             "-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
             "-input", str(collection), "-index", str(path / "index"), "-threads", str(self.threads),
             "-stemmer", LUCENE_STEMMERS[self.stemmer], "-storePositions", "-storeDocvectors",

@@ -217,3 +217,27 @@ def test_collaborative_spec_in_a_pipeline_with_minilm(minilm_path):
     rankings = pipeline.run([Query("q", "a new guitar amp and strings", user=users[0])])
     assert len(rankings[0].docs) == 4
     assert all(o.startswith("guitar") for o in owners(rankings[0]))
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_user_search_keeps_recall_at_10_against_exact(kind):
+    """The benchmark's distribution (about 100 users per gaussian cluster), 5,000 users."""
+    from personarag.users.search import UserIndex
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(50, 128)).astype(np.float32)
+    vectors = centers[rng.integers(50, size=5000)] + 1.5 * rng.normal(size=(5000, 128)).astype(np.float32)
+    ids = [f"u{i}" for i in range(5000)]
+    asking = rng.choice(5000, size=200, replace=False)
+    exclude = [ids[i] for i in asking]
+
+    def recall(index):
+        found = index.build(ids, vectors).search(vectors[asking], 10, exclude=exclude)
+        assert all(row_id not in {u for u, _ in f} for f, row_id in zip(found, exclude))
+        return np.mean([len({u for u, _ in a} & {u for u, _ in e}) / 10 for a, e in zip(found, exact)]), found
+
+    exact = UserIndex("flat").build(ids, vectors).search(vectors[asking], 10, exclude=exclude)
+    value, found = recall(UserIndex(kind))
+    assert value >= 0.95 and all(len(f) == 10 for f in found)
+    if kind == "ivf":  # the check can fail: one probed list of 128 misses neighbours
+        assert recall(UserIndex(kind, nprobe=1))[0] < 0.9

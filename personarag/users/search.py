@@ -20,8 +20,10 @@ class UserIndex:
     nlist, hnsw_m, ...). The defaults nprobe=32 / ef_search=128 kept recall@10 >= 0.95 against
     exact search on 100,000 clustered users (benchmarks/bench_user_search.py)."""
 
-    def __init__(self, kind: str = "flat", *, nprobe: int = 32, ef_search: int = 128, seed: int = 0, **options: Any) -> None:
-        self.spec = IndexSpec(kind=kind, metric="ip", nprobe=nprobe, ef_search=ef_search, seed=seed, **options)
+    def __init__(self, kind: str = "flat", *, nprobe: int = 32, ef_search: int = 128, ef_construction: int = 100,
+                 seed: int = 0, **options: Any) -> None:
+        self.spec = IndexSpec(kind=kind, metric="ip", nprobe=nprobe, ef_search=ef_search,
+                              ef_construction=ef_construction, seed=seed, **options)
         self.ids: list[str] = []
         self.vectors = np.zeros((0, 0), dtype=np.float32)
         self.index: VectorIndex | None = None

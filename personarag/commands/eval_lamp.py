@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         dataset = load_lamp_split(task, split, split_kind, cache_dir=common.pick(args.cache_dir, file, "cache_dir"))
         source = {"split": split, "split_kind": split_kind}
+    users = dataset.users  # similar users come from the whole split, however many examples run
     if max_examples is not None:
         dataset = dataset.head(max_examples)
     run_config = {
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         "max_examples": max_examples,
         "batch_size": batch_size,
     }
-    result = run_lamp(dataset, pipeline, output_dir, run_config=run_config, batch_size=batch_size, overwrite=args.overwrite)
+    result = run_lamp(dataset, pipeline, output_dir, run_config=run_config, batch_size=batch_size, overwrite=args.overwrite, users=users)
 
     sys.stdout.write(f"{task}: {result.examples} examples ({result.generated} generated now), run {result.run_name}\n")
     for key, value in result.metrics.items():

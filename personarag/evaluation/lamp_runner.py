@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from personarag.errors import InputError
 from personarag.evaluation.lamp import LampDataset
 from personarag.evaluation.lamp_metrics import score_lamp
 from personarag.pipeline import Pipeline
-from personarag.types import Usage
+from personarag.types import Usage, User
 
 logger = logging.getLogger(__name__)
 
@@ -96,11 +96,15 @@ def run_lamp(
     batch_size: int = 8,
     overwrite: bool = False,
     progress: bool | None = None,
+    users: Sequence[User] | None = None,
 ) -> LampRunResult:
     """Run `pipeline` (optional retriever and rerankers, then a generator) over `dataset`.
 
     `run_config` describes the run for `config.json` and the run name (the pipeline config
     and task are added); a folder holding a different run is refused unless `overwrite`.
+    A retriever that searches other users' histories (it has `fit_users`, like the
+    collaborative one) is fitted on `users` (default: the dataset's users; pass the whole
+    split's users when `dataset` is a head of it, so results do not depend on the cut).
     """
     if pipeline.generator is None:
         raise InputError("a LaMP run needs a generator as the last pipeline stage, e.g. lamp:transformers:PATH")
@@ -119,6 +123,9 @@ def run_lamp(
             (out / stale).unlink(missing_ok=True)
     out = common.prepare_output_dir(out, name, overwrite)
     common.write_json(out / "config.json", {**config, "run_name": name, "versions": common.library_versions()})
+
+    if pipeline.retriever is not None and hasattr(pipeline.retriever, "fit_users"):
+        pipeline.retriever.fit_users(dataset.users if users is None else users)
 
     wanted = {e.id for e in dataset}
     done = _read_done(out / PREDICTIONS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from personarag.errors import InputError
 from personarag.evaluation.lamp_tasks import get_task
 from personarag.generators.budget import Fitted
 from personarag.generators.lamp_prompts import LampPromptBuilder
@@ -26,7 +27,10 @@ class LaMPGenerator(LLMGenerator):
     baselines used 512). `max_new_tokens`: None takes the task's default from the template
     (short for labels and ratings, longer for headlines and tweets). `min_item_tokens`:
     the smallest share of the budget a profile item gets. `templates`: a YAML file
-    replacing the shipped `prompts/generation/lamp.yaml`.
+    replacing the shipped `prompts/generation/lamp.yaml`. `answer_mode`: "generate" (free
+    text, parsed when scored) or "choose": for the label and rating tasks (LaMP-1/2/3), the
+    label with the highest log-probability under `LLM.score` (summed over its tokens), so
+    every answer is a valid label; the log-probabilities go into the trace.
     """
 
     spec_name = "lamp"
@@ -42,8 +46,14 @@ class LaMPGenerator(LLMGenerator):
         batch_size: int = 8,
         min_item_tokens: int = 16,
         templates: str | Path | None = None,
+        answer_mode: str = "generate",
     ) -> None:
         self._setup(llm, max_prompt_tokens, max_new_tokens, temperature, seed, batch_size)
+        if answer_mode not in ("generate", "choose"):
+            raise InputError(f"answer_mode must be 'generate' or 'choose', got {answer_mode!r}")
+        if answer_mode == "choose" and not get_task(task).labels:
+            raise InputError(f"answer_mode='choose' needs a task with a label set; {get_task(task).name} generates free text")
+        self.answer_mode = answer_mode
         self.task = get_task(task).name
         self.min_item_tokens = min_item_tokens
         self.templates = templates
@@ -58,6 +68,9 @@ class LaMPGenerator(LLMGenerator):
                 self.task, self.max_prompt_tokens, self.llm, min_item_tokens=self.min_item_tokens, templates=self.templates
             )
         return self._builder
+
+    def _choices(self) -> tuple[str, ...]:
+        return get_task(self.task).labels if self.answer_mode == "choose" else ()
 
     def default_max_new_tokens(self) -> int:
         return self._default_new_tokens

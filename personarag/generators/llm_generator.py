@@ -80,28 +80,44 @@ class LLMGenerator(Generator):
     def _prompt(self, ranking: Ranking) -> Fitted:
         raise NotImplementedError
 
+    def _choices(self) -> tuple[str, ...]:
+        """Answers to choose among by log-probability instead of generating (empty: generate)."""
+        return ()
+
+    def _choose(self, prompts: list[str], answers: tuple[str, ...]) -> list[tuple[str, Any, bool, dict[str, Any]]]:
+        """The most likely answer of each prompt (the first one listed on a tie)."""
+        out = []
+        for scores in self.llm.score(prompts, list(answers)):
+            best = max(answers, key=lambda a: (scores.logprobs[a], -answers.index(a)))
+            out.append((best, scores.usage, scores.cached, {"logprobs": dict(scores.logprobs)}))
+        return out
+
     def _generate(self, rankings: list[Ranking]) -> list[Output]:
         config = self.generation_config()
         outputs: list[Output] = []
         for start in range(0, len(rankings), self.batch_size):
             batch = rankings[start : start + self.batch_size]
             fitted = [self._prompt(r) for r in batch]
-            completions = self.llm.generate([f.text for f in fitted], config)
-            for ranking, fit, completion in zip(batch, fitted, completions):
+            answers = self._choices()
+            if answers:
+                results = self._choose([f.text for f in fitted], answers)
+            else:
+                results = [(c.text, c.usage, c.cached, {"raw": c.text}) for c in self.llm.generate([f.text for f in fitted], config)]
+            for ranking, fit, (text, usage, cached, extra) in zip(batch, fitted, results):
                 by_id = {d.doc.id: d for d in ranking.docs}
                 context = tuple(by_id[i] for i in fit.used)
                 info = {
                     "prompt_tokens": fit.tokens,
                     "dropped": list(fit.dropped),
                     "truncated": list(fit.truncated),
-                    "cached": completion.cached,
-                    "raw": completion.text,
+                    "cached": cached,
+                    **extra,
                 }
-                trace = StageTrace(self.stage, usage=completion.usage, problems=fit.problems, info=info)
+                trace = StageTrace(self.stage, usage=usage, problems=fit.problems, info=info)
                 outputs.append(
                     Output(
                         query=ranking.query,
-                        text=completion.text.strip(),
+                        text=text.strip(),
                         context=context,
                         trace=ranking.trace + (trace,),
                         prompt=fit.text,

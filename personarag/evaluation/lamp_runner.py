@@ -115,7 +115,7 @@ def run_lamp(
         )
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    config = {"command": "eval lamp", **dict(run_config or {}), "task": dataset.task, "pipeline": pipeline.config()}
+    config = {"command": "eval lamp", **dict(run_config or {}), "task": dataset.task, "pipeline": _pipeline_config(pipeline)}
     name = common.run_name(f"lamp-{dataset.task}", {k: v for k, v in config.items() if k not in ("max_examples", "batch_size", "output_dir")})
     out = Path(output_dir)
     if overwrite:
@@ -177,6 +177,23 @@ def run_lamp(
         "usage": dataclasses.asdict(usage),
     })
     return LampRunResult(metrics, out, name, len(dataset), len(todo), usage)
+
+
+def _pipeline_config(pipeline: Pipeline) -> dict[str, Any]:
+    """The pipeline's config; a stage built from Python objects that have no config (a function
+    as an LLM script) is described by its repr, which is not stable across processes, so
+    such a run is not resumed (a rerun is "a different run" and needs --overwrite)."""
+    try:
+        return pipeline.config()
+    except TypeError as error:
+        logger.warning("the pipeline cannot be saved as a config (%s); describing its stages by repr", error)
+        stages = []
+        for stage in pipeline.stages:
+            try:
+                stages.append(stage.config())
+            except TypeError:
+                stages.append({"spec": stage.spec_name, "repr": repr(stage)})
+        return {"stages": stages, "k": pipeline.k, "context_k": pipeline.context_k}
 
 
 def _progress(total: int, enabled: bool | None, task: str) -> Any:

@@ -49,7 +49,9 @@ def smollm2_tokenizer_dir(cache_root: Path) -> Path:
     return target
 
 
-def tiny_llama(path: Path, tokenizer_dir: Path, *, hidden: int = 64, heads: int = 2, chat_template: bool = True, seed: int = 0) -> Path:
+def tiny_llama(
+    path: Path, tokenizer_dir: Path, *, hidden: int = 64, heads: int = 2, chat_template: bool = True, pad_token: bool = True, seed: int = 0
+) -> Path:
     """A 2-layer random Llama. initializer_range=0.5 makes its greedy outputs differ from prompt
     to prompt (the default 0.02 gives near-uniform logits and the same token everywhere)."""
     import torch
@@ -65,10 +67,12 @@ def tiny_llama(path: Path, tokenizer_dir: Path, *, hidden: int = 64, heads: int 
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
+    config_file = path / "tokenizer_config.json"
+    settings = json.loads(config_file.read_text())
     if not chat_template:
         (path / "chat_template.jinja").unlink(missing_ok=True)
-        config_file = path / "tokenizer_config.json"
-        settings = json.loads(config_file.read_text())
         settings.pop("chat_template", None)
-        config_file.write_text(json.dumps(settings))
+    if not pad_token:
+        settings["pad_token"] = None
+    config_file.write_text(json.dumps(settings))
     return path

@@ -104,12 +104,18 @@ def test_multi_token_answers_sum_token_logprobs(llm):
     assert [f.logprobs["yes"] for f in fast] == pytest.approx([b.logprobs["yes"] for b in batched], abs=1e-4)
 
 
-def test_model_without_chat_template(tmp_path, tokenizer_dir, caplog):
-    path = tiny_llama(tmp_path / "plain", tokenizer_dir, chat_template=False)
-    plain = TransformersLLM(str(path), cache_dir=None)
+def test_model_without_chat_template_or_pad_token(tmp_path, tokenizer_dir, caplog):
+    path = tiny_llama(tmp_path / "plain", tokenizer_dir, chat_template=False, pad_token=False)
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(str(path)).pad_token is None
+    plain = TransformersLLM(str(path), cache_dir=None, max_batch_size=4)
     with caplog.at_level(logging.WARNING):
         assert not plain.uses_chat_template
     assert "no chat template" in caplog.text
+    assert plain.tokenizer.pad_token == plain.tokenizer.eos_token
+    batched = plain.generate(PROMPTS[:3], GenerationConfig(max_new_tokens=5))
+    assert [c.text for c in batched] == [plain.generate([p], GenerationConfig(max_new_tokens=5))[0].text for p in PROMPTS[:3]]
     ids = plain.render((Message("system", "S"), Message("user", "hi")))
     assert plain.tokenizer.decode(ids) == "system: S\nuser: hi\nassistant:"
     [c] = plain.generate(["hi"], GenerationConfig(max_new_tokens=4))
@@ -136,6 +142,15 @@ def test_count_tokens_and_truncate_use_the_tokenizer(llm):
     cut = llm.truncate(text, 3)
     assert text.startswith(cut) and llm.count_tokens(cut) == 3
     assert llm.truncate(text, 1000) == text
+
+
+def test_dtype_option(tiny_dir, llm):
+    half = TransformersLLM(str(tiny_dir), dtype="bfloat16", cache_dir=None)
+    assert half.hf_model.dtype == torch.bfloat16 and llm.hf_model.dtype == torch.float32
+    [s] = half.score(["Hello"], ["yes"])
+    assert s.logprobs["yes"] == pytest.approx(llm.score(["Hello"], ["yes"])[0].logprobs["yes"], abs=0.5)
+    with pytest.raises(InputError, match="dtype must be auto or one of"):
+        TransformersLLM(str(tiny_dir), dtype="int3", cache_dir=None).hf_model
 
 
 def test_threads_option_sets_torch_threads(tiny_dir):

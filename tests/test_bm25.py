@@ -5,6 +5,7 @@ The Lucene tests start a JVM (~20-30 s), so they are marked slow and skip withou
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import sys
@@ -179,6 +180,7 @@ def test_batch_equals_one_by_one(corpus):
     retriever = BM25Retriever(n_threads=2)
     retriever.index(corpus)
     batch = retriever.retrieve(QUERIES, k=4)
+    assert gc.isenabled()  # paused while building results, then restored
     for query, ranking in zip(QUERIES, batch):
         single = retriever.retrieve(query, k=4)[0]
         assert ranking.query == query

@@ -32,6 +32,7 @@ class Hits:
     positions: np.ndarray
     scores: np.ndarray
     query_terms: int | None = None  # tokens of the query found in the index (None: the backend does not say)
+    ordered: bool = False  # already by score, ties by position: the retriever need not sort again
 
 
 @dataclass
@@ -97,10 +98,16 @@ class Bm25sBackend:
             n_threads=self.n_threads,
             show_progress=self.show_progress,
         )
+        # One sort for the whole batch: by score, ties by corpus position (bm25s leaves ties unordered).
+        positions, scores = np.asarray(results.documents, dtype=np.int64), np.asarray(results.scores)
+        order = np.lexsort((positions, -scores), axis=-1)
+        positions = np.take_along_axis(positions, order, axis=-1)
+        scores = np.take_along_axis(scores, order, axis=-1)
+        matched = np.count_nonzero(scores > 0, axis=-1).tolist()
         for row, i in enumerate(answerable):
-            scores = results.scores[row]
-            matched = scores > 0  # the zero-score tail bm25s picks is arbitrary; the retriever refills it in order
-            hits[i] = Hits(results.documents[row][matched].astype(np.int64), scores[matched], len(query_ids[i]))
+            # the zero-score tail bm25s picks is arbitrary: cut it, the retriever refills it in corpus order
+            end = matched[row]
+            hits[i] = Hits(positions[row, :end], scores[row, :end], len(query_ids[i]), ordered=True)
         return hits
 
     def save(self, directory: Path) -> None:

@@ -1,0 +1,235 @@
+"""Retrieval speed and memory on BEIR SciFact (5,183 abstracts, 300 test queries).
+
+Each system runs in a fresh Python process, one after another, and reports:
+- index build s: wall time to index the corpus (tokenization included);
+- queries/s: the 300 queries retrieved in one batch call (query tokenization and building the
+  result objects included), best of `--repeats` passes (one pass when a pass exceeds 10 s),
+  for each depth k in `--k` (one index per system serves every k);
+- peak memory MB: peak RSS of the process (getrusage ru_maxrss) minus its RSS after the data
+  was loaded and the system's libraries were imported (and, for Lucene, the JVM started);
+- nDCG@10, to show every system did the same job;
+- ratios measured in this same run: queries/s over raw bm25s and over personarag's rank_bm25.
+
+Systems are entries of `SYSTEMS`: a name, a `build(dataset, args)` that indexes and returns a
+`search(queries)` function, and optional `prepare()` / `unavailable()` hooks. To add one (e.g.
+dense retrieval), write its build function and append a `System(...)` line.
+
+    .venv/bin/python benchmarks/bench_retrieval.py [DATA_DIR] [--k 10 100 1000] [--repeats 3] [--only NAME ...]
+
+DATA_DIR defaults to ../shared/data/beir/scifact beside the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "beir" / "scifact"
+Search = Callable[[list[Any], int], list[Any]]
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    build: Callable[[Any, argparse.Namespace], Search]  # index dataset.corpus; return search(queries, k)
+    prepare: Callable[[], None] = lambda: None  # imports and warm-up, outside the measurements
+    unavailable: Callable[[], str | None] = lambda: None  # a reason to skip, or None
+
+
+# -- the systems ----------------------------------------------------------------------------
+
+
+def _prepare_bm25s() -> None:
+    import bm25s  # noqa: F401
+    import Stemmer  # noqa: F401
+
+
+def build_raw_bm25s(dataset: Any, args: argparse.Namespace) -> Search:
+    """bm25s's own API, tokenized as personarag does: Tokenizer(en stopwords, PyStemmer english) to ids."""
+    import bm25s
+    import numpy as np
+    import Stemmer
+
+    tokenizer = bm25s.tokenization.Tokenizer(stopwords="en", stemmer=Stemmer.Stemmer("english"))
+    docs = dataset.corpus.documents()
+    ids = tokenizer.tokenize([d.full_text for d in docs], return_as="tuple", show_progress=False)
+    model = bm25s.BM25(k1=0.9, b=0.4, method="lucene")
+    model.index(ids, show_progress=False)
+    doc_ids = np.asarray([d.id for d in docs])
+
+    def search(queries: list[Any], k: int) -> list[Any]:
+        query_ids = tokenizer.tokenize([q.text for q in queries], update_vocab=False, show_progress=False)
+        found, scores = model.retrieve(query_ids, k=k, show_progress=False, n_threads=args.threads)
+        return [
+            (q.id, list(zip(doc_ids[row].tolist(), s.tolist()))) for q, row, s in zip(queries, found, scores)
+        ]
+
+    return search
+
+
+def personarag_bm25(backend: str) -> Callable[[Any, argparse.Namespace], Search]:
+    def build(dataset: Any, args: argparse.Namespace) -> Search:
+        from personarag.retrievers.bm25 import BM25Retriever
+
+        retriever = BM25Retriever(backend, n_threads=args.threads, show_progress=False)
+        retriever.index(dataset.corpus)
+        return lambda queries, k: retriever.retrieve(queries, k=k)
+
+    return build
+
+
+def _prepare_rank_bm25() -> None:
+    _prepare_bm25s()
+    import rank_bm25  # noqa: F401
+
+
+def _prepare_lucene() -> None:
+    from personarag.retrievers import lucene
+
+    lucene.lucene_searcher_class()  # starts the JVM and imports pyserini (~20 s, not counted)
+
+
+def _lucene_unavailable() -> str | None:
+    try:
+        from personarag.retrievers import lucene
+
+        lucene.anserini_jar()
+        lucene.java_home()
+    except Exception as error:  # noqa: BLE001 - any reason is a reason to skip
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+SYSTEMS: list[System] = [
+    System("bm25s (raw API)", build_raw_bm25s, _prepare_bm25s),
+    System("personarag bm25s", personarag_bm25("bm25s"), _prepare_bm25s),
+    System("personarag rank_bm25", personarag_bm25("rank_bm25"), _prepare_rank_bm25),
+    System("personarag lucene", personarag_bm25("lucene"), _prepare_lucene, _lucene_unavailable),
+]
+RAW, OURS, REFERENCE = "bm25s (raw API)", "personarag bm25s", "personarag rank_bm25"
+
+
+# -- measuring one system in this process ---------------------------------------------------
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _ndcg10(results: list[Any], dataset: Any) -> float:
+    from personarag.evaluation.metrics import evaluate
+
+    if results and isinstance(results[0], tuple):  # (query id, [(doc id, score), ...])
+        run: Any = {qid: {doc: float(len(ranked) - i) for i, (doc, _) in enumerate(ranked)} for qid, ranked in results}
+    else:
+        run = results
+    return evaluate(run, dataset.qrels, measures=("nDCG@10",)).aggregate["nDCG@10"]
+
+
+def measure(system: System, args: argparse.Namespace) -> dict[str, Any]:
+    from personarag.evaluation.beir import load_beir
+
+    dataset = load_beir(args.data, split="test")
+    queries = list(dataset.queries)
+    system.prepare()
+    baseline = _rss_mb()
+    start = time.perf_counter()
+    search = system.build(dataset, args)
+    build_s = time.perf_counter() - start
+    by_k = {}
+    for k in args.k:
+        passes = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            results = search(queries, k)
+            passes.append(time.perf_counter() - start)
+            if passes[-1] > 10:
+                break
+        by_k[str(k)] = {"qps": len(queries) / min(passes), "passes": len(passes), "ndcg10": _ndcg10(results, dataset)}
+        del results
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"build_s": build_s, "peak_mb": peak - baseline, "child_peak_mb": children, "by_k": by_k}
+
+
+# -- the table ------------------------------------------------------------------------------
+
+
+def run_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    command = [sys.executable, __file__, str(args.data), "--k", *map(str, args.k), "--repeats", str(args.repeats),
+               "--threads", str(args.threads), "--child", name]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--k", type=int, nargs="+", default=[10, 100, 1000], help="retrieval depths")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="bm25s n_threads / Lucene threads (0: one)")
+    parser.add_argument("--only", nargs="*", help="system names to run (default: all)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not (args.data / "corpus.jsonl").is_file():
+        print(f"skipped: no BEIR SciFact at {args.data} (pass its folder as the first argument)")
+        return
+    if args.child:
+        system = next(s for s in SYSTEMS if s.name == args.child)
+        print(json.dumps(measure(system, args)))
+        return
+
+    results: dict[str, dict[str, Any]] = {}
+    for system in SYSTEMS:
+        if args.only and system.name not in args.only:
+            continue
+        reason = system.unavailable()
+        results[system.name] = {"skipped": reason} if reason else run_child(system.name, args)
+        print(f"... {system.name}: done", file=sys.stderr, flush=True)
+
+    def qps(name: str, k: int) -> float | None:
+        return results.get(name, {}).get("by_k", {}).get(str(k), {}).get("qps")
+
+    print(f"BEIR SciFact test: {args.data}, threads={args.threads}, best of {args.repeats} passes")
+    header = (f"| {'system':<22} | {'k':>4} | {'index build s':>13} | {'queries/s':>9} | {'peak memory MB':>14} | "
+              f"{'nDCG@10':>7} | {'vs raw bm25s':>12} | {'vs rank_bm25':>12} |")  # fmt: skip
+    print(header)
+    print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
+    for k in args.k:
+        for name, row in results.items():
+            if "by_k" not in row:
+                print(f"| {name:<22} | {k:>4} | skipped: {row.get('skipped') or row.get('error')}")
+                continue
+            this = row["by_k"][str(k)]
+            ratios = [f"{this['qps'] / base:.2f}x" if base else "-" for base in (qps(RAW, k), qps(REFERENCE, k))]
+            print(f"| {name:<22} | {k:>4} | {row['build_s']:>13.2f} | {this['qps']:>9.1f} | {row['peak_mb']:>14.1f} | "
+                  f"{this['ndcg10']:>7.4f} | {ratios[0]:>12} | {ratios[1]:>12} |")  # fmt: skip
+    for k in args.k:
+        if qps(OURS, k) and qps(RAW, k) and qps(REFERENCE, k):
+            print(f"k={k}: personarag bm25s / raw bm25s = {qps(OURS, k) / qps(RAW, k):.2f} (goal >= 0.8); "
+                  f"personarag bm25s / rank_bm25 = {qps(OURS, k) / qps(REFERENCE, k):.1f}x (goal >= 20x)")  # fmt: skip
+    lucene = results.get("personarag lucene", {})
+    if "child_peak_mb" in lucene:
+        print(f"lucene: indexing runs in a child JVM (peak RSS {lucene['child_peak_mb']:.0f} MB, not in the column); "
+              "the in-process JVM's growth is in the column")  # fmt: skip
+    print("peak memory: peak RSS (getrusage) minus RSS after loading the data and importing the system's libraries")
+
+
+if __name__ == "__main__":
+    main()

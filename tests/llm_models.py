@@ -31,7 +31,11 @@ def smollm2_gguf() -> Path:
 def cache_root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pytest's cache folder (kept between runs), or a temporary one under `-p no:cacheprovider`."""
     cache = getattr(request.config, "cache", None)
-    return cache.mkdir("personarag-llm") if cache is not None else tmp_path_factory.mktemp("personarag-llm")
+    if cache is not None:
+        return cache.mkdir("personarag-llm")
+    root = tmp_path_factory.getbasetemp() / "personarag-llm"  # one per session, shared by the test modules
+    root.mkdir(exist_ok=True)
+    return root
 
 
 def smollm2_tokenizer_dir(cache_root: Path) -> Path:

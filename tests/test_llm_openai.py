@@ -27,6 +27,8 @@ class FakeServer:
         self.requests: list[tuple[str, dict, dict]] = []
         self.hits: Counter[str] = Counter()
         self.slow = True
+        self.in_flight = self.max_in_flight = 0
+        self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,6 +69,13 @@ class FakeServer:
             return 400, {"error": {"message": "model not found"}}, {}
         if content == "SLOW" and self.slow:
             return 200, {}, {"sleep": 1.0}
+        if content.startswith("PARALLEL"):
+            with self.lock:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            time.sleep(0.3)
+            with self.lock:
+                self.in_flight -= 1
         usage = {"prompt_tokens": len(content.split()), "completion_tokens": 2 * payload.get("n", 1)}
         if payload.get("logprobs"):
             top = [{"token": t, "logprob": lp} for t, lp in TOP]
@@ -188,3 +197,12 @@ def test_load_llm_openai_reads_base_url_from_the_environment(monkeypatch):
     llm = load_llm("openai:gpt-4o-mini", cache_dir=None)
     assert isinstance(llm, OpenAILLM) and llm.base_url == "http://127.0.0.1:1234/v1" and llm.model_name == "gpt-4o-mini"
     assert llm.config() == {"spec": "openai", "params": {"model": "gpt-4o-mini", "cache_dir": None}}
+
+
+def test_a_batch_runs_concurrency_requests_at_once(server):
+    out = make(server, concurrency=3).generate([f"PARALLEL {i}" for i in range(7)])
+    assert [c.text for c in out] == [f"echo PARALLEL {i} #0" for i in range(7)]
+    assert server.max_in_flight == 3
+    server.max_in_flight = 0
+    make(server, concurrency=1).generate([f"PARALLEL x{i}" for i in range(3)])
+    assert server.max_in_flight == 1

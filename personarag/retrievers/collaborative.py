@@ -72,7 +72,7 @@ class CollaborativeRetriever(Retriever):
         recency_by: str = "rank",
         index: str = "flat",
         nprobe: int = 32,
-        ef_search: int = 128,
+        ef_search: int = 64,
         include_own: bool = True,
         empty_history: str = "query",
         scorer: str | None = None,

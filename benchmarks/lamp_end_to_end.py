@@ -66,8 +66,10 @@ def main() -> int:
     parser.add_argument("--max-examples", type=int, default=20)
     parser.add_argument("--k", type=int, default=3, help="profile items per prompt")
     parser.add_argument("--max-prompt-tokens", type=int, default=256)
-    parser.add_argument("--label-mode", choices=("choose", "generate"), default="choose",
-                        help="LaMP-1/2/3 answers: the most likely label by log-probability, or generated text")
+    parser.add_argument("--choose-tasks", nargs="*", default=["LaMP-3"],
+                        help="tasks answered by choosing the most likely label by log-probability instead of generating "
+                        "(default: LaMP-3, whose labels are single tokens; LaMP-2's 15 multi-token tags cost 15 scored "
+                        "sequences per prompt)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output-dir", default=str(Path.home() / ".cache" / "personarag" / "bench" / "lamp_end_to_end"))
@@ -101,7 +103,7 @@ def main() -> int:
         full = load_lamp(task, folder / "dev_questions.json", folder / "dev_outputs.json")
         dataset = full.head(args.max_examples)
         for label, spec in settings.items():
-            mode = args.label_mode if task in ("LaMP-1", "LaMP-2", "LaMP-3") else "generate"
+            mode = "choose" if task in args.choose_tasks else "generate"
             generator = LaMPGenerator(llm, task=task, max_prompt_tokens=args.max_prompt_tokens, batch_size=args.batch_size, answer_mode=mode)
             stages = ([spec] if spec else []) + [generator]
             pipeline = Pipeline(stages, k=args.k, context_k=args.k)
@@ -115,7 +117,7 @@ def main() -> int:
     table = format_table(results, [TASK_DIRS[f.name[:6]] for f in folders], list(settings))
     header = (f"SmolLM2-135M-Instruct (Q4_1 GGUF, greedy), all-MiniLM-L6-v2 for dense; first {args.max_examples} dev "
               f"examples per task; k={args.k} profile items; prompt budget {args.max_prompt_tokens} tokens; "
-              f"LaMP-1/2/3 answers: {args.label_mode}\n\n")
+              f"answers chosen by log-probability for: {', '.join(args.choose_tasks) or 'none'}, generated otherwise\n\n")
     print("\n" + header + table)
     if args.table:
         Path(args.table).write_text(header + table + "\n", encoding="utf-8")

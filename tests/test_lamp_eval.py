@@ -66,7 +66,7 @@ def test_cli_with_recency_writes_predictions_retrievals_and_metrics(tmp_path, ca
 def test_cli_without_retrieval_gives_empty_contexts(tmp_path):
     out = tmp_path / "out"
     assert main(["eval", "lamp", "--config", str(write_config(tmp_path)), "--retriever", "none", "--output-dir", str(out)]) == 0
-    assert all(r["retrieved"] == [] and r["context"] == [] for r in lines(out / "retrieved.jsonl"))
+    assert all(r["retrieved"] == [] and r["context"] == [] and r["problems"] == [] for r in lines(out / "retrieved.jsonl"))
 
 
 def test_cli_errors_are_reported_not_raised(tmp_path, capsys):

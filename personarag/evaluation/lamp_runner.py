@@ -4,7 +4,8 @@ Files in the output folder:
 - `config.json`: what the run is (task, data files, pipeline config, k, run name,
   library versions); written first, so a rerun can tell whether it continues this run;
 - `retrieved.jsonl`: one line per example: `id`, `retrieved` ([doc id, score] pairs, best
-  first, after any reranking) and `context` (the ids that made it into the prompt);
+  first, after any reranking), `context` (the ids that made it into the prompt) and
+  `problems` (what the generator reported, e.g. items dropped to fit the token budget);
 - `predictions.jsonl`: one line per example: `id`, `prediction` (the raw output), `gold`;
 - `metrics.json`: the task's metrics over the examples of this invocation;
 - `stats.json`: counts, timings and LLM usage of this invocation.
@@ -149,6 +150,7 @@ def run_lamp(
                     "id": example.id,
                     "retrieved": [[d.doc.id, d.score] for d in ranking.docs],
                     "context": [d.doc.id for d in output.context],
+                    "problems": list(output.trace[-1].problems) if output.trace else [],
                 })
                 predicted.append({"id": example.id, "prediction": output.text, "gold": example.gold})
                 usages.append(output.usage)

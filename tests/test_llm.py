@@ -37,6 +37,8 @@ def test_scripted_dict_function_stop_and_n():
     assert c.texts == ("ABC", "ABC", "ABC")
     with pytest.raises(InputError, match="no response key"):
         ScriptedLLM({"x": "y"}).generate(["nothing matches"])
+    with pytest.raises(InputError, match="a list of prompts, got a single str"):
+        by_key.generate("the capital of France")
 
 
 def test_scripted_scores_table_and_function():

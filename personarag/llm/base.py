@@ -138,7 +138,7 @@ class LLM(Component):
         config = config or GenerationConfig()
         if not isinstance(config, GenerationConfig):
             raise InputError(f"config must be a GenerationConfig, got {type(config).__name__}")
-        chats = [as_chat(p) for p in prompts]
+        chats = _as_chats(prompts)
         params = _generation_key_params(config)
         return self._cached_batch(
             "generate",
@@ -161,7 +161,7 @@ class LLM(Component):
                 raise InputError(f"each answer must be a non-empty string, got {answer!r}")
         if len(set(answers)) != len(answers):
             raise InputError(f"answers must be distinct, got {answers}")
-        chats = [as_chat(p) for p in prompts]
+        chats = _as_chats(prompts)
 
         def from_json(value: Mapping[str, Any]) -> AnswerScores:
             logprobs = {a: float(value["logprobs"][a]) for a in answers}
@@ -279,6 +279,12 @@ class LLM(Component):
         if failure is not None:
             raise failure
         return results
+
+
+def _as_chats(prompts: Sequence[PromptLike]) -> list[Chat]:
+    if isinstance(prompts, (str, Message)):
+        raise InputError(f"prompts must be a list of prompts, got a single {type(prompts).__name__}; wrap it in a list")
+    return [as_chat(p) for p in prompts]
 
 
 def _generation_key_params(config: GenerationConfig) -> dict[str, Any]:

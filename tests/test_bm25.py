@@ -176,6 +176,15 @@ def test_k_above_corpus_size_returns_every_document(backend):
     assert all(d.score > 0 for d in ranking.docs[:2])
 
 
+@pytest.mark.parametrize("backend", ["bm25s", "rank_bm25"])
+def test_blank_documents_are_indexed_and_never_match(backend):
+    docs = [Document("d1", "cat"), Document("d2", " "), Document("d3", "dog"), Document("d4", "", title="")]
+    retriever = BM25Retriever(backend)
+    retriever.index(docs)
+    assert retriever.retrieve(Query("q", "cat"), k=10)[0].ids == ["d1", "d2", "d3", "d4"]
+    assert retriever.retrieve(Query("q", "the"), k=10)[0].trace[0].info["matched"] == 0
+
+
 def test_batch_equals_one_by_one(corpus):
     retriever = BM25Retriever(n_threads=2)
     retriever.index(corpus)
@@ -298,3 +307,12 @@ def test_lucene_analyzer_options(lucene_ready, corpus):
     default.index(corpus)
     assert default.retrieve(QUERIES[2], k=1)[0].ids == ["a7"]
     assert default.retrieve(Query("q", "the"), k=3)[0].trace[0].info["matched"] == 0  # a stopword
+
+
+@pytest.mark.slow
+def test_lucene_blank_documents_come_back_unmatched(lucene_ready):
+    retriever = BM25Retriever("lucene")
+    retriever.index([Document("d1", "cat"), Document("d2", " "), Document("d3", "dog"), Document("d4", "")])
+    ranking = retriever.retrieve(Query("q", "cat"), k=10)[0]
+    assert ranking.ids == ["d1", "d2", "d3", "d4"]  # Anserini skips blank documents; we still return them
+    assert [d.score > 0 for d in ranking.docs] == [True, False, False, False]

@@ -189,9 +189,12 @@ class LuceneBackend:
         path = self._target()
         collection = path / "_collection"
         collection.mkdir()
+        written = 0
         with open(collection / "docs.jsonl", "w", encoding="utf-8") as out:
             for doc_id, text in zip(ids, texts):
-                out.write(json.dumps({"id": doc_id, "contents": text}, ensure_ascii=False) + "\n")
+                if text.strip():  # Anserini skips blank documents; they can match nothing anyway
+                    out.write(json.dumps({"id": doc_id, "contents": text}, ensure_ascii=False) + "\n")
+                    written += 1
         command = [
             str(home / "bin" / "java"), *java_options(home), "-cp", str(anserini_jar()), "io.anserini.index.IndexCollection",
             "-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
@@ -207,7 +210,7 @@ class LuceneBackend:
         if done.returncode != 0 or not errors or any(int(n) for n in errors):
             tail = output[-3000:]
             raise LuceneError(f"Anserini indexing failed (exit {done.returncode}); its output ends with:\n{tail}")
-        (path / _MARKER).write_text(json.dumps({"documents": len(ids)}))
+        (path / _MARKER).write_text(json.dumps({"documents": len(ids), "indexed": written}))
         self.path = path
         self._open(ids)
 
@@ -219,9 +222,9 @@ class LuceneBackend:
         self.searcher.set_bm25(float(self.k1), float(self.b))
         if LUCENE_STEMMERS[self.stemmer] != "porter" or self.stopwords is None:  # else the searcher's default
             self.searcher.set_analyzer(analyzer(self.stemmer, self.stopwords))
-        indexed = int(self.searcher.num_docs)
-        if indexed != len(ids):
-            raise LuceneError(f"the Lucene index at {self.path} holds {indexed} documents, expected {len(ids)}")
+        expected = json.loads((self.path / _MARKER).read_text())["indexed"]
+        if int(self.searcher.num_docs) != expected:
+            raise LuceneError(f"the Lucene index at {self.path} holds {self.searcher.num_docs} documents, expected {expected}")
 
     def search(self, texts: Sequence[str], k: int) -> list[Hits]:
         keys = [str(i) for i in range(len(texts))]  # positions, so repeated query ids cannot collide

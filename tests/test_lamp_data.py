@@ -138,6 +138,7 @@ def test_official_urls_for_user_and_time_splits():
     )
     assert lamp_urls("LaMP-3", "dev", "time")[0] == "https://ciir.cs.umass.edu/downloads/LaMP/time/LaMP_3/dev/dev_questions.json"
     assert lamp_urls("LaMP-2", "dev")[0] == "https://ciir.cs.umass.edu/downloads/LaMP/LaMP_2/new/dev/dev_questions.json"
+    assert lamp_urls("LaMP-2", "train", "time")[0] == "https://ciir.cs.umass.edu/downloads/LaMP/time/LaMP_2/new/train/train_questions.json"
     assert lamp_urls("LaMP-4", "test")[1] is None
     with pytest.raises(InputError, match="split kind"):
         lamp_urls("LaMP-4", "dev", "random")

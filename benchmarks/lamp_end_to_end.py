@@ -74,6 +74,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output-dir", default=str(Path.home() / ".cache" / "personarag" / "bench" / "lamp_end_to_end"))
     parser.add_argument("--table", help="also write the markdown table to this file")
+    parser.add_argument("--overwrite", action="store_true", help="redo runs whose folder holds a different run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -109,7 +110,8 @@ def main() -> int:
             pipeline = Pipeline(stages, k=args.k, context_k=args.k)
             out = Path(args.output_dir) / folder.name / re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
             started = time.perf_counter()
-            result = run_lamp(dataset, pipeline, out, run_config={"data": folder.name, "k": args.k}, batch_size=args.batch_size, progress=False, users=full.users)
+            result = run_lamp(dataset, pipeline, out, run_config={"data": folder.name, "k": args.k}, batch_size=args.batch_size, progress=False, users=full.users,
+                              overwrite=args.overwrite)
             seconds[(task, label)] = time.perf_counter() - started
             results[(task, label)] = result.metrics
             print(f"{task} {label}: {json.dumps({k: round(v, 4) for k, v in result.metrics.items()})} "

@@ -20,6 +20,7 @@ does not depend on `max_examples`, so a run can be extended to more examples lat
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -117,6 +118,11 @@ def run_lamp(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     config = {"command": "eval lamp", **dict(run_config or {}), "task": dataset.task, "pipeline": _pipeline_config(pipeline)}
+    pool = None
+    if pipeline.retriever is not None and hasattr(pipeline.retriever, "fit_users"):
+        pool = list(dataset.users if users is None else users)
+        # the user pool changes what such a retriever returns, so it is part of the run's identity
+        config["user_pool"] = {"users": len(pool), "sha256": hashlib.sha256("\n".join(sorted(u.id for u in pool)).encode()).hexdigest()[:16]}
     name = common.run_name(f"lamp-{dataset.task}", {k: v for k, v in config.items() if k not in ("max_examples", "batch_size", "output_dir")})
     out = Path(output_dir)
     if overwrite:
@@ -125,13 +131,12 @@ def run_lamp(
     out = common.prepare_output_dir(out, name, overwrite)
     common.write_json(out / "config.json", {**config, "run_name": name, "versions": common.library_versions()})
 
-    if pipeline.retriever is not None and hasattr(pipeline.retriever, "fit_users"):
-        pipeline.retriever.fit_users(dataset.users if users is None else users)
-
     wanted = {e.id for e in dataset}
     done = _read_done(out / PREDICTIONS)
     _read_done(out / RETRIEVED, key_ok=set(done))  # drop retrievals whose prediction never landed
     todo = [e for e in dataset if e.id not in done]
+    if pool is not None and todo:
+        pipeline.retriever.fit_users(pool)  # type: ignore[union-attr]
     logger.info("%s: %d examples, %d already done, %d to run", dataset.task, len(dataset), len(wanted & set(done)), len(todo))
 
     started = time.perf_counter()

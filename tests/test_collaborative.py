@@ -208,6 +208,7 @@ def test_llm_feedback_moves_the_documents_the_llm_prefers_up(tmp_path):
     assert all(len(f.doc_ids) == 4 and f.features.shape == (4, len(FEATURES)) for f in feedback)
 
 
+@pytest.mark.slow
 def test_collaborative_spec_in_a_pipeline_with_minilm(minilm_path):
     users = make_users()
     spec = f"collaborative:{minilm_path}"

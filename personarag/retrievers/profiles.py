@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from personarag.errors import InputError, require
+from personarag.errors import InputError
 from personarag.types import Document, User
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,9 @@ def make_tokenizer(name: str, stemmer: str | None = None) -> Callable[[str], lis
         raise InputError(f"unknown tokenizer {name!r}; valid: {', '.join(TOKENIZERS)}")
     if stemmer is None:
         return base
-    stem = require("Stemmer", "base", purpose="stemming").Stemmer(stemmer).stemWords
+    from personarag.retrievers.tokenization import make_stemmer  # PyStemmer is a core dependency
+
+    stem = make_stemmer(stemmer).stemWords
 
     def stemmed(text: str) -> list[str]:
         return stem(base(text))

@@ -79,7 +79,8 @@ def collect_feedback(
     `prompt(query, doc)` builds the prompt (a string or chat) when given; otherwise `template`
     with `{document}` and `{query}`. Queries without a gold or with fewer than two candidates
     (nothing to rank) are skipped."""
-    tqdm = require("tqdm", "base").tqdm
+    from tqdm.auto import tqdm
+
     missing = [q.id for q in queries if q.id not in golds]
     if missing:
         logger.warning("llm feedback: %d queries have no gold output and are skipped (e.g. %s)", len(missing), missing[:3])

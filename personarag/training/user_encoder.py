@@ -137,7 +137,8 @@ def train_user_encoder(
     `item_embeddings`: one (len(history), dim) array per user, in history order, when the
     caller has them already; otherwise they are computed with `config.item_model`."""
     torch = require("torch", "train", purpose="training the user encoder")
-    tqdm = require("tqdm", "base").tqdm
+    from tqdm.auto import tqdm
+
     common.set_threads(config.threads)
     common.set_seed(config.seed)
     if item_embeddings is None:

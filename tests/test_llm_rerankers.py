@@ -255,3 +255,33 @@ def test_swapping_rerankers_in_a_pipeline_is_one_string(world, name):
     top40 = [r.top(40) for r in rankings]
     assert [grades(r, qrels)[:10] for r in out] == [ideal(r, qrels)[:10] for r in top40]
     assert out[0].trace[-1].stage == name
+
+
+def test_reason_mode_averages_samples_and_keeps_their_reasoning():
+    ranking = small_ranking(2)
+    llm = ScriptedLLM(["<think>a</think>Score: 3", "<think>b</think>Score: 1", "<think>c</think>Score: 0", "Score: 1"])
+    out = PointwiseReranker(llm, mode="reason", samples=2, k=3).rerank(ranking)[0]
+    assert [(d.id, d.score, d.reasoning) for d in out.docs] == [("d0", 2.0, "a\n---\nb"), ("d1", 0.5, "c")]
+    assert out.trace[-1].usage.calls == 2 and out.trace[-1].problems == ()
+
+
+def test_yesno_and_fine_scores_are_probabilities_from_logprobs():
+    import math
+
+    ranking = small_ranking(2)
+    yes = PointwiseReranker(ScriptedLLM(scores={"yes": math.log(0.6), "no": math.log(0.2)})).rerank(ranking)[0]
+    assert [d.score for d in yes.docs] == pytest.approx([0.75, 0.75])
+    fine = PointwiseReranker(ScriptedLLM(scores={"0": math.log(0.1), "1": math.log(0.1), "2": math.log(0.3)}), mode="fine", k=2)
+    out = fine.rerank(ranking)[0]
+    assert out.docs[0].score == pytest.approx((0.1 * 1 + 0.3 * 2) / 0.5)
+    dead = PointwiseReranker(ScriptedLLM(scores={})).rerank(ranking)[0]
+    assert dead.ids == ranking.ids and "probability 0" in dead.trace[-1].problems[0]
+
+
+def test_oracle_validates_and_reports_unknown_documents(world):
+    docs, queries, qrels, rankings = world
+    with pytest.raises(InputError, match="error_rate"):
+        OracleLLM(docs, queries, qrels, error_rate=1.5)
+    oracle = OracleLLM(docs[:50], queries, qrels)
+    ListwiseReranker(oracle).rerank(rankings[:1])
+    assert oracle.unknown_docs > 0

@@ -93,16 +93,18 @@ class Bm25sBackend:
         results = self.model.retrieve(
             [query_ids[i] for i in answerable],
             k=min(k, self.num_docs),
-            sorted=False,
+            sorted=True,
             return_as="tuple",
             n_threads=self.n_threads,
             show_progress=self.show_progress,
         )
-        # One sort for the whole batch: by score, ties by corpus position (bm25s leaves ties unordered).
         positions, scores = np.asarray(results.documents, dtype=np.int64), np.asarray(results.scores)
-        order = np.lexsort((positions, -scores), axis=-1)
-        positions = np.take_along_axis(positions, order, axis=-1)
-        scores = np.take_along_axis(scores, order, axis=-1)
+        # bm25s leaves equal scores in any order: re-sort the rows that have ties, ties by corpus position
+        tied = np.flatnonzero(((scores[:, 1:] == scores[:, :-1]) & (scores[:, 1:] > 0)).any(axis=-1))
+        if len(tied):
+            order = np.lexsort((positions[tied], -scores[tied]), axis=-1)
+            positions[tied] = np.take_along_axis(positions[tied], order, axis=-1)
+            scores[tied] = np.take_along_axis(scores[tied], order, axis=-1)
         matched = np.count_nonzero(scores > 0, axis=-1).tolist()
         for row, i in enumerate(answerable):
             # the zero-score tail bm25s picks is arbitrary: cut it, the retriever refills it in corpus order

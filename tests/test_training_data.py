@@ -103,3 +103,16 @@ def test_bad_examples_are_refused_with_their_line(tmp_path):
         TrainingExample("q", "t", "d", "x", "yes")
     with pytest.raises(InputError, match="no training examples"):
         TrainingData.from_examples([])
+
+
+@pytest.mark.slow
+def test_scifact_train_with_bm25_hard_negatives(scifact_dir):
+    data = build_from_beir(scifact_dir, "train", miner="bm25", negatives=3, depth=30, seed=0)
+    report = data.report
+    # SciFact train: 809 judged queries, 919 judgements, every judged document and query present
+    assert (report.queries, report.positives, report.missing_docs, report.missing_queries) == (809, 919, 0, 0)
+    assert report.negatives == 3 * 809 and report.queries_without_negatives == 0
+    from personarag.evaluation.qrels import Qrels
+
+    qrels = Qrels.read(scifact_dir / "qrels" / "train.tsv")
+    assert not any(e.label == 0 and qrels[e.query_id].get(e.doc_id, 0) > 0 for e in data.examples)

@@ -18,7 +18,7 @@ import logging
 import math
 import operator
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -142,29 +142,29 @@ class ProfileBM25:
         if first_block == n_blocks:
             return
         row0 = store.starts[first_block]
-        tokens = [self.tokenize(d.full_text) for d in store.items[row0:]]
-        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        flat = list(itertools.chain.from_iterable(tokens))
-        terms = np.fromiter(map(self.vocab.__getitem__, flat), dtype=np.int64, count=len(flat))
+        # per row: term -> count in order of first occurrence (Counter keeps insertion order),
+        # which is the order rank_bm25 meets the words in
+        counters = [Counter(self.tokenize(d.full_text)) for d in store.items[row0:]]
+        lengths = np.fromiter((c.total() for c in counters), dtype=np.int64, count=len(counters))
+        n_terms = np.fromiter(map(len, counters), dtype=np.int64, count=len(counters))
+        words = list(itertools.chain.from_iterable(counters))
+        p_term = np.fromiter(map(self.vocab.__getitem__, words), dtype=np.int64, count=len(words))
+        tf = np.fromiter(itertools.chain.from_iterable(c.values() for c in counters), dtype=np.int64, count=len(words))
         starts = np.asarray(store.starts[first_block:], dtype=np.int64) - row0
         block_sizes = np.diff(starts)
         block_of_row = np.repeat(np.arange(first_block, n_blocks, dtype=np.int64), block_sizes)
-        row_of_token = np.repeat(np.arange(len(tokens), dtype=np.int64), lengths)
-        # (row, term) postings with their term frequency and first token position
-        pair, first_pair_token, tf = np.unique(row_of_token << 32 | terms, return_index=True, return_counts=True)
-        p_row, p_term = pair >> 32, pair & 0xFFFFFFFF
+        p_row = np.repeat(np.arange(len(counters), dtype=np.int64), n_terms)
         p_block = block_of_row[p_row]
-        # per (user, term): document frequency, and first occurrence in the user's token stream
-        # (pairs are in row order, so a group's first pair holds its earliest token)
+        # per (user, term): document frequency, and first occurrence in the user's stream
+        # (postings are in row order, then first-occurrence order within the row)
         ut_key = p_block << 32 | p_term
         keys, first_pair, inverse, df = np.unique(ut_key, return_index=True, return_inverse=True, return_counts=True)
-        first_token = first_pair_token[first_pair]
         key_block = keys >> 32
         n_docs = block_sizes[key_block - first_block]
         logs = self._logs(int(block_sizes.max(initial=0)))
         idf = logs[n_docs - df] - logs[df]
         # rank_bm25 floors negative idf at epsilon * (sequential sum of idf in first-occurrence order) / n
-        order = np.lexsort((first_token, key_block))
+        order = np.lexsort((first_pair, key_block))
         bounds = np.searchsorted(key_block[order], np.arange(first_block, n_blocks + 1))
         ordered = idf[order].tolist()
         eps = np.zeros(n_blocks - first_block)

@@ -116,3 +116,19 @@ def test_scifact_train_with_bm25_hard_negatives(scifact_dir):
 
     qrels = Qrels.read(scifact_dir / "qrels" / "train.tsv")
     assert not any(e.label == 0 and qrels[e.query_id].get(e.doc_id, 0) > 0 for e in data.examples)
+
+
+def test_llm_feedback_scores_become_soft_labels():
+    from personarag.training.data import examples_from_feedback
+
+    query = Query("u1-q1", "headline for this article")
+    docs = [Document("p1", "an old headline"), Document("p2", "another", title="T")]
+    examples = examples_from_feedback(query, docs, [-1.0, -3.0])
+    assert [e.doc_id for e in examples] == ["p1", "p2"]
+    assert sum(e.label for e in examples) == pytest.approx(1.0)
+    assert examples[0].label == pytest.approx(1 / (1 + 2.718281828459045 ** -2))
+    assert examples[1].doc_text == "T\nanother"
+    flat = examples_from_feedback(query, docs, [-1.0, -3.0], temperature=100.0)
+    assert flat[0].label - flat[1].label < examples[0].label - examples[1].label
+    with pytest.raises(InputError, match="2 documents but 1 scores"):
+        examples_from_feedback(query, docs, [0.0])

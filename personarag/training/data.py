@@ -6,7 +6,8 @@ Sources:
   positives excluded;
 - a TREC run file in place of the retriever (negatives taken from its rankings);
 - LLM-feedback distillation (LaMP / collaborative retrieval): examples with graded float
-  labels, exchanged as JSONL with the `TrainingExample` fields.
+  labels (`examples_from_feedback` turns LLM scores into them), exchanged as JSONL with the
+  `TrainingExample` fields.
 
 Negatives are drawn per query with a random generator seeded from `(seed, query_id)`,
 so the same query gets the same negatives whatever the order or subset of queries.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from personarag.errors import InputError
-from personarag.types import Corpus, Query
+from personarag.types import Corpus, Document, Query
 
 if TYPE_CHECKING:
     from personarag.evaluation.qrels import Qrels
@@ -127,6 +129,34 @@ class TrainingData:
             negatives=sum(e.label <= 0 for e in examples),
         )
         return cls(examples, report)
+
+
+def examples_from_feedback(
+    query: Query,
+    docs: Sequence[Document],
+    scores: Sequence[float],
+    *,
+    temperature: float = 1.0,
+) -> list[TrainingExample]:
+    """LLM-feedback distillation (e.g. `training.llm_feedback.Feedback.llm_scores`) as training examples.
+
+    Each candidate's label is its probability under softmax(scores / temperature) over the
+    query's candidates: the target distribution of CFRAG's distillation, usable as soft labels
+    by the BCE and listwise losses.
+    """
+    if len(docs) != len(scores):
+        raise InputError(f"query {query.id!r}: {len(docs)} documents but {len(scores)} scores")
+    if temperature <= 0:
+        raise InputError(f"temperature must be > 0, got {temperature}")
+    if not docs:
+        return []
+    top = max(scores)
+    weights = [math.exp((s - top) / temperature) for s in scores]
+    total = sum(weights)
+    return [
+        TrainingExample(query.id, query.text, doc.id, doc.full_text, weight / total)
+        for doc, weight in zip(docs, weights)
+    ]
 
 
 def write_examples(examples: Iterable[TrainingExample], path: str | Path) -> Path:

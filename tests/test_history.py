@@ -3,12 +3,16 @@ LaMP reference code, indexing each history once, recency and random baselines.""
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
 from personarag import Document, InputError, Pipeline, Query, User, registry
 from personarag.retrievers.history import HistoryRetriever, RandomRetriever, RecencyRetriever
+from personarag.retrievers.profiles import _group_tokens, sequential_sums
 
 TEXTS = [
     "the guitar strings sound bright and last long",
@@ -72,6 +76,48 @@ def test_history_bm25_equals_per_profile_rank_bm25_scores_and_top_k():
     # one index for all queries: each distinct history stored once, not per example
     assert len(retriever.store) == sum(len(u.history) for u in users)
 
+
+
+def test_history_bm25_bit_exact_on_long_zipf_histories_in_several_batches():
+    # hundreds of distinct terms per user: the epsilon mean is a long sequential sum, where
+    # any other summation order would round differently
+    rng = np.random.default_rng(7)
+    words = [f"w{i}" for i in range(400)]
+    zipf = 1.0 / np.arange(1, 401)
+    users = [
+        User(f"z{u}", tuple(
+            Document(f"z{u}-{j}", " ".join(rng.choice(words, size=int(rng.integers(1, 60)), p=zipf / zipf.sum())))
+            for j in range(int(rng.integers(20, 70)))
+        ))
+        for u in range(8)
+    ]
+    queries = [Query(f"q{u}-{t}", " ".join(rng.choice(words[:60], size=6)), user=user) for u, user in enumerate(users) for t in range(3)]
+    retriever = HistoryRetriever("bm25")
+    got = retriever.bm25.scores_many([q.user for q in queries[:9]], [q.text for q in queries[:9]])
+    got += retriever.bm25.scores_many([q.user for q in queries[9:]], [q.text for q in queries[9:]])
+    for query, scores in zip(queries, got):
+        reference = BM25Okapi([d.full_text.split() for d in query.user.history]).get_scores(query.text.split())
+        assert scores.tolist() == reference.tolist(), query.id
+
+
+def test_sequential_sums_add_left_to_right_as_python_does():
+    rng = np.random.default_rng(0)
+    counts = np.array([0, 1, 2, 3, 5, 8, 1000, 1500, 4000, 7, 0, 33, 600])
+    values = rng.standard_normal(int(counts.sum())) * 10.0 ** rng.integers(-6, 6, int(counts.sum()))
+    starts = np.cumsum(counts) - counts
+    expected = [functools.reduce(operator.add, values[s:s + n].tolist(), 0) for s, n in zip(starts, counts)]
+    assert sequential_sums(values, counts).tolist() == expected
+    # numpy's pairwise summation rounds these long runs differently: the order matters
+    assert any(float(np.sum(values[s:s + n])) != e for s, n, e in zip(starts, counts, expected))
+
+
+def test_group_tokens_packed_sort_equals_stable_argsort():
+    rng = np.random.default_rng(1)
+    block = np.sort(rng.integers(0, 40, 6000))
+    term = rng.integers(0, 500, 6000)
+    expected = np.lexsort((np.arange(6000), term, block))
+    np.testing.assert_array_equal(_group_tokens(block, term, 500), expected)
+    np.testing.assert_array_equal(_group_tokens(block, term, 500, pack=False), expected)
 
 def test_history_bm25_extends_incrementally_and_keeps_same_id_different_history_apart():
     users = make_users()

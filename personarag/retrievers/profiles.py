@@ -12,13 +12,11 @@ item once.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import math
-import operator
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -142,52 +140,63 @@ class ProfileBM25:
         if first_block == n_blocks:
             return
         row0 = store.starts[first_block]
-        # per row: term -> count in order of first occurrence (Counter keeps insertion order),
-        # which is the order rank_bm25 meets the words in
-        counters = [Counter(self.tokenize(d.full_text)) for d in store.items[row0:]]
-        lengths = np.fromiter((c.total() for c in counters), dtype=np.int64, count=len(counters))
-        n_terms = np.fromiter(map(len, counters), dtype=np.int64, count=len(counters))
-        words = list(itertools.chain.from_iterable(counters))
-        p_term = np.fromiter(map(self.vocab.__getitem__, words), dtype=np.int64, count=len(words))
-        tf = np.fromiter(itertools.chain.from_iterable(c.values() for c in counters), dtype=np.int64, count=len(words))
+        lengths: list[int] = []
+
+        def tokenize(doc: Document) -> list[str]:
+            words = self.tokenize(doc.full_text)
+            lengths.append(len(words))
+            return words
+
+        # one dict lookup per token; each row's token list is freed once consumed, so no large
+        # container lives on for the garbage collector to walk
+        words = itertools.chain.from_iterable(map(tokenize, store.items[row0:]))
+        terms = np.fromiter(map(self.vocab.__getitem__, words), dtype=np.int64)
+        doc_len = np.asarray(lengths, dtype=np.float64)
         starts = np.asarray(store.starts[first_block:], dtype=np.int64) - row0
         block_sizes = np.diff(starts)
-        block_of_row = np.repeat(np.arange(first_block, n_blocks, dtype=np.int64), block_sizes)
-        p_row = np.repeat(np.arange(len(counters), dtype=np.int64), n_terms)
-        p_block = block_of_row[p_row]
-        # per (user, term): document frequency, and first occurrence in the user's stream
-        # (postings are in row order, then first-occurrence order within the row)
-        ut_key = p_block << 32 | p_term
-        keys, first_pair, inverse, df = np.unique(ut_key, return_index=True, return_inverse=True, return_counts=True)
-        key_block = keys >> 32
-        n_docs = block_sizes[key_block - first_block]
+        block_of_row = np.repeat(np.arange(len(block_sizes)), block_sizes)
+        row_of = np.repeat(np.arange(len(lengths)), lengths)
+        block_of = block_of_row[row_of]
+        # tokens grouped by (block, term), in stream order within a group
+        tok = _group_tokens(block_of, terms, len(self.vocab))
+        blk, term, row = block_of[tok], terms[tok], row_of[tok]
+        new_key = np.ones(len(tok), dtype=bool)
+        new_key[1:] = (blk[1:] != blk[:-1]) | (term[1:] != term[:-1])
+        new_pair = new_key.copy()
+        new_pair[1:] |= row[1:] != row[:-1]
+        pair_at = np.flatnonzero(new_pair)  # a posting: one (block, term, row), rows ascending
+        tf = np.diff(np.append(pair_at, len(tok))).astype(np.float64)
+        pair_new_key = new_key[pair_at]
+        key_of_pair = np.cumsum(pair_new_key) - 1
+        key_at = pair_at[pair_new_key]  # first token of each (block, term): its first occurrence
+        df = np.diff(np.append(np.flatnonzero(pair_new_key), len(pair_at)))
+        key_block = blk[key_at]
+        n_docs = block_sizes[key_block]
         logs = self._logs(int(block_sizes.max(initial=0)))
         idf = logs[n_docs - df] - logs[df]
-        # rank_bm25 floors negative idf at epsilon * (sequential sum of idf in first-occurrence order) / n
-        order = np.lexsort((first_pair, key_block))
-        bounds = np.searchsorted(key_block[order], np.arange(first_block, n_blocks + 1))
-        ordered = idf[order].tolist()
-        eps = np.zeros(n_blocks - first_block)
-        for j in range(n_blocks - first_block):
-            lo, hi = bounds[j], bounds[j + 1]
-            if hi > lo:
-                eps[j] = self.epsilon * (functools.reduce(operator.add, ordered[lo:hi], 0) / (hi - lo))
+        # rank_bm25 floors negative idf at epsilon * (idf summed in first-occurrence order) / n:
+        # list the keys in stream order of their first token (blocks are contiguous in the stream)
+        first = np.zeros(len(tok), dtype=bool)
+        first[tok[key_at]] = True
+        key_of_token = np.empty(len(tok), dtype=np.int64)
+        key_of_token[tok[key_at]] = np.arange(len(key_at))
+        in_order = key_of_token[first]
+        n_keys = np.bincount(key_block, minlength=len(block_sizes))
+        eps = self.epsilon * (sequential_sums(idf[in_order], n_keys) / np.maximum(n_keys, 1))
         negative = idf < 0
-        idf[negative] = eps[key_block[negative] - first_block]
+        idf[negative] = eps[key_block[negative]]
         # tf part with each user's own average document length
-        doc_len = lengths.astype(np.float64)
-        sums = np.bincount(block_of_row - first_block, weights=lengths, minlength=len(block_sizes))
+        sums = np.bincount(block_of_row, weights=doc_len, minlength=len(block_sizes))
         avgdl = sums / np.maximum(block_sizes, 1)
+        p_row = row[pair_at]
+        p_block = blk[pair_at]
         dl = doc_len[p_row]
-        adl = avgdl[p_block - first_block]
-        tfp = tf.astype(np.float64)
-        weight = idf[inverse] * (tfp * (self.k1 + 1) / (tfp + self.k1 * (1 - self.b + self.b * dl / adl)))
-        local_row = p_row - starts[p_block - first_block]
-        by_key = np.lexsort((local_row, ut_key))
-        self._key = np.concatenate([self._key, ut_key[by_key]])
-        self._row = np.concatenate([self._row, local_row[by_key]])
-        self._weight = np.concatenate([self._weight, weight[by_key]])
-        self._tf = np.concatenate([self._tf, tfp[by_key]])
+        adl = avgdl[p_block]
+        weight = idf[key_of_pair] * (tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * dl / adl)))
+        self._key = np.concatenate([self._key, (p_block + first_block) << 32 | term[pair_at]])
+        self._row = np.concatenate([self._row, p_row - starts[p_block]])
+        self._weight = np.concatenate([self._weight, weight])
+        self._tf = np.concatenate([self._tf, tf])
         self._doc_len = np.concatenate([self._doc_len, doc_len])
         self._blocks_done = n_blocks
 
@@ -247,6 +256,42 @@ class ProfileBM25:
         part = tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * lengths[slots] / avgdl))
         flat_scores = np.bincount(slots, weights=idf[pair % len(terms)] * part, minlength=n_docs)
         return np.split(flat_scores, np.cumsum(sizes)[:-1])
+
+
+def _group_tokens(block: np.ndarray, term: np.ndarray, n_terms: int, *, pack: bool = True) -> np.ndarray:
+    """Token positions sorted by (block, term, position). Blocks are contiguous runs of the
+    token stream, so (block, term, offset in block) packs into one unique int64 when the bits
+    allow, and a plain (SIMD) sort of that replaces a slower stable argsort."""
+    n = len(term)
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    block_start = np.searchsorted(block, np.arange(int(block[-1]) + 1))
+    offset = np.arange(n) - block_start[block]
+    off_bits = int(offset.max()).bit_length()
+    term_bits = max(n_terms - 1, 0).bit_length()
+    if pack and int(block[-1]).bit_length() + term_bits + off_bits <= 63:
+        packed = np.sort((block << term_bits | term) << off_bits | offset)
+        return block_start[packed >> (term_bits + off_bits)] + (packed & ((1 << off_bits) - 1))
+    return np.argsort(block << 32 | term, kind="stable")
+
+
+def sequential_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Sum of each run of `counts[i]` consecutive values, added left to right as Python's
+    `sum` / `functools.reduce(operator.add)` do (`np.sum` and `np.add.reduceat` add pairwise,
+    which rounds differently). Runs of similar length go through one `np.cumsum` along the
+    columns of a zero-padded grid: an accumulation is strictly sequential, and trailing zeros
+    leave a sum unchanged."""
+    counts = np.asarray(counts, dtype=np.int64)
+    out = np.zeros(len(counts))
+    starts = np.cumsum(counts) - counts
+    size_class = np.frexp(np.maximum(counts, 1).astype(np.float64))[1]  # runs within 2x of each other
+    for cls in np.unique(size_class[counts > 0]):
+        runs = np.flatnonzero((size_class == cls) & (counts > 0))
+        width = int(counts[runs].max())
+        step = np.arange(width)[:, None]
+        grid = np.where(step < counts[runs], values[np.minimum(starts[runs] + step, len(values) - 1)], 0.0)
+        out[runs] = np.cumsum(grid, axis=0)[-1]
+    return out
 
 
 class ItemEmbeddings:

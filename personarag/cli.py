@@ -13,10 +13,12 @@ To add a command: write the module and add one line to COMMANDS.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from personarag.errors import PersonaragError
 
@@ -42,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="personarag", description="Personalized RAG and LLM reranking toolkit.")
     parser.add_argument("--version", action="version", version=f"personarag {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--llm-cache", metavar="DIR",
+                       help="request cache for LLMs built with cache_dir='auto' (default: $PERSONARAG_CACHE_DIR, "
+                            "else ~/.cache/personarag), so a repeated run makes no LLM call")
+    cache.add_argument("--no-llm-cache", action="store_true", help="do not cache LLM requests in this run")
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
     for module_name in COMMANDS:
@@ -74,10 +81,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     try:
-        return int(run(args) or 0)
+        with _llm_cache(args.llm_cache, args.no_llm_cache):
+            return int(run(args) or 0)
     except PersonaragError as error:
         sys.stderr.write(f"personarag: error: {error}\n")
         return 2
+
+
+@contextlib.contextmanager
+def _llm_cache(directory: str | None, disabled: bool) -> Iterator[None]:
+    """Evaluation runs cache LLM requests by default; the library alone does not (see llm/cache.py).
+
+    Scoped to one command, so an in-process caller's environment is left as it was."""
+    from personarag.llm.cache import ENV_VAR
+
+    previous = os.environ.get(ENV_VAR)
+    if disabled:
+        os.environ.pop(ENV_VAR, None)
+    elif directory or previous is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        os.environ[ENV_VAR] = directory or os.path.join(base, "personarag")
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = previous
 
 
 if __name__ == "__main__":

@@ -215,9 +215,10 @@ class ProfileBM25:
         terms = np.fromiter(map(self.vocab.get, flat, itertools.repeat(-1)), dtype=np.int64, count=len(flat))
         query_of = np.repeat(np.arange(len(tokens)), lengths)
         known = terms >= 0
-        keys = blocks[query_of[known]] << 32 | terms[known]
-        lo = np.searchsorted(self._key, keys, "left")
-        counts = np.searchsorted(self._key, keys, "right") - lo
+        # each distinct key looked up once, in sorted order (binary searches then stay local)
+        keys, inverse = np.unique(blocks[query_of[known]] << 32 | terms[known], return_inverse=True)
+        lo = np.searchsorted(self._key, keys, "left")[inverse]
+        counts = np.searchsorted(self._key, keys, "right")[inverse] - lo
         # every posting of every query token occurrence, in query order: bincount then adds
         # each row's contributions in the order rank_bm25's loop does
         offsets = np.cumsum(counts) - counts

@@ -274,6 +274,11 @@ def test_yesno_and_fine_scores_are_probabilities_from_logprobs():
     fine = PointwiseReranker(ScriptedLLM(scores={"0": math.log(0.1), "1": math.log(0.1), "2": math.log(0.3)}), mode="fine", k=2)
     out = fine.rerank(ranking)[0]
     assert out.docs[0].score == pytest.approx((0.1 * 1 + 0.3 * 2) / 0.5)
+    cased = {"yes": math.log(0.01), "Yes": math.log(0.5), "no": math.log(0.01), "No": math.log(0.1)}
+    both = PointwiseReranker(ScriptedLLM(scores=cased)).rerank(ranking)[0]
+    assert both.docs[0].score == pytest.approx(0.51 / 0.62)
+    lower = PointwiseReranker(ScriptedLLM(scores=cased), case_variants=False).rerank(ranking)[0]
+    assert lower.docs[0].score == pytest.approx(0.5)
     dead = PointwiseReranker(ScriptedLLM(scores={})).rerank(ranking)[0]
     assert dead.ids == ranking.ids and "probability 0" in dead.trace[-1].problems[0]
 

@@ -151,8 +151,9 @@ class OracleLLM(LLM):
 
     def _score(self, chats: list[Chat], answers: list[str]) -> list[AnswerScores]:
         digits = all(a.isdigit() for a in answers)
-        if not digits and len(answers) != 2:
-            raise InputError(f"oracle scores yes/no pairs or digit answers, got {answers}")
+        positive = [a.lower() == answers[0].lower() for a in answers]  # yes/no in any casing: the first is "yes"
+        if not digits and (all(positive) or len({a.lower() for a in answers}) != 2):
+            raise InputError(f"oracle scores yes/no answers (case variants allowed) or digit answers, got {answers}")
         out = []
         for chat in chats:
             text = "\n".join(m.content for m in chat)
@@ -170,7 +171,8 @@ class OracleLLM(LLM):
                 p_yes = 0.5 + 0.45 * min(rel, self.max_rel) / self.max_rel if rel > 0 else 0.05
                 if rng.random() < self.error_rate:
                     p_yes = 1.0 - p_yes
-                probs = [p_yes, 1.0 - p_yes]
+                n_yes = sum(positive)
+                probs = [p_yes / n_yes if yes else (1.0 - p_yes) / (len(answers) - n_yes) for yes in positive]
             logprobs = {a: math.log(q) for a, q in zip(answers, probs)}
             out.append(AnswerScores(logprobs, Usage(calls=1, prompt_tokens=self.count_tokens(text))))
         return out

@@ -2,6 +2,9 @@
 
 Modes:
 - `yesno`: relevance = P(yes) / (P(yes) + P(no)) from `LLM.score` (no generation);
+  with `case_variants=True` (default) "yes"/"Yes" and "no"/"No" are scored and summed,
+  since models differ in which casing they put their mass on (SmolLM2 puts ~20x more on
+  "Yes"/"No" than on "yes"/"no");
 - `fine`: the digits 0..k scored by `LLM.score`, normalised over the k+1 answers;
   relevance = sum_i i * p_i, the expected score (ERank-style), k <= 9 so each answer
   is one digit;
@@ -57,6 +60,7 @@ class PointwiseReranker(LLMReranker):
         max_new_tokens: int = 1024,
         temperature: float | None = None,
         seed: int = 0,
+        case_variants: bool = True,
     ) -> None:
         if mode not in MODES:
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
@@ -67,6 +71,7 @@ class PointwiseReranker(LLMReranker):
         self.samples = positive_int("samples", samples)
         if samples > 1 and mode != "reason":
             raise InputError(f"samples={samples} applies to mode='reason' only (the other modes read exact probabilities)")
+        self.case_variants = bool(case_variants)
         self.default_prompt = f"pointwise-{mode}"
         self._setup(llm, prompt, max_doc_tokens)
         if temperature is None:
@@ -103,8 +108,21 @@ class PointwiseReranker(LLMReranker):
             out.append(ranking.with_stage([scored_docs[d] for d in order], logs[q].trace(self.stage)))
         return out
 
+    def _scored_answers(self) -> tuple[list[str], list[float]]:
+        """The answer strings to score and the value each stands for (digit i -> i; yes -> 1, no -> 0)."""
+        if self.mode == "fine":
+            answers = self.answers
+            return answers, [float(a) for a in answers]
+        positive, negative = self.answers
+        out: dict[str, float] = {positive: 1.0, negative: 0.0}
+        if self.case_variants:
+            for form in (str.lower, str.capitalize):
+                out.setdefault(form(positive), 1.0)
+                out.setdefault(form(negative), 0.0)
+        return list(out), list(out.values())
+
     def _score(self, prompts: list[Chat], owners: list[tuple[int, int]], logs: list[QueryLog]) -> dict[tuple[int, int], tuple[float, None]]:
-        answers = self.answers
+        answers, values = self._scored_answers()
         results = self.llm.score(prompts, answers)
         judged: dict[tuple[int, int], tuple[float, None]] = {}
         for (q, d), result in zip(owners, results):
@@ -113,10 +131,8 @@ class PointwiseReranker(LLMReranker):
             if probs is None:
                 logs[q].problems.append(f"document {d + 1}: every answer has probability 0; scored 0")
                 judged[(q, d)] = (0.0, None)
-            elif self.mode == "fine":
-                judged[(q, d)] = (sum(i * p for i, p in enumerate(probs)), None)
-            else:
-                judged[(q, d)] = (probs[0], None)
+            else:  # P(yes) for yes/no, the expected digit for 0..k
+                judged[(q, d)] = (sum(v * p for v, p in zip(values, probs)), None)
         return judged
 
     def _reason(self, prompts: list[Chat], owners: list[tuple[int, int]], logs: list[QueryLog]) -> dict[tuple[int, int], tuple[float, str | None]]:

@@ -116,8 +116,12 @@ def test_group_tokens_packed_sort_equals_stable_argsort():
     block = np.sort(rng.integers(0, 40, 6000))
     term = rng.integers(0, 500, 6000)
     expected = np.lexsort((np.arange(6000), term, block))
-    np.testing.assert_array_equal(_group_tokens(block, term, 500), expected)
-    np.testing.assert_array_equal(_group_tokens(block, term, 500, pack=False), expected)
+    for pack in (True, False):
+        tok, group = _group_tokens(block, term, 500, pack=pack)
+        np.testing.assert_array_equal(tok, expected)
+        assert (np.diff(group) >= 0).all()
+        assert ((np.diff(group) != 0) == ((np.diff(block[tok]) != 0) | (np.diff(term[tok]) != 0))).all()
+
 
 def test_history_bm25_extends_incrementally_and_keeps_same_id_different_history_apart():
     users = make_users()

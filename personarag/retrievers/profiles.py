@@ -158,28 +158,30 @@ class ProfileBM25:
         row_of = np.repeat(np.arange(len(lengths)), lengths)
         block_of = block_of_row[row_of]
         # tokens grouped by (block, term), in stream order within a group
-        tok = _group_tokens(block_of, terms, len(self.vocab))
-        blk, term, row = block_of[tok], terms[tok], row_of[tok]
+        tok, group = _group_tokens(block_of, terms, len(self.vocab))
+        row = row_of[tok]
         new_key = np.ones(len(tok), dtype=bool)
-        new_key[1:] = (blk[1:] != blk[:-1]) | (term[1:] != term[:-1])
+        new_key[1:] = group[1:] != group[:-1]
         new_pair = new_key.copy()
         new_pair[1:] |= row[1:] != row[:-1]
         pair_at = np.flatnonzero(new_pair)  # a posting: one (block, term, row), rows ascending
         tf = np.diff(np.append(pair_at, len(tok))).astype(np.float64)
+        pair_tok, p_row = tok[pair_at], row[pair_at]
+        p_block, p_term = block_of[pair_tok], terms[pair_tok]
         pair_new_key = new_key[pair_at]
         key_of_pair = np.cumsum(pair_new_key) - 1
-        key_at = pair_at[pair_new_key]  # first token of each (block, term): its first occurrence
+        first_tok = pair_tok[pair_new_key]  # first token of each (block, term): its first occurrence
         df = np.diff(np.append(np.flatnonzero(pair_new_key), len(pair_at)))
-        key_block = blk[key_at]
+        key_block = p_block[pair_new_key]
         n_docs = block_sizes[key_block]
         logs = self._logs(int(block_sizes.max(initial=0)))
         idf = logs[n_docs - df] - logs[df]
         # rank_bm25 floors negative idf at epsilon * (idf summed in first-occurrence order) / n:
         # list the keys in stream order of their first token (blocks are contiguous in the stream)
         first = np.zeros(len(tok), dtype=bool)
-        first[tok[key_at]] = True
+        first[first_tok] = True
         key_of_token = np.empty(len(tok), dtype=np.int64)
-        key_of_token[tok[key_at]] = np.arange(len(key_at))
+        key_of_token[first_tok] = np.arange(len(first_tok))
         in_order = key_of_token[first]
         n_keys = np.bincount(key_block, minlength=len(block_sizes))
         eps = self.epsilon * (sequential_sums(idf[in_order], n_keys) / np.maximum(n_keys, 1))
@@ -188,12 +190,10 @@ class ProfileBM25:
         # tf part with each user's own average document length
         sums = np.bincount(block_of_row, weights=doc_len, minlength=len(block_sizes))
         avgdl = sums / np.maximum(block_sizes, 1)
-        p_row = row[pair_at]
-        p_block = blk[pair_at]
         dl = doc_len[p_row]
         adl = avgdl[p_block]
         weight = idf[key_of_pair] * (tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * dl / adl)))
-        self._key = np.concatenate([self._key, (p_block + first_block) << 32 | term[pair_at]])
+        self._key = np.concatenate([self._key, (p_block + first_block) << 32 | p_term])
         self._row = np.concatenate([self._row, p_row - starts[p_block]])
         self._weight = np.concatenate([self._weight, weight])
         self._tf = np.concatenate([self._tf, tf])
@@ -259,21 +259,27 @@ class ProfileBM25:
         return np.split(flat_scores, np.cumsum(sizes)[:-1])
 
 
-def _group_tokens(block: np.ndarray, term: np.ndarray, n_terms: int, *, pack: bool = True) -> np.ndarray:
-    """Token positions sorted by (block, term, position). Blocks are contiguous runs of the
-    token stream, so (block, term, offset in block) packs into one unique int64 when the bits
-    allow, and a plain (SIMD) sort of that replaces a slower stable argsort."""
+def _group_tokens(
+    block: np.ndarray, term: np.ndarray, n_terms: int, *, pack: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token positions sorted by (block, term, position), and a non-decreasing id of each
+    one's (block, term). Blocks are contiguous runs of the token stream, so (block, term,
+    offset in block) packs into one unique int64 when the bits allow, and a plain (SIMD) sort
+    of that replaces a slower stable argsort."""
     n = len(term)
     if not n:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     block_start = np.searchsorted(block, np.arange(int(block[-1]) + 1))
     offset = np.arange(n) - block_start[block]
     off_bits = int(offset.max()).bit_length()
     term_bits = max(n_terms - 1, 0).bit_length()
     if pack and int(block[-1]).bit_length() + term_bits + off_bits <= 63:
         packed = np.sort((block << term_bits | term) << off_bits | offset)
-        return block_start[packed >> (term_bits + off_bits)] + (packed & ((1 << off_bits) - 1))
-    return np.argsort(block << 32 | term, kind="stable")
+        tok = block_start[packed >> (term_bits + off_bits)] + (packed & ((1 << off_bits) - 1))
+        return tok, packed >> off_bits
+    key = block << 32 | term
+    tok = np.argsort(key, kind="stable")
+    return tok, key[tok]
 
 
 def sequential_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -61,6 +61,9 @@ class DenseRetriever(Retriever):
 
     index: "flat" (exact inner product), "ivf" (nlist lists, nlist=None picks about 4*sqrt(n),
     at most n/39; nprobe lists searched) or "hnsw" (hnsw_m links per node, ef_search beam).
+    IVF pays for speed in quality: on SciFact (5,183 docs, nlist 132) MiniLM's nDCG@10 is 0.645
+    flat and HNSW, 0.594 / 0.624 / 0.633 / 0.643 IVF at nprobe 8 / 16 / 32 / 64; use it for
+    corpora far beyond what a flat index scans quickly.
     query_prompt / document_prompt: prefixes such as "query: " / "passage: " for e5-style
     models; None uses the model's own "query" / "document" prompts when its config has them.
     threads: torch and FAISS CPU threads while indexing and searching (None leaves them).

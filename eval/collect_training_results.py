@@ -9,6 +9,18 @@ import json
 from pathlib import Path
 
 RESULTS = Path("eval/results")
+NOTES = """\
+- All reranked runs rerank BM25's top 20 of its top 100 (rerank_depth 20; the SmolLM2 runs: top 10 of the
+  first 30 judged test queries, where BM25 alone scores nDCG@10 0.7524, MRR@10 0.7206).
+- The 2-core machine was shared with ~8 other processes (load 8-11): the cross-encoder run got ~13% of a core.
+  It took 2486 s wall but 337.5 s of CPU time (1 thread), i.e. about 6 minutes on an idle machine; the
+  config (100 steps of 16 pairs, max_length 128, half an epoch) was shrunk to fit the session, not the
+  30-minute budget, which on an idle machine allows ~5x more (a full epoch or two at max_length 256).
+- Target not met: the fine-tuned cross-encoder (0.5207) is far below BM25 (0.6762), though far above the
+  same model with an untrained head (0.1739). Dev (40 held-out train queries, BM25 top 10): BM25 0.7712,
+  model 0.6332 at step 50, 0.6551 at step 100, still rising when training stopped.
+- SmolLM2-135M pointwise LoRA, 15 steps (60 examples): 0.4034 vs 0.4302 zero-shot; both far below BM25.
+"""
 RUNS = {
     "bm25": RESULTS / "scifact_bm25",
     "bm25 >> MiniLM fresh head": RESULTS / "scifact_bm25_ce_fresh_head",
@@ -46,5 +58,6 @@ for name, info in out["training"].items():
               f"- data: {info['data']}"]
     if info.get("dev"):
         lines.append(f"- dev: {info['dev']}")
+lines += ["", "## Notes (session of 2026-11-22, written by hand into this script)", NOTES]
 (RESULTS / "fine_tuning_scifact.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))

@@ -31,27 +31,31 @@ class Entry:
 
 # Each module adds its own line here; tests/test_core.py checks every entry resolves.
 REGISTRY: dict[str, Entry] = {
-    "vllm": Entry("llm", "personarag.llm.vllm_backend:VLLMLLM", "model", "vLLM engine (optional extra vllm)"),
+    # retrievers
     "bm25": Entry("retriever", "personarag.retrievers.bm25:BM25Retriever", "backend", "BM25: bm25s (default) | rank_bm25 | lucene"),
-    "openai": Entry("llm", "personarag.llm.openai_backend:OpenAILLM", "model", "any OpenAI-compatible chat-completions server"),
-    "transformers": Entry("llm", "personarag.llm.transformers_backend:TransformersLLM", "model", "local/hub causal LM or GGUF via transformers"),
     "dense": Entry("retriever", "personarag.retrievers.dense:DenseRetriever", "model", "sentence-transformers bi-encoder + FAISS: dense:MODEL_OR_PATH"),
     "rrf": Entry("retriever", "personarag.retrievers.fusion:FusionRetriever", "retrievers", "reciprocal rank fusion: rrf:bm25+dense:MODEL"),
     "wsum": Entry("retriever", "personarag.retrievers.fusion:WeightedFusionRetriever", "retrievers", "weighted sum of normalised scores: wsum:bm25+dense:MODEL"),
     "rewrite": Entry("retriever", "personarag.retrievers.rewrite:QueryRewriteRetriever", "retriever",
                      "an LLM reasons about each query before the inner retriever searches (BRIGHT reasoning queries)"),
-    "scripted": Entry("llm", "personarag.llm.scripted:ScriptedLLM", None, "scripted LLM for deterministic tests"),
     "history": Entry("retriever", "personarag.retrievers.history:HistoryRetriever", "retriever", "the query user's own history: history:bm25, history:dense:MODEL, history:rrf:bm25+dense:MODEL"),
     "recency": Entry("retriever", "personarag.retrievers.history:RecencyRetriever", None, "the user's newest history items first"),
     "random": Entry("retriever", "personarag.retrievers.history:RandomRetriever", None, "the user's history in a seeded random order"),
     "collaborative": Entry("retriever", "personarag.retrievers.collaborative:CollaborativeRetriever", "model", "CFRAG-style: the user's and similar users' histories, personalized scores (collaborative:MODEL)"),
+    # rerankers
     "cross-encoder": Entry("reranker", "personarag.rerankers.cross_encoder:CrossEncoderReranker", "model", "sentence-transformers cross-encoder: cross-encoder:MODEL_OR_PATH"),
     "pointwise": Entry("reranker", "personarag.rerankers.pointwise:PointwiseReranker", "llm", "LLM pointwise: yes/no, 0..k expected score, or reason-then-score: pointwise:LLM_SPEC"),
     "listwise": Entry("reranker", "personarag.rerankers.listwise:ListwiseReranker", "llm", "LLM sliding-window permutation (RankGPT/RankZephyr, optional reasoning): listwise:LLM_SPEC"),
     "setwise": Entry("reranker", "personarag.rerankers.setwise:SetwiseReranker", "llm", "LLM setwise choice driving heapsort/bubblesort to a top-k: setwise:LLM_SPEC"),
     "groupwise": Entry("reranker", "personarag.rerankers.groupwise:GroupwiseReranker", "llm", "LLM scores a group of documents per prompt: groupwise:LLM_SPEC"),
+    # generators
     "lamp": Entry("generator", "personarag.generators.lamp:LaMPGenerator", "llm", "LaMP task prompt over the retrieved profile items: lamp:LLM_SPEC (task=LaMP-1..7)"),
     "rag": Entry("generator", "personarag.generators.rag:RAGGenerator", "llm", "question answering from numbered retrieved passages: rag:LLM_SPEC"),
+    # LLM backends (what rerankers and generators run on)
+    "vllm": Entry("llm", "personarag.llm.vllm_backend:VLLMLLM", "model", "vLLM engine (optional extra vllm)"),
+    "openai": Entry("llm", "personarag.llm.openai_backend:OpenAILLM", "model", "any OpenAI-compatible chat-completions server"),
+    "transformers": Entry("llm", "personarag.llm.transformers_backend:TransformersLLM", "model", "local/hub causal LM or GGUF via transformers"),
+    "scripted": Entry("llm", "personarag.llm.scripted:ScriptedLLM", None, "scripted LLM for deterministic tests"),
 }
 
 

@@ -67,13 +67,13 @@ E2E = [
 
 
 @pytest.fixture(scope="module")
-def smollm2(request):
+def smollm2(request, tmp_path_factory):
     """SmolLM2 loaded once for the module; each test points it at its own LLM cache."""
     pytest.importorskip("transformers")
     from personarag.llm.transformers_backend import TransformersLLM
-    from tests.llm_models import smollm2_gguf
+    from tests.llm_models import cache_root, smollm2_gguf
 
-    gguf_cache = str(request.config.cache.mkdir("personarag-llm") / "gguf")
+    gguf_cache = str(cache_root(request, tmp_path_factory) / "gguf")
     return TransformersLLM(str(smollm2_gguf()), threads=1, cache_dir=None, gguf_cache_dir=gguf_cache)
 
 

@@ -38,12 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--dataset-dir", metavar="DIR", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     source.add_argument("--dataset", metavar="NAME", help="a BEIR dataset name, downloaded once into --cache-dir")
     parser.add_argument("--split", help="qrels split (default: test)")
-    parser.add_argument("--retriever", metavar="SPEC", help="e.g. bm25, bm25:rank_bm25, dense:PATH, rrf:bm25+dense:PATH")
-    parser.add_argument("--reranker", metavar="SPEC", action="append", help="a reranker stage; repeat for several")
-    parser.add_argument("--k", type=int, help="candidates retrieved per query (default: 100)")
-    parser.add_argument("--rerank-depth", type=int, metavar="N", help="rerank only the top N (default: all k)")
+    common.add_pipeline_arguments(parser, "e.g. bm25, bm25:rank_bm25, dense:PATH, rrf:bm25+dense:PATH")
     parser.add_argument("--measures", nargs="+", metavar="M", help="ir_measures names (default: nDCG@10 Recall@100 MAP MRR@10)")
-    parser.add_argument("--batch-size", type=int, metavar="N", help="queries per pipeline call (default: 64)")
     parser.add_argument("--max-queries", type=int, metavar="N", help="evaluate only the first N judged queries")
     parser.add_argument("--cache-dir", metavar="DIR", help="where --dataset downloads go (default: ~/.cache/personarag/beir)")
     common.add_run_arguments(parser)
@@ -129,20 +125,13 @@ def run(args: argparse.Namespace) -> int:
 def _settings(args: argparse.Namespace, file: dict[str, Any]) -> dict[str, Any]:
     from personarag.evaluation.metrics import DEFAULT_MEASURES
 
-    pipeline_file = file.get("pipeline") or {}
-    stages = list(pipeline_file.get("stages") or [])
     if args.dataset or args.dataset_dir:  # a source on the command line replaces the file's
         dataset, dataset_dir = args.dataset, args.dataset_dir
     else:
         dataset, dataset_dir = file.get("dataset"), file.get("dataset_dir")
     if bool(dataset) == bool(dataset_dir):
         raise InputError("give exactly one of --dataset-dir DIR or --dataset NAME (or dataset_dir / dataset in the config)")
-    retriever = common.pick(args.retriever, file, "retriever", stages[0] if stages else None)
-    if retriever is None:
-        raise InputError("give --retriever SPEC (or retriever in the config), e.g. --retriever bm25")
-    rerankers = args.reranker if args.reranker is not None else file.get("rerankers", stages[1:])
-    if isinstance(rerankers, (str, dict)):
-        rerankers = [rerankers]
+    pipeline = common.pipeline_settings(args, file)
     measures = common.pick(args.measures, file, "measures", list(DEFAULT_MEASURES))
     if isinstance(measures, str):
         measures = [measures]
@@ -150,12 +139,8 @@ def _settings(args: argparse.Namespace, file: dict[str, Any]) -> dict[str, Any]:
         "dataset": dataset,
         "dataset_dir": str(Path(dataset_dir).expanduser().resolve()) if dataset_dir else None,
         "split": common.pick(args.split, file, "split", "test"),
-        "retriever": retriever,
-        "rerankers": list(rerankers),
-        "k": common.pick(args.k, file, "k", pipeline_file.get("k", 100)),
-        "rerank_depth": common.pick(args.rerank_depth, file, "rerank_depth", pipeline_file.get("rerank_depth")),
+        **pipeline,
         "measures": [str(m) for m in measures],
-        "batch_size": common.pick(args.batch_size, file, "batch_size", 64),
         "max_queries": common.pick(args.max_queries, file, "max_queries"),
         "output_dir": common.pick(args.output_dir, file, "output_dir"),
         "cache_dir": common.pick(args.cache_dir, file, "cache_dir"),

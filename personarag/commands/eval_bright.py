@@ -40,13 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", action="append", metavar="TASK", help="a BRIGHT task; repeat, or 'all'")
     parser.add_argument("--long-documents", action="store_true", default=None, help="use the long_documents corpus")
     parser.add_argument("--reasoning", metavar="CONFIG", help="queries from a reasoning config, e.g. gpt4_reason")
-    parser.add_argument("--retriever", metavar="SPEC", help="e.g. bm25, dense:PATH, rrf:bm25+dense:PATH")
+    common.add_pipeline_arguments(parser, "e.g. bm25, dense:PATH, rrf:bm25+dense:PATH")
     parser.add_argument("--query-rewriter", metavar="LLM", help="an LLM spec that reasons about each query first")
-    parser.add_argument("--reranker", metavar="SPEC", action="append", help="a reranker stage; repeat for several")
-    parser.add_argument("--k", type=int, help="candidates retrieved per query (default: 100)")
-    parser.add_argument("--rerank-depth", type=int, metavar="N", help="rerank only the top N (default: all k)")
     parser.add_argument("--measures", nargs="+", metavar="M", help="ir_measures names (default: nDCG@10 Recall@100)")
-    parser.add_argument("--batch-size", type=int, metavar="N", help="queries per pipeline call (default: 64)")
     parser.add_argument("--max-queries", type=int, metavar="N", help="only the first N queries of each task")
     parser.add_argument("--cache-dir", metavar="DIR", help="Hugging Face datasets cache for hub downloads")
     common.add_run_arguments(parser)
@@ -140,17 +136,11 @@ def _table(metrics: dict[str, dict[str, float]], average: dict[str, float], meas
 def _settings(args: argparse.Namespace, file: dict[str, Any]) -> dict[str, Any]:
     from personarag.evaluation.bright import TASKS, check_task
 
-    pipeline_file = file.get("pipeline") or {}
-    stages = list(pipeline_file.get("stages") or [])
     tasks = args.task if args.task is not None else file.get("tasks")
     if not tasks:
         raise InputError(f"give --task TASK (repeatable) or --task all; tasks: {', '.join(TASKS)}")
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     tasks = list(TASKS) if tasks == ["all"] else [check_task(t) for t in tasks]
-    retriever = common.pick(args.retriever, file, "retriever", stages[0] if stages else None)
-    if retriever is None:
-        raise InputError("give --retriever SPEC (or retriever in the config), e.g. --retriever bm25")
-    rerankers = args.reranker if args.reranker is not None else file.get("rerankers", stages[1:])
     measures = common.pick(args.measures, file, "measures", list(DEFAULT_MEASURES))
     dataset_dir = common.pick(args.dataset_dir, file, "dataset_dir")
     settings = {
@@ -158,13 +148,9 @@ def _settings(args: argparse.Namespace, file: dict[str, Any]) -> dict[str, Any]:
         "tasks": tasks,
         "long_documents": bool(common.pick(args.long_documents, file, "long_documents", False)),
         "reasoning": common.pick(args.reasoning, file, "reasoning"),
-        "retriever": retriever,
         "query_rewriter": common.pick(args.query_rewriter, file, "query_rewriter"),
-        "rerankers": [rerankers] if isinstance(rerankers, (str, dict)) else list(rerankers),
-        "k": common.pick(args.k, file, "k", pipeline_file.get("k", 100)),
-        "rerank_depth": common.pick(args.rerank_depth, file, "rerank_depth", pipeline_file.get("rerank_depth")),
+        **common.pipeline_settings(args, file),
         "measures": [measures] if isinstance(measures, str) else [str(m) for m in measures],
-        "batch_size": common.pick(args.batch_size, file, "batch_size", 64),
         "max_queries": common.pick(args.max_queries, file, "max_queries"),
         "output_dir": common.pick(args.output_dir, file, "output_dir"),
         "cache_dir": common.pick(args.cache_dir, file, "cache_dir"),

@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from notebook_kernel import cell_stdout, execute_notebook
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "personalization.ipynb"
-
-
-def _run(extra_code: str, workdir: Path, monkeypatch):
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(workdir / "jupyter-runtime"))
-    monkeypatch.setenv("IPYTHONDIR", str(workdir / "ipython"))
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
-    from jupyter_client.manager import KernelManager
-
-    class ThisInterpreter(KernelSpecManager):
-        def get_kernel_spec(self, kernel_name):
-            argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-            return KernelSpec(argv=argv, display_name=f"Python ({sys.executable})", language="python")
-
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(extra_code))
-    manager = KernelManager(kernel_name="python3", kernel_spec_manager=ThisInterpreter())
-    nbclient.NotebookClient(nb, km=manager, timeout=300, resources={"metadata": {"path": str(workdir)}}).execute()
-    return nb
-
-
-def _stdout(cell) -> str:
-    return "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream" and o.get("name") == "stdout")
 
 
 def test_personalization_notebook_runs_and_personalizes(tmp_path, monkeypatch):
@@ -40,8 +17,8 @@ def test_personalization_notebook_runs_and_personalizes(tmp_path, monkeypatch):
         "import json; print(json.dumps({'results': results, 'answer': output.text, "
         "'context': [d.doc.id for d in output.context], 'similar': similar if encoder else None}))"
     )
-    nb = _run(check, tmp_path, monkeypatch)
-    found = json.loads(_stdout(nb.cells[-1]))
+    nb = execute_notebook(NOTEBOOK, check, tmp_path, monkeypatch)
+    found = json.loads(cell_stdout(nb.cells[-1]))
     # a1 (a space movie by ann): BM25 over ann's history finds her astronaut movie m1, tagged sci-fi.
     assert found["answer"] == "sci-fi" and found["context"] == ["m1"]
     # No retrieval: always "comedy", right for a2 and b1 only. Recency: ann's newest item is a comedy
@@ -54,7 +31,7 @@ def test_personalization_notebook_runs_and_personalizes(tmp_path, monkeypatch):
     assert found["results"]["history:bm25"]["f1"] == pytest.approx(3 / 15)
     if found["similar"] is not None:
         assert [user for user, _ in found["similar"]] == ["cleo"]  # the other space-movie fan
-    assert 'prompt : the tag for the movie: "An astronaut explores a wormhole near Saturn." is "sci-fi". Which tag' in _stdout(nb.cells[11])
+    assert 'prompt : the tag for the movie: "An astronaut explores a wormhole near Saturn." is "sci-fi". Which tag' in cell_stdout(nb.cells[11])
 
 
 def test_personalization_notebook_is_committed_without_outputs():

@@ -68,6 +68,26 @@ def test_bce_training_saves_a_model_that_loads_as_a_cross_encoder_spec(tmp_path,
     assert any(abs(tuned[d] - base[d]) > 1e-4 for d in tuned)  # the weights really changed
 
 
+def test_mean_pooling_head_trains_and_reloads_as_a_cross_encoder_spec(tmp_path, bert, beir):
+    out = tmp_path / "mean"
+    train_cross_encoder(config(out, bert, beir, head="mean", dev_queries=0))
+    modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((out / "modules.json").read_text())]
+    assert modules == ["Transformer", "Pooling", "Dense"]
+    assert "head: `mean`" in (out / "README.md").read_text()
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    initial = CrossEncoder(str(out / "checkpoints" / "checkpoint-2"))
+    tuned = scores(out)
+    assert len({round(v, 6) for v in tuned.values()}) == 3
+    pairs = [(ranking().query.text, sd.doc.full_text) for sd in ranking().docs]
+    assert any(abs(a - b) > 1e-5 for a, b in zip(initial.predict(pairs), [tuned[sd.id] for sd in ranking().docs]))
+
+
+def test_an_unknown_head_is_refused(tmp_path, bert, beir):
+    with pytest.raises(InputError, match="head must be one of"):
+        config(tmp_path / "x", bert, beir, head="max")
+
+
 @pytest.mark.parametrize("loss", ["lambda", "listnet", "mnrl"])
 def test_ranking_losses_train(tmp_path, bert, beir, loss):
     out = tmp_path / loss

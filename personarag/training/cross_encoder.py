@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LOSSES = ("bce", "mnrl", "lambda", "listnet")
+HEADS = ("classifier", "mean")
 DEV_METRIC = "ndcg@10"
 
 
@@ -52,6 +53,9 @@ class CrossEncoderTrainConfig:
     mining_depth: int = 30
     sampling: str = "random"  # "random" among the top mining_depth, or "top"
     loss: str = "bce"  # bce | mnrl | lambda | listnet
+    # "classifier": transformers' sequence-classification head on [CLS]; "mean": a linear layer
+    # on the mean of the token vectors, the pooling a sentence-transformers bi-encoder was trained with
+    head: str = "classifier"
     pos_weight: float | None = None  # BCE weight of positives; None = negatives per positive
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
@@ -76,6 +80,8 @@ class CrossEncoderTrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise InputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.head not in HEADS:
+            raise InputError(f"head must be one of {HEADS}, got {self.head!r}")
         if (self.dataset_dir is None) == (self.examples is None):
             raise InputError("give exactly one training source: dataset_dir (BEIR layout) or examples (JSONL)")
         for name in ("batch_size", "gradient_accumulation", "max_length", "eval_steps", "dev_depth"):
@@ -250,7 +256,27 @@ def _load_base(config: CrossEncoderTrainConfig) -> Any:
             f"base model {config.base!r} is a {hf_config.num_labels}-label classifier ({architectures}); "
             "a relevance cross-encoder needs one output: start from its encoder or a 1-label cross-encoder"
         )
-    return CrossEncoder(config.base, num_labels=1, max_length=config.max_length)
+    if config.head == "classifier":
+        return CrossEncoder(config.base, num_labels=1, max_length=config.max_length)
+    return _mean_pooling_cross_encoder(config.base, config.max_length)
+
+
+def _mean_pooling_cross_encoder(base: str, max_length: int) -> Any:
+    """Transformer -> mean pooling -> Linear(dim, 1) writing the "scores" a CrossEncoder reads.
+
+    sentence-transformers saves and reloads this module list as it is, so the result
+    still loads as `cross-encoder:PATH`.
+    """
+    import torch
+    from sentence_transformers.base.modules import Dense, Transformer
+    from sentence_transformers.cross_encoder import CrossEncoder
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    encoder = Transformer(base, transformer_task="feature-extraction", processor_kwargs={"model_max_length": max_length})
+    dim = encoder.get_embedding_dimension()
+    pooling = Pooling(dim, "mean")
+    score = Dense(dim, 1, activation_function=torch.nn.Identity(), module_output_name="scores")
+    return CrossEncoder(modules=[encoder, pooling, score])
 
 
 def _to_dataset(data: TrainingData, config: CrossEncoderTrainConfig) -> tuple[Any, int]:
@@ -381,7 +407,7 @@ def _write_model_card(out: Path, config: CrossEncoderTrainConfig, info: dict[str
         f"{data.get('rows_dropped', 0)} rows dropped by the loss layout",
         "",
         "## Training",
-        f"- loss: `{config.loss}`; epochs {config.epochs}, max_steps {config.max_steps}, batch {config.batch_size} "
+        f"- head: `{config.head}`; loss: `{config.loss}`; epochs {config.epochs}, max_steps {config.max_steps}, batch {config.batch_size} "
         f"x accumulation {config.gradient_accumulation}, lr {config.learning_rate}, max_length {config.max_length}, "
         f"seed {config.seed}",
         f"- steps: {info['global_step']}; wall time {info['seconds']} s (CPU time {info['cpu_seconds']} s)",

@@ -73,3 +73,20 @@ def test_config_round_trip_and_pipeline_spec(tiny_cross_encoder):
     assert again.rerank(rankings()[:1])[0].ids == reranker.rerank(rankings()[:1])[0].ids
     pipe = Pipeline([f"cross-encoder:{tiny_cross_encoder}"])
     assert pipe.config()["stages"][0]["spec"] == "cross-encoder"
+
+
+def test_first_stage_weight_interpolates_with_the_incoming_scores(tiny_cross_encoder):
+    from personarag.rerankers.interpolation import interpolate_rankings
+
+    docs = [Document(f"d{i}", t) for i, t in enumerate(["gene expression", "heart disease", "immune cells", "drug trials"])]
+    first = Ranking(Query("q1", "tumor gene"), [ScoredDoc(d, s) for d, s in zip(docs, [9.0, 7.0, 6.5, 1.0])])
+    [alone] = CrossEncoderReranker(tiny_cross_encoder, max_length=64).rerank(first)
+    [fused] = CrossEncoderReranker(tiny_cross_encoder, max_length=64, first_stage_weight=0.3).rerank(first)
+    expected = interpolate_rankings(first, alone, 0.3)
+    assert fused.ids == [sd.id for sd in expected]
+    assert [sd.score for sd in fused.docs] == pytest.approx([sd.score for sd in expected])
+    assert fused.trace[-1].info["first_stage_weight"] == 0.3 and "first_stage_weight" not in alone.trace[-1].info
+    [first_only] = CrossEncoderReranker(tiny_cross_encoder, max_length=64, first_stage_weight=1.0).rerank(first)
+    assert first_only.ids == first.ids
+    with pytest.raises(Exception, match=r"first_stage_weight must be a number in \[0, 1\]"):
+        CrossEncoderReranker(tiny_cross_encoder, first_stage_weight=2)

@@ -61,7 +61,11 @@ def test_bce_training_saves_a_model_that_loads_as_a_cross_encoder_spec(tmp_path,
     assert [row["step"] for row in result.dev_history] == [0, 2, 3]
     assert all(0.0 <= row["ndcg@10"] <= 1.0 for row in result.dev_history)
     assert info["best_checkpoint"] and (out / "checkpoints").is_dir()
+    sweep = info["dev"]["first_stage_weight"]
+    assert len(sweep["ndcg@10"]) == 11 and sweep["ndcg@10"][str(sweep["best"])] == max(sweep["ndcg@10"].values())
+    assert sweep["ndcg@10"]["1.0"] == pytest.approx(info["dev"]["first_stage"])  # weight 1: the first stage's order
     card = (out / "README.md").read_text()
+    assert f"best first_stage_weight on dev: {sweep['best']}" in card
     assert "## Data" in card and "loss: `bce`" in card and "transformers:" in card and "nDCG@10" in card
     tuned, base = scores(out), scores(bert)
     assert set(tuned) == {"a", "b", "c"}

@@ -3,6 +3,8 @@
 Every (query, document) pair of a batch of queries goes to one `predict` call; the
 candidates of each query are then sorted by the model's score (stable: ties keep the
 input order). The document side is the title and body (`Document.full_text`).
+With `first_stage_weight` w > 0 the order is by (1 - w) * minmax(model) + w * minmax(first
+stage) per query (`rerankers.interpolation`), and that fused value is the score.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from personarag.errors import InputError, require
 from personarag.rerankers.base import Reranker
+from personarag.rerankers.interpolation import check_weight, interpolate_rankings
 from personarag.rerankers.llm_base import positive_int
 from personarag.types import Ranking, ScoredDoc, StageTrace
 
@@ -39,6 +42,7 @@ class CrossEncoderReranker(Reranker):
         device: str | None = None,
         activation: str = "default",
         show_progress_bar: bool | None = None,
+        first_stage_weight: float = 0.0,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise InputError(f"model must be a hub name or a local path, got {model!r}")
@@ -50,6 +54,7 @@ class CrossEncoderReranker(Reranker):
         self.activation = activation
         self.device = device
         self.show_progress_bar = show_progress_bar
+        self.first_stage_weight = check_weight(first_stage_weight)
         self._model: Any = None
 
     @property
@@ -77,5 +82,9 @@ class CrossEncoderReranker(Reranker):
             start += len(ranking.docs)
             order = sorted(range(len(own)), key=lambda i: -own[i])
             docs = [ScoredDoc(ranking.docs[i].doc, own[i]) for i in order]
-            out.append(ranking.with_stage(docs, StageTrace(self.spec_name, info={"model": self.model_name})))
+            info: dict[str, Any] = {"model": self.model_name}
+            if self.first_stage_weight:
+                info["first_stage_weight"] = self.first_stage_weight
+                docs = interpolate_rankings(ranking, Ranking(ranking.query, tuple(docs)), self.first_stage_weight)
+            out.append(ranking.with_stage(docs, StageTrace(self.spec_name, info=info)))
         return out

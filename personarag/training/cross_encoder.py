@@ -25,17 +25,22 @@ from typing import TYPE_CHECKING, Any
 
 from personarag.errors import InputError, require
 from personarag.training import common
+from personarag.training.cross_encoder_dev import (
+    DEV_METRIC,
+    dev_candidates,
+    first_stage_score,
+    interpolation_sweep,
+    make_evaluator,
+)
 from personarag.training.data import TrainingData, build_from_beir, read_examples
 
 if TYPE_CHECKING:
     from personarag.evaluation.qrels import Qrels
-    from personarag.types import Ranking
 
 logger = logging.getLogger(__name__)
 
 LOSSES = ("bce", "mnrl", "lambda", "listnet")
 HEADS = ("classifier", "mean")
-DEV_METRIC = "ndcg@10"
 
 
 @dataclass
@@ -118,7 +123,7 @@ def train_cross_encoder(config: CrossEncoderTrainConfig, *, resume: bool = False
     model = _load_base(config)
     dataset, dropped = _to_dataset(train_data, config)
     loss = _make_loss(model, config, train_data)
-    evaluator = _make_evaluator(*dev, model_batch_size=max(32, config.batch_size)) if dev else None
+    evaluator = make_evaluator(*dev, model_batch_size=max(32, config.batch_size)) if dev else None
 
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
@@ -173,7 +178,9 @@ def train_cross_encoder(config: CrossEncoderTrainConfig, *, resume: bool = False
     info = {
         "status": "done",
         "data": report,
-        "dev": {"first_stage": _first_stage_score(dev), "history": history} if dev else None,
+        "dev": {"first_stage": first_stage_score(dev), "history": history, **interpolation_sweep(model, dev, config)}
+        if dev
+        else None,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_metric": trainer.state.best_metric,
         "global_step": trainer.state.global_step,
@@ -219,18 +226,7 @@ def _load_data(config: CrossEncoderTrainConfig) -> tuple[TrainingData, tuple | N
     )
     if dev_qrels is None:
         return data, None
-    return data, _dev_candidates(config, dev_qrels)
-
-
-def _dev_candidates(config: CrossEncoderTrainConfig, dev_qrels: Qrels) -> tuple[list[Ranking], Qrels]:
-    from personarag import registry
-    from personarag.evaluation.beir import load_beir
-
-    data = load_beir(config.dataset_dir, split=config.dev_split or config.split)
-    queries = [q for q in data.queries if q.id in dev_qrels]
-    retriever = registry.build(config.miner, role="retriever")
-    retriever.index(data.corpus)
-    return retriever.retrieve(queries, k=config.dev_depth), dev_qrels
+    return data, dev_candidates(config, dev_qrels)
 
 
 def _load_base(config: CrossEncoderTrainConfig) -> Any:
@@ -333,57 +329,6 @@ def _make_loss(model: Any, config: CrossEncoderTrainConfig, data: TrainingData) 
     return losses.ListNetLoss(model)
 
 
-def _make_evaluator(rankings: list[Ranking], qrels: Qrels, *, model_batch_size: int) -> Any:
-    from sentence_transformers.base.evaluation import BaseEvaluator
-
-    class DevRerankEvaluator(BaseEvaluator):
-        """nDCG@10 (and MRR@10) of the model reranking first-stage candidates, by the toolkit's metrics."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.name = "dev"
-            self.primary_metric = DEV_METRIC
-
-        def __call__(self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict:
-            reranked = rerank_with_model(model, rankings, batch_size=model_batch_size)
-            from personarag.evaluation.metrics import evaluate
-
-            scores = evaluate(reranked, qrels, measures=("nDCG@10", "MRR@10")).aggregate
-            metrics = {DEV_METRIC: scores["nDCG@10"], "mrr@10": scores["MRR@10"]}
-            logger.info("dev at step %s: %s", steps, metrics)
-            metrics = self.prefix_name_to_metrics(metrics, self.name)
-            self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
-            return metrics
-
-    return DevRerankEvaluator()
-
-
-def rerank_with_model(model: Any, rankings: list[Ranking], *, batch_size: int = 32) -> list[Ranking]:
-    """Each ranking's documents reordered by the cross-encoder's scores (ids kept, ties by first-stage order)."""
-    from personarag.types import ScoredDoc, StageTrace
-
-    pairs = [(r.query.text, sd.doc.full_text) for r in rankings for sd in r.docs]
-    scores = model.predict(pairs, batch_size=batch_size, show_progress_bar=False) if pairs else []
-    out, position = [], 0
-    for ranking in rankings:
-        scored = []
-        for rank, sd in enumerate(ranking.docs):
-            scored.append((float(scores[position]), -rank, sd))
-            position += 1
-        scored.sort(key=lambda item: (item[0], item[1]), reverse=True)
-        docs = [ScoredDoc(sd.doc, score) for score, _, sd in scored]
-        out.append(ranking.with_stage(docs, StageTrace(stage="cross-encoder-dev")))
-    return out
-
-
-def _first_stage_score(dev: tuple[list[Ranking], Qrels] | None) -> float | None:
-    if not dev:
-        return None
-    from personarag.evaluation.metrics import evaluate
-
-    return evaluate(dev[0], dev[1], measures=("nDCG@10",)).aggregate["nDCG@10"]
-
-
 def _write_model_card(out: Path, config: CrossEncoderTrainConfig, info: dict[str, Any]) -> None:
     data = info["data"]
     dev = info.get("dev")
@@ -420,6 +365,11 @@ def _write_model_card(out: Path, config: CrossEncoderTrainConfig, info: dict[str
         best = info.get("best_metric")
         if best is not None and not math.isnan(best):
             lines.append(f"- kept: {info['best_checkpoint']} (nDCG@10 {best:.4f})")
+        sweep = dev.get("first_stage_weight")
+        if sweep:
+            cells = ", ".join(f"{w}: {v:.4f}" for w, v in sweep["ndcg@10"].items())
+            lines.append(f"- kept model interpolated with the first stage, nDCG@10 by first_stage_weight: {cells}")
+            lines.append(f"- best first_stage_weight on dev: {sweep['best']}")
     lines += ["", "## Library versions", common.versions_markdown(common.library_versions()), ""]
     lines += ["The full config is in `personarag_training.json`.", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")

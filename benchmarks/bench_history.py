@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rank_bm25 import BM25Okapi
 
-from personarag.retrievers.history import HistoryRetriever
+from personarag.personal.history import HistoryRetriever
 from personarag.types import Document, Query, User
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """Similar-user search over synthetic user embeddings: exact (flat), IVF and HNSW through
-`personarag.users.search.UserIndex` (what the collaborative retriever uses).
+`personarag.personal.user_index.UserIndex` (what the collaborative retriever uses).
 
 Users: clustered gaussians (seeded), unit-normalised; queries: users of the same set,
 each excluding itself. Prints build time, ms/query (batched search), index memory
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from personarag.users.search import UserIndex
+from personarag.personal.user_index import UserIndex
 
 
 def clustered_users(n: int, dim: int, clusters: int, seed: int, noise: float = 1.5) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 
 from personarag import Document, InputError, Pipeline, Query, User, registry
 from personarag.llm.scripted import ScriptedLLM, chat_text
-from personarag.retrievers.collaborative import FEATURES, CollaborativeRetriever, load_scorer
+from personarag.personal.collaborative import FEATURES, CollaborativeRetriever, load_scorer
 from personarag.training.llm_feedback import FeedbackTrainConfig, collect_feedback, distill_llm_feedback
 
 TOPICS = {
@@ -223,7 +223,7 @@ def test_collaborative_spec_in_a_pipeline_with_minilm(minilm_path):
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approximate_user_search_keeps_recall_at_10_against_exact(kind):
     """The benchmark's distribution (about 100 users per gaussian cluster), 5,000 users."""
-    from personarag.users.search import UserIndex
+    from personarag.personal.user_index import UserIndex
 
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(50, 128)).astype(np.float32)

@@ -11,8 +11,8 @@ import pytest
 from rank_bm25 import BM25Okapi
 
 from personarag import Document, InputError, Pipeline, Query, User, registry
-from personarag.retrievers.history import HistoryRetriever, RandomRetriever, RecencyRetriever
-from personarag.retrievers.profiles import _group_tokens, sequential_sums
+from personarag.personal.history import HistoryRetriever, RandomRetriever, RecencyRetriever
+from personarag.personal.profiles import _group_tokens, sequential_sums
 
 TEXTS = [
     "the guitar strings sound bright and last long",

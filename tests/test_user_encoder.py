@@ -10,8 +10,8 @@ import pytest
 
 from personarag import Document, InputError, User
 from personarag.training.user_encoder import UserEncoderTrainConfig, augment, info_nce, train_user_encoder
-from personarag.users.embeddings import parse_date, profile_embedding, recency_weights
-from personarag.users.encoder import build_module, load_user_encoder, newest_first, pad_batch
+from personarag.personal.user_embeddings import parse_date, profile_embedding, recency_weights
+from personarag.personal.user_encoder import build_module, load_user_encoder, newest_first, pad_batch
 
 torch = pytest.importorskip("torch")
 DIM = 32

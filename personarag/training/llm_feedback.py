@@ -4,7 +4,7 @@ For each training query, the retriever's top candidates are each put into a prom
 the LLM scores the gold output given that prompt (`LLM.score(prompts, [gold])`, a
 log-likelihood). Those scores, softened by `llm_temperature`, are the target distribution
 over the candidates; the retriever's distribution is a softmax of its scores
-(`weights · features`, see `personarag.retrievers.collaborative.FEATURES`) over
+(`weights · features`, see `personarag.personal.collaborative.FEATURES`) over
 `retriever_temperature`. The weights are trained to minimise KL(target || retriever), so
 documents that help the LLM produce the gold output move up.
 
@@ -33,7 +33,7 @@ from personarag.types import Document, Query
 
 if TYPE_CHECKING:
     from personarag.llm.base import LLM
-    from personarag.retrievers.collaborative import CollaborativeRetriever
+    from personarag.personal.collaborative import CollaborativeRetriever
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def distill_llm_feedback(
     config: FeedbackTrainConfig | None = None,
 ) -> Path:
     """Collect feedback, train the weights, set them on `retriever` and save them to `output`."""
-    from personarag.retrievers.collaborative import save_scorer
+    from personarag.personal.collaborative import save_scorer
 
     config = config or FeedbackTrainConfig()
     feedback = collect_feedback(retriever, queries, golds, llm, candidates=candidates, template=template)

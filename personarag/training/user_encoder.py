@@ -29,7 +29,7 @@ import numpy as np
 from personarag.errors import InputError, require
 from personarag.training import common
 from personarag.types import User
-from personarag.users.encoder import build_module, newest_first, pad_batch, save_user_encoder
+from personarag.personal.user_encoder import build_module, newest_first, pad_batch, save_user_encoder
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from personarag.errors import InputError
 from personarag.retrievers.base import Retriever
-from personarag.retrievers.profiles import ItemEmbeddings, ProfileBM25, ProfileStore, make_tokenizer, normalize
+from personarag.personal.profiles import ItemEmbeddings, ProfileBM25, ProfileStore, make_tokenizer, normalize
 from personarag.types import Corpus, Document, Query, Ranking, ScoredDoc, StageTrace, User
 
 logger = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class CollaborativeRetriever(Retriever):
         self.bm25 = ProfileBM25(self.store, make_tokenizer(tokenizer), k1=k1, b=b, epsilon=epsilon) if relevance == "bm25" else None
         self.user_encoder = None
         if user_encoder is not None:
-            from personarag.users.encoder import load_user_encoder
+            from personarag.personal.user_encoder import load_user_encoder
 
             self.user_encoder = load_user_encoder(user_encoder)
         self.weights = np.asarray([1 - self.alpha, self.alpha, 0.0, 0.0])
@@ -144,7 +144,7 @@ class CollaborativeRetriever(Retriever):
             if user.id in pool and pool[user.id].history != user.history:
                 raise InputError(f"user id {user.id!r} appears twice with different histories")
             pool[user.id] = user
-        from personarag.users.search import UserIndex
+        from personarag.personal.user_index import UserIndex
 
         self._pool = pool
         self._pool_key = frozenset(pool)
@@ -162,10 +162,10 @@ class CollaborativeRetriever(Retriever):
         matrix = self.items.matrix
         per_user = [matrix[self.store.rows(u)] for u in users]
         if self.user_encoder is not None:
-            from personarag.users.encoder import newest_first
+            from personarag.personal.user_encoder import newest_first
 
             return self.user_encoder.embed([newest_first(e, u.history) for u, e in zip(users, per_user)])
-        from personarag.users.embeddings import profile_embedding
+        from personarag.personal.user_embeddings import profile_embedding
 
         return np.stack([profile_embedding(e, u.history, self.recency_decay, self.recency_by) for u, e in zip(users, per_user)])
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from personarag.errors import InputError, require
-from personarag.retrievers.profiles import normalize, sort_dates
+from personarag.personal.profiles import normalize, sort_dates
 from personarag.types import Document
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from personarag.errors import InputError
-from personarag.retrievers.profiles import normalize, sort_dates
+from personarag.personal.profiles import normalize, sort_dates
 from personarag.types import Document
 
 RECENCY_BY = ("rank", "date")

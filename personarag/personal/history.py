@@ -30,7 +30,7 @@ import numpy as np
 
 from personarag.errors import InputError
 from personarag.retrievers.base import Retriever
-from personarag.retrievers.profiles import ItemEmbeddings, ProfileBM25, ProfileStore, make_tokenizer, sort_dates
+from personarag.personal.profiles import ItemEmbeddings, ProfileBM25, ProfileStore, make_tokenizer, sort_dates
 from personarag.types import Corpus, Query, Ranking, ScoredDoc, StageTrace
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import numpy as np
 
 from personarag.errors import InputError
 from personarag.retrievers.faiss_index import IndexSpec, VectorIndex
-from personarag.retrievers.profiles import normalize
+from personarag.personal.profiles import normalize
 
 
 class UserIndex:

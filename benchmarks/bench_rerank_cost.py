@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from personarag import Ranking, registry  # noqa: E402
 from personarag.evaluation.beir import load_beir  # noqa: E402
 from personarag.evaluation.metrics import evaluate  # noqa: E402
-from personarag.llm.oracle import OracleLLM  # noqa: E402
+from personarag.testing import OracleLLM  # noqa: E402
 from personarag.retrievers.bm25 import BM25Retriever  # noqa: E402
 
 METHODS = [

@@ -55,7 +55,7 @@ REGISTRY: dict[str, Entry] = {
     "vllm": Entry("llm", "personarag.llm.vllm_backend:VLLMLLM", "model", "vLLM engine (optional extra vllm)"),
     "openai": Entry("llm", "personarag.llm.openai_backend:OpenAILLM", "model", "any OpenAI-compatible chat-completions server"),
     "transformers": Entry("llm", "personarag.llm.transformers_backend:TransformersLLM", "model", "local/hub causal LM or GGUF via transformers"),
-    "scripted": Entry("llm", "personarag.llm.scripted:ScriptedLLM", None, "scripted LLM for deterministic tests"),
+    "scripted": Entry("llm", "personarag.testing.scripted:ScriptedLLM", None, "scripted LLM for deterministic tests (a test double, imported only when named)"),
 }
 
 

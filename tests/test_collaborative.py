@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from personarag import Document, InputError, Pipeline, Query, User, registry
-from personarag.llm.scripted import ScriptedLLM, chat_text
+from personarag.testing import ScriptedLLM, chat_text
 from personarag.personal.collaborative import FEATURES, CollaborativeRetriever, load_scorer
 from personarag.training.llm_feedback import FeedbackTrainConfig, collect_feedback, distill_llm_feedback
 

@@ -13,7 +13,7 @@ from personarag.cli import main
 from personarag.evaluation.lamp import load_lamp
 from personarag.evaluation.lamp_runner import run_lamp
 from personarag.generators.lamp import LaMPGenerator
-from personarag.llm.scripted import ScriptedLLM, chat_text
+from personarag.testing import ScriptedLLM, chat_text
 from personarag.retrievers.base import Retriever
 from personarag.types import Ranking, ScoredDoc
 

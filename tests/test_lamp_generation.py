@@ -13,7 +13,7 @@ from personarag.generators.budget import Item, TokenCounter, fit_items
 from personarag.generators.lamp import LaMPGenerator
 from personarag.generators.lamp_prompts import LampPromptBuilder
 from personarag.generators.rag import RAGGenerator
-from personarag.llm.scripted import ScriptedLLM
+from personarag.testing import ScriptedLLM
 from personarag.types import Document, Query, Ranking, ScoredDoc, StageTrace, User
 
 LAMP = FIXTURES / "lamp"

@@ -12,7 +12,7 @@ from personarag import InputError, UnknownSpecError, registry
 from personarag.llm import GenerationConfig, Message, PartialBatchError, load_llm
 from personarag.llm.base import LLM, Completion
 from personarag.llm.cache import CACHE_FILE, LLMCache, resolve_cache_dir
-from personarag.llm.scripted import ScriptedLLM
+from personarag.testing import ScriptedLLM
 from personarag.types import Usage
 
 
@@ -231,6 +231,6 @@ def test_import_llm_stays_light():
     import subprocess
     import sys
 
-    code = "import personarag.llm, personarag.llm.scripted, sys; print(sorted(m for m in ('torch', 'transformers', 'vllm', 'requests') if m in sys.modules))"
+    code = "import personarag.llm, personarag.testing, sys; print(sorted(m for m in ('torch', 'transformers', 'vllm', 'requests') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ})
     assert out.stdout.strip() == "[]"

@@ -9,8 +9,7 @@ import pytest
 
 from personarag import Document, InputError, Pipeline, Query, Ranking, ScoredDoc, registry
 from personarag.llm.base import LLM
-from personarag.llm.oracle import OracleLLM
-from personarag.llm.scripted import ScriptedLLM
+from personarag.testing import OracleLLM, ScriptedLLM
 from personarag.rerankers.groupwise import GroupwiseReranker
 from personarag.rerankers.listwise import ListwiseReranker, window_starts
 from personarag.rerankers.pointwise import PointwiseReranker

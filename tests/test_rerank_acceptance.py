@@ -15,7 +15,7 @@ import pytest
 from personarag import Ranking, registry
 from personarag.evaluation.beir import load_beir
 from personarag.evaluation.metrics import evaluate
-from personarag.llm.oracle import OracleLLM
+from personarag.testing import OracleLLM
 from personarag.retrievers.bm25 import BM25Retriever
 
 pytestmark = pytest.mark.slow

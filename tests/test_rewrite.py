@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from personarag import Document, InputError, Query, Ranking, ScoredDoc
-from personarag.llm.scripted import ScriptedLLM
+from personarag.testing import ScriptedLLM
 from personarag.retrievers.base import Retriever
 from personarag.retrievers.rewrite import QueryRewriteRetriever
 from personarag.types import StageTrace

@@ -305,6 +305,12 @@ def _finite_or_str(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
 
+def apply_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut at the first stop string (which is dropped), as every backend must."""
+    cut = min((text.find(s) for s in stop if s in text), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
 def split_usage(total_seconds: float, prompt_tokens: Sequence[int], completion_tokens: Sequence[int]) -> list[Usage]:
     """Per-prompt Usage for one batched backend call: one call each, the wall time shared evenly."""
     share = total_seconds / max(1, len(prompt_tokens))

@@ -37,8 +37,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Callable
 
 from personarag.errors import InputError, PersonaragError, require
-from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, PartialBatchError, chat_payload
-from personarag.llm.scripted import _apply_stop
+from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, PartialBatchError, apply_stop, chat_payload
 from personarag.types import Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -177,7 +176,7 @@ class OpenAILLM(LLM):
             choices = answer.get("choices") or []
             if not choices:
                 raise LLMRequestError(f"POST {self.base_url}/chat/completions returned no choices: {str(answer)[:300]}")
-            texts += [_apply_stop((c.get("message") or {}).get("content") or "", config.stop) for c in choices]
+            texts += [apply_stop((c.get("message") or {}).get("content") or "", config.stop) for c in choices]
             usage = answer.get("usage") or {}
             prompt_tokens += int(usage.get("prompt_tokens") or 0)
             completion_tokens += int(usage.get("completion_tokens") or 0)

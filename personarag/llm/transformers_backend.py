@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from personarag.errors import InputError, require
-from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, Message, split_usage
+from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, Message, apply_stop, split_usage
 from personarag.llm.hf_loading import converted_gguf, resolve_device, resolve_dtype, weights_fingerprint
-from personarag.llm.scripted import _apply_stop
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +241,7 @@ class TransformersLLM(LLM):
             for row in new.tolist():
                 kept = _until_end(row, self._end_ids())
                 counts.append(len(kept))
-                texts.append(_apply_stop(self.tokenizer.decode(kept, skip_special_tokens=True), config.stop))
+                texts.append(apply_stop(self.tokenizer.decode(kept, skip_special_tokens=True), config.stop))
             usages = split_usage(
                 time.perf_counter() - start,
                 [len(prompts[i]) for i in group],

@@ -23,8 +23,7 @@ import time
 from typing import Any
 
 from personarag.errors import InputError, MissingExtraError
-from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, split_usage
-from personarag.llm.scripted import _apply_stop
+from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, apply_stop, split_usage
 
 
 def import_vllm() -> Any:
@@ -147,7 +146,7 @@ class VLLMLLM(LLM):
             for _ in chats
         ]
         outputs = self._run(prompts, params)
-        texts = [[_apply_stop(o.text, config.stop) for o in out.outputs] for out in outputs]
+        texts = [[apply_stop(o.text, config.stop) for o in out.outputs] for out in outputs]
         counts = [sum(len(o.token_ids) for o in out.outputs) for out in outputs]
         usages = split_usage(time.perf_counter() - start, [len(p) for p in prompts], counts)
         return [Completion(tuple(t * config.n if config.greedy else t), u) for t, u in zip(texts, usages)]

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
 from personarag.errors import InputError
-from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig
+from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, apply_stop
 from personarag.types import Usage
 
 Responses = Union[Sequence[str], Mapping[str, str], Callable[[Chat], str], None]
@@ -103,7 +103,7 @@ class ScriptedLLM(LLM):
             start = time.perf_counter()
             self.seen.append(chat)
             self.calls += 1
-            texts = tuple(_apply_stop(self._respond(chat), config.stop) for _ in range(config.n))
+            texts = tuple(apply_stop(self._respond(chat), config.stop) for _ in range(config.n))
             usage = Usage(
                 calls=1,
                 prompt_tokens=self.count_tokens(chat_text(chat)),
@@ -133,8 +133,3 @@ class ScriptedLLM(LLM):
         # A function script is opaque; its name at least separates two scripted models in one cache.
         return {"script": getattr(self.responses, "__qualname__", None) if callable(self.responses) else None}
 
-
-def _apply_stop(text: str, stop: Sequence[str]) -> str:
-    """Cut at the first stop string (which is dropped), as real backends do."""
-    cut = min((text.find(s) for s in stop if s in text), default=-1)
-    return text if cut < 0 else text[:cut]

@@ -46,3 +46,34 @@ def require(module: str, extra: str, *, purpose: str | None = None) -> ModuleTyp
             f"{module!r} is needed{what} but is not installed; "
             f'install it with: pip install "personarag[{extra}]"'
         ) from error
+
+
+def decode_utf8(data: bytes, source: str, first_line: int = 1) -> str:
+    """`data` as UTF-8 text, or an InputError naming `source`, the line and the column of the first bad byte.
+
+    `first_line` is the line number of `data`'s first line (for one line of a bigger file).
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = first_line + data.count(b"\n", 0, error.start)
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise InputError(
+            f"{source}:{line}: not valid UTF-8 (byte {data[error.start]:#04x} at column {column}); "
+            "the file must be UTF-8 text"
+        ) from None
+
+
+def lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate in `text` as an escape (`\\ud800`), or None when `text` is valid Unicode.
+
+    JSON can carry one (`"\\ud800"`); it cannot be encoded, so it would break every later step
+    (cache keys, tokenizers, output files) far from the file it came from.
+    """
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"\\u{ord(text[error.start]):04x}"
+    return None

@@ -9,7 +9,7 @@ from typing import Any
 
 from personarag import registry
 from personarag.component import Component
-from personarag.errors import InputError
+from personarag.errors import InputError, decode_utf8
 from personarag.generators.base import Generator
 from personarag.rerankers.base import Reranker
 from personarag.retrievers.base import Retriever
@@ -162,7 +162,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    text = decode_utf8(path.read_bytes(), str(path))
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml

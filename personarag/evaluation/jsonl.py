@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from personarag.errors import InputError
+from personarag.errors import InputError, decode_utf8, lone_surrogate
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -15,28 +15,44 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist")
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            line = decode_utf8(raw, str(path), line_number)
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise InputError(f"{path}:{line_number}: not valid JSON ({error.msg} at column {error.colno})") from None
+            except RecursionError:
+                raise InputError(f"{path}:{line_number}: JSON nested too deeply") from None
             if not isinstance(record, dict):
                 raise InputError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
             yield line_number, record
 
 
 def field_str(record: dict[str, Any], name: str, where: str, *, required: bool = True) -> str | None:
-    """A string field; integer ids are accepted and turned into strings."""
-    if name not in record or record[name] is None:
+    """A string field; integer ids are accepted and turned into strings. Text that is not valid
+    Unicode (a lone surrogate from a `\\ud800` escape) is refused here, naming the record."""
+    if name not in record:
         if required:
             raise InputError(f"{where}: missing field {name!r} (fields present: {sorted(record)})")
         return None
     value = record[name]
+    if value is None:
+        if required:
+            raise InputError(f"{where}: field {name!r} is null; expected a string")
+        return None
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
         raise InputError(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
+    bad = lone_surrogate(value)
+    if bad is not None:
+        owner = record.get("_id", record.get("id"))
+        of = f" of {owner!r}" if isinstance(owner, (str, int)) and name not in ("_id", "id") else ""
+        raise InputError(
+            f"{where}: field {name!r}{of} contains a lone surrogate ({bad}), which is not Unicode text; "
+            "remove or replace it in the file"
+        )
     return value

@@ -11,9 +11,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from personarag.errors import InputError
+from personarag.errors import InputError, decode_utf8
 
 logger = logging.getLogger(__name__)
+
+# pytrec_eval keeps grades in a C integer: larger ones fail inside it with a SystemError.
+MIN_GRADE, MAX_GRADE = -(2**31), 2**31 - 1
 
 
 class Qrels(Mapping[str, Mapping[str, int]]):
@@ -32,6 +35,11 @@ class Qrels(Mapping[str, Mapping[str, int]]):
                     raise InputError(
                         f"{source}: query {query_id!r}, doc {doc_id!r}: relevance must be an int, got {relevance!r}"
                     )
+                if not MIN_GRADE <= relevance <= MAX_GRADE:
+                    raise InputError(
+                        f"{source}: query {query_id!r}, doc {doc_id!r}: relevance {relevance} is out of range; "
+                        f"grades must be integers in {MIN_GRADE}..{MAX_GRADE}"
+                    )
                 row[doc_id] = relevance
             if row:
                 data[query_id] = row
@@ -47,9 +55,9 @@ class Qrels(Mapping[str, Mapping[str, int]]):
         data: dict[str, dict[str, int]] = {}
         duplicates = 0
         columns: int | None = None
-        with path.open(encoding="utf-8", newline=None) as handle:
-            for line_number, line in enumerate(handle, start=1):
-                line = line.rstrip("\r\n")
+        with path.open("rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                line = decode_utf8(raw, str(path), line_number).rstrip("\r\n")
                 if not line.strip():
                     continue
                 fields = line.split("\t") if "\t" in line else line.split()
@@ -61,7 +69,7 @@ class Qrels(Mapping[str, Mapping[str, int]]):
                             f"4 (TREC: qid, iter, docid, rel), got {len(fields)}: {line!r}"
                         )
                     columns = len(fields)
-                    if _parse_int(fields[-1]) is None:  # a header line
+                    if not _is_number(fields[-1]):  # a header line ("score"); "0.5" is a bad grade, not a header
                         continue
                 if len(fields) != columns:
                     raise InputError(f"{path}:{line_number}: expected {columns} columns, got {len(fields)}: {line!r}")
@@ -69,6 +77,11 @@ class Qrels(Mapping[str, Mapping[str, int]]):
                 relevance = _parse_int(fields[-1])
                 if relevance is None:
                     raise InputError(f"{path}:{line_number}: relevance must be an integer, got {fields[-1]!r}")
+                if not MIN_GRADE <= relevance <= MAX_GRADE:
+                    raise InputError(
+                        f"{path}:{line_number}: relevance {fields[-1]} is out of range; "
+                        f"grades must be integers in {MIN_GRADE}..{MAX_GRADE}"
+                    )
                 if not query_id or not doc_id:
                     raise InputError(f"{path}:{line_number}: empty query or document id: {line!r}")
                 row = data.setdefault(query_id, {})
@@ -133,12 +146,23 @@ class Qrels(Mapping[str, Mapping[str, int]]):
         return f"Qrels({len(self)} queries, {self.num_judgements} judgements, from {self.source})"
 
 
-def _parse_int(text: str) -> int | None:
+def _is_number(text: str) -> bool:
     try:
-        return int(text)
+        float(text)
     except ValueError:
-        try:
-            value = float(text)
-        except ValueError:
-            return None
-        return int(value) if value.is_integer() else None
+        return False
+    return True
+
+
+def _parse_int(text: str) -> int | None:
+    """An integer grade ("2", "2.0", "1e3"); None for anything else (fractions, nan, inf, words)."""
+    try:
+        if len(text) <= 50:  # int() refuses more than 4,300 digits; float() reads any length
+            return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() else None

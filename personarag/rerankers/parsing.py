@@ -8,7 +8,8 @@ rerankers:
   an opening one (chat templates that open `<think>` themselves) is accepted; an
   unclosed `<think>` means the model ran out of tokens while thinking: the text is
   kept as reasoning and the answer is empty (a problem).
-- permutations: ids outside 1..n and repeats are dropped, missing ids are appended in
+- permutations: ids outside 1..n (numbers too long to be ids among them) and repeats are
+  dropped, missing ids are appended in
   their input order, so the input order is kept for the part the model did not rank.
 - choices: an answer that names none of the labels gives None (a problem); the setwise
   reranker then takes the candidate ranked highest in its input.
@@ -27,6 +28,15 @@ _THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
 _BRACKET_ID = re.compile(r"\[\s*(\d+)\s*\]")
 _BARE_ID = re.compile(r"(?<![\w.])(\d+)(?![\w.])")
 _NUMBER = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)(?![\w])")
+_MAX_ID_DIGITS = 9  # no candidate list is that long; int() would refuse more than 4,300 digits
+
+
+def _identifier(digits: str) -> int | str:
+    """An identifier read from the answer: an int, or (too long to be one) its shortened text,
+    which every caller reports as out of range."""
+    if len(digits.lstrip("0")) > _MAX_ID_DIGITS:
+        return f"{digits[:6]}...({len(digits)} digits)"
+    return int(digits)
 
 
 @dataclass
@@ -62,15 +72,15 @@ def parse_permutation(text: str | None, n: int) -> tuple[list[int], Parsed]:
     """0-based permutation of range(n) read from `[2] > [1] > [3]` (or `2 > 1 > 3`), repaired."""
     parsed = split_reasoning(text)
     answer = parsed.answer
-    raw = [int(m) for m in _BRACKET_ID.findall(answer)]
+    raw = [_identifier(m) for m in _BRACKET_ID.findall(answer)]
     if not raw and answer:
-        raw = [int(m) for m in _BARE_ID.findall(answer)]
+        raw = [_identifier(m) for m in _BARE_ID.findall(answer)]
     order: list[int] = []
     seen: set[int] = set()
-    out_of_range: list[int] = []
+    out_of_range: list[int | str] = []
     repeats: list[int] = []
     for number in raw:
-        if not 1 <= number <= n:
+        if isinstance(number, str) or not 1 <= number <= n:
             out_of_range.append(number)
         elif number - 1 in seen:
             repeats.append(number)
@@ -146,7 +156,7 @@ def parse_group_scores(text: str | None, n: int, low: float, high: float) -> tup
     scores: list[float | None] = [None] * n
     if not parsed.answer:
         return scores, parsed
-    out_of_range: list[int] = []
+    out_of_range: list[int | str] = []
     repeats: list[int] = []
     line_pattern = re.compile(
         r"^\W*?(?:passage\s*)?\[?\s*(\d+)\s*\]?\s*(?:\(|:|-|=|\.|,)?\s*(?:score|relevance|rating)?\s*[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)",
@@ -159,8 +169,8 @@ def parse_group_scores(text: str | None, n: int, low: float, high: float) -> tup
             single = line_pattern.match(line)
             pairs = [(single.group(1), single.group(2))] if single else []
         for ident, value in pairs:
-            number = int(ident)
-            if not 1 <= number <= n:
+            number = _identifier(ident)
+            if isinstance(number, str) or not 1 <= number <= n:
                 out_of_range.append(number)
                 continue
             if scores[number - 1] is not None:

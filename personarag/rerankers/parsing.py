@@ -8,9 +8,9 @@ rerankers:
   an opening one (chat templates that open `<think>` themselves) is accepted; an
   unclosed `<think>` means the model ran out of tokens while thinking: the text is
   kept as reasoning and the answer is empty (a problem).
-- permutations: ids outside 1..n (numbers too long to be ids among them) and repeats are
-  dropped, missing ids are appended in
-  their input order, so the input order is kept for the part the model did not rank.
+- permutations: ids outside 1..n (numbers too long to be ids among them) and repeats
+  are dropped, missing ids are appended in their input order, so the input order is
+  kept for the part the model did not rank.
 - choices: an answer that names none of the labels gives None (a problem); the setwise
   reranker then takes the candidate ranked highest in its input.
 - scores: values outside the scale are clipped to it (recorded); a document without a

@@ -147,8 +147,8 @@ def test_a_null_field_is_reported_as_null_not_missing(tmp_path):
     path = write(tmp_path / "corpus.jsonl", '{"_id": "d1", "text": null}\n')
     with pytest.raises(InputError, match=r"corpus\.jsonl:1: field 'text' is null"):
         read_corpus(path)
-    questions = write(tmp_path / "q.json", json.dumps([{"id": "1", "input": "x", "profile": [{"id": "p", "text": None, "title": "t"}]}]))
-    with pytest.raises(InputError, match="field 'text' is null"):
+    questions = write(tmp_path / "q.json", json.dumps([{"id": "1", "input": "x", "profile": [{"id": "p", "abstract": None, "title": "t"}]}]))
+    with pytest.raises(InputError, match="field 'abstract' is null"):
         load_lamp("LaMP-5", questions)
 
 

@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from personarag.errors import InputError
+
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; one process per cache directory there
@@ -47,7 +49,19 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path | None:
 
 def request_key(payload: Mapping[str, Any]) -> str:
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (e.g. from a "\\ud800" escape); valid text keeps its old key
+        data = text.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
+
+
+def _json_line(key: str, value: Any) -> bytes:
+    record = {"k": key, "v": value}
+    try:
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates are written as JSON escapes, which read back the same
+        return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def _checksum(body: bytes) -> str:
@@ -59,9 +73,17 @@ class LLMCache:
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / CACHE_FILE
-        self.path.touch(exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab"):  # creates it, and proves we may append to it
+                pass
+        except OSError as error:
+            raise InputError(
+                f"LLM cache folder {self.directory} is not usable ({error.strerror or error}): it must be a "
+                "folder this process can create and write; pass another cache_dir, or cache_dir=None to turn "
+                "caching off"
+            ) from error
         self._index: dict[str, tuple[int, int]] = {}  # key -> (offset of the JSON body, length)
         self._offset = 0  # bytes of the file already indexed (always at a line start)
         self._bad_lines = 0
@@ -80,19 +102,15 @@ class LLMCache:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def _refresh(self) -> None:
-        """Index the complete lines appended since the last look."""
+        """Index the complete lines appended since the last look, one line in memory at a time."""
+        bad_before = self._bad_lines
         with open(self.path, "rb") as handle, self._file_lock(handle, exclusive=False):
             handle.seek(self._offset)
-            data = handle.read()
-        end = data.rfind(b"\n") + 1  # an unfinished last line waits for its newline
-        bad_before = self._bad_lines
-        position = 0
-        while position < end:
-            newline = data.index(b"\n", position)
-            line = data[position:newline]
-            self._index_line(line, self._offset + position)
-            position = newline + 1
-        self._offset += end
+            for line in handle:
+                if not line.endswith(b"\n"):  # an unfinished last line waits for its newline
+                    break
+                self._index_line(line[:-1], self._offset)
+                self._offset += len(line)
         if self._bad_lines > bad_before:
             logger.warning(
                 "LLM cache %s: skipped %d damaged line(s); the other entries are intact",
@@ -147,7 +165,7 @@ class LLMCache:
             return
         lines = []
         for key, value in items.items():
-            body = json.dumps({"k": key, "v": value}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            body = _json_line(key, value)
             lines.append(_checksum(body).encode("ascii") + b" " + body + b"\n")
         with self._lock, open(self.path, "ab") as handle, self._file_lock(handle, exclusive=True):
             handle.seek(0, os.SEEK_END)

@@ -80,7 +80,9 @@ def load_bright(
     documents_config = "long_documents" if long_documents else "documents"
     source = _Source(Path(dataset_dir) if dataset_dir is not None else None, task, cache_dir)
     examples = list(source.records("examples"))
-    reasoning_texts = {str(r["id"]): r["query"] for _, r in source.records(reasoning)} if reasoning else {}
+    reasoning_texts = (
+        {field_str(r, "id", where): field_str(r, "query", where) for where, r in source.records(reasoning)} if reasoning else {}
+    )
     corpus = Corpus(
         (Document(id=field_str(r, "id", where), text=field_str(r, "content", where))
          for where, r in source.records(documents_config)),
@@ -91,8 +93,12 @@ def load_bright(
     judgements: dict[str, dict[str, int]] = {}
     excluded: dict[str, frozenset[str]] = {}
     missing_gold = 0
+    first_seen: dict[str, str] = {}
     for where, record in examples:
         query_id = field_str(record, "id", where)
+        if query_id in first_seen:
+            raise InputError(f"{where}: duplicate example id {query_id!r} (first on {first_seen[query_id]})")
+        first_seen[query_id] = where
         text = reasoning_texts.get(query_id, field_str(record, "query", where))
         if reasoning and query_id not in reasoning_texts:
             raise InputError(f"{where}: example {query_id!r} has no query in the {reasoning!r} config")
@@ -105,8 +111,6 @@ def load_bright(
         meta = {"original_query": record.get("query"), "reasoning": record.get("reasoning"),
                 "gold_answer": record.get("gold_answer")}
         queries.append(Query(id=query_id, text=text, meta=meta))
-    if len({q.id for q in queries}) != len(queries):
-        raise InputError(f"{source.describe('examples')}: example ids are not unique")
     if missing_gold:
         logger.warning("BRIGHT %s: %d gold ids are not in the %s corpus", task, missing_gold, documents_config)
     return BrightTask(task, corpus, queries, Qrels(judgements, source=f"bright/{task}"), excluded, long_documents)
@@ -122,9 +126,11 @@ def remove_excluded(run: Run, excluded: Mapping[str, Iterable[str]]) -> Run:
 
 
 def _id_list(record: Mapping[str, Any], name: str, where: str) -> list[str]:
-    value = record.get(name)
-    if value is None:
+    if name not in record:
         raise InputError(f"{where}: missing field {name!r} (fields present: {sorted(record)})")
+    value = record[name]
+    if value is None:
+        raise InputError(f"{where}: field {name!r} is null; expected a list of ids")
     if isinstance(value, str) or not isinstance(value, Sequence) and not hasattr(value, "tolist"):
         raise InputError(f"{where}: field {name!r} must be a list of ids, got {type(value).__name__}")
     return [str(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]

@@ -147,6 +147,8 @@ def _query(task: LampTask, record: Any, position: int, path: Path) -> Query:
     for name in ("id", "input", "profile"):
         if name not in record:
             raise InputError(f"{path}: example {position}: missing field {name!r} (fields present: {sorted(record)})")
+        if record[name] is None:
+            raise InputError(f"{path}: example {position}: field {name!r} is null")
     example_id = _as_id(record["id"], f"{path}: example {position}")
     where = f"{path}: example {example_id!r}"
     if not isinstance(record["input"], str) or not record["input"].strip():
@@ -172,8 +174,9 @@ def _document(task: LampTask, item: Any, index: int, where: str) -> Document:
         raise InputError(f"{here}: expected an object, got {type(item).__name__}")
     for name in ("id",) + task.profile_fields:
         if name not in item or item[name] is None:
+            what = "is null" if name in item else "is missing"
             raise InputError(
-                f"{here}: missing field {name!r} ({task.name} profile items need "
+                f"{here}: field {name!r} {what} ({task.name} profile items need "
                 f"{', '.join(('id',) + task.profile_fields)}; present: {sorted(item)})"
             )
     for name in task.profile_fields:

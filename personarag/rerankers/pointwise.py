@@ -127,7 +127,13 @@ class PointwiseReranker(LLMReranker):
         judged: dict[tuple[int, int], tuple[float, None]] = {}
         for (q, d), result in zip(owners, results):
             logs[q].add(result.usage)
-            probs = normalised([result.logprobs[a] for a in answers])
+            logprobs = [result.logprobs[a] for a in answers]
+            invalid = [f"{a!r}: {lp}" for a, lp in zip(answers, logprobs) if math.isnan(lp) or lp == math.inf]
+            if invalid:  # a backend fault: +inf or nan is no log-probability, and would silently score 0
+                logs[q].problems.append(f"document {d + 1}: invalid log-probability from the LLM ({', '.join(invalid)}); scored 0")
+                judged[(q, d)] = (0.0, None)
+                continue
+            probs = normalised(logprobs)
             if probs is None:
                 logs[q].problems.append(f"document {d + 1}: every answer has probability 0; scored 0")
                 judged[(q, d)] = (0.0, None)

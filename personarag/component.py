@@ -45,6 +45,30 @@ class Component:
             raise TypeError(f"{type(self).__name__} has no spec_name, so it cannot be saved in a config")
         return {"spec": self.spec_name, "params": {k: _to_config_value(v) for k, v in self.params.items()}}
 
+    def validate(self) -> None:
+        """Cheap checks of what would otherwise fail mid-run, after retrieval: a model path that
+        does not exist, an LLM that cannot answer, an unusable cache folder. Raises InputError;
+        loads no model weights. The default checks the components this one holds (nested
+        retrievers, its LLM); subclasses add their own checks and call `super().validate()`."""
+        for child in self.children():
+            child.validate()
+
+    def children(self) -> list[Component]:
+        """The components this one holds: its attributes (and lists or dicts of them) and its
+        `llm`, which stages holding an LLM spec resolve here (building the object, not loading it)."""
+        found: list[Component] = []
+        values = list(vars(self).values())
+        if isinstance(getattr(type(self), "llm", None), property):
+            values.append(self.llm)  # type: ignore[attr-defined]
+        for value in values:
+            if isinstance(value, (Mapping, list, tuple)) and len(value) > 64:
+                continue  # data (documents, an index), not a list of stages
+            items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (list, tuple)) else [value]
+            for item in items:
+                if isinstance(item, Component) and item is not self and all(item is not f for f in found):
+                    found.append(item)
+        return found
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({args})"

@@ -81,6 +81,13 @@ class Pipeline:
             out.append(self.generator)
         return out
 
+    def validate(self) -> Pipeline:
+        """Cheap checks of every stage (model paths, LLMs that cannot answer, cache folders), to call
+        before loading data or retrieving; raises InputError. See `Component.validate`."""
+        for stage in self.stages:
+            stage.validate()
+        return self
+
     def index(self, corpus: Corpus | Iterable[Document]) -> Pipeline:
         if self.retriever is None:
             raise InputError("this pipeline has no retriever, so there is nothing to index")

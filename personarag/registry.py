@@ -8,7 +8,9 @@ imports only what it needs, and `import personarag` stays light.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -95,7 +97,34 @@ def build(spec: str | Component | Mapping[str, Any], role: str | None = None, **
         if entry.arg in params:
             raise InputError(f"spec {spec!r} sets {entry.arg!r} and so does the keyword argument; give one")
         params[entry.arg] = arg
-    return entry.load()(**params)
+    cls = entry.load()
+    check_params(cls, name, params, entry.arg)
+    return cls(**params)
+
+
+def parameters(cls: type) -> list[str]:
+    """The keyword parameters `cls(...)` accepts, in signature order."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in list(inspect.signature(cls.__init__).parameters.values())[1:] if p.kind in kinds]
+
+
+def check_params(cls: type, name: str, params: Mapping[str, Any], arg: str | None = None) -> None:
+    """InputError for a parameter `cls` does not take or a required one not given, listing the valid ones
+    (instead of the TypeError the constructor would raise)."""
+    signature = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    valid = parameters(cls)
+    listing = f"valid parameters of {name!r}: {', '.join(valid) or 'none'}"
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature):
+        unknown = [key for key in params if key not in valid]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            which = "parameter" if len(unknown) == 1 else "parameters"
+            raise InputError(f"{name!r}: unknown {which} {', '.join(map(repr, unknown))}{hint}; {listing}")
+    missing = [p.name for p in signature if p.name in valid and p.default is inspect.Parameter.empty and p.name not in params]
+    if missing:
+        how = f" (as in '{name}:{missing[0].upper()}')" if missing[0] == arg else ""
+        raise InputError(f"{name!r} needs the parameter {missing[0]!r}{how}; {listing}")
 
 
 def build_from_config(config: Mapping[str, Any], role: str | None = None) -> Component:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from personarag.errors import InputError, UnknownSpecError
@@ -32,7 +33,8 @@ def load_llm(spec: str | LLM | Mapping[str, Any], **options: Any) -> LLM:
 
     `options` go to the backend's constructor (e.g. `dtype`, `threads`, `cache_dir`).
     An unknown `BACKEND:` prefix raises UnknownSpecError listing the valid backends;
-    a Windows drive letter (`C:\\models\\x`) is a path, not a backend.
+    a Windows drive letter (`C:\\models\\x`) is a path, not a backend; a bare backend name
+    (`scripted`, `openai`) is that backend, not a hub model of that name.
     """
     from personarag import registry
 
@@ -48,7 +50,9 @@ def load_llm(spec: str | LLM | Mapping[str, Any], **options: Any) -> LLM:
         raise InputError(f"an LLM spec must be a non-empty string like 'transformers:PATH', got {spec!r}")
     spec = spec.strip()
     match = _BACKEND_PREFIX.match(spec)
-    if match is None:
+    if match is None and spec in BACKENDS and not Path(spec).exists():
+        backend, model = spec, ""  # "pointwise:scripted" means the scripted LLM, not a hub model named "scripted"
+    elif match is None:
         backend, model = "transformers", spec
     else:
         backend, model = match.group(1), match.group(2)

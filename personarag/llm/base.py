@@ -204,6 +204,12 @@ class LLM(Component):
         """Backend settings that change outputs, added to cache keys."""
         return {}
 
+    def validate(self) -> None:
+        """Cheap checks before any run (no weights loaded): the cache folder is usable; backends
+        add theirs (the model path exists, the server URL is well formed)."""
+        super().validate()
+        _ = self.cache  # opens (creates) the cache folder: InputError when it is unusable
+
     # ---- caching -------------------------------------------------------------------------
     @property
     def cache(self) -> LLMCache | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -48,6 +49,30 @@ def resolve_gguf_path(model: str, gguf_file: str) -> Path:
         raise InputError(f"GGUF file {gguf_file!r} not found in {model!r}")
     hub = require("huggingface_hub", "llm", purpose="fetching a GGUF file from the hub")
     return Path(hub.hf_hub_download(model, gguf_file)).resolve()
+
+
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
+
+
+def check_model_source(model: str, gguf_file: str | None = None, what: str = "model") -> None:
+    """InputError when `model` is neither an existing local path nor something that can be a hub
+    name ('org/name'); cheap (no download, no weights). With HF_HUB_OFFLINE set, a hub name
+    must also be in the local hub cache."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if gguf_file and not (path / gguf_file).is_file():
+            raise InputError(f"GGUF file {gguf_file!r} not found in {path}")
+        return
+    if not _HUB_NAME.match(model) or model.endswith(".gguf"):
+        raise InputError(f"{what} path {model} does not exist (and it is not a hub name like 'org/name')")
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        try:
+            import huggingface_hub
+        except ImportError:
+            return
+        cached = huggingface_hub.try_to_load_from_cache(model, gguf_file or "config.json")
+        if not isinstance(cached, str):
+            raise InputError(f"{what} {model!r} is not a local path and HF_HUB_OFFLINE is set, but it is not in the hub cache")
 
 
 def gguf_cache_key(path: Path) -> str:

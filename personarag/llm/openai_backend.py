@@ -86,6 +86,11 @@ class OpenAILLM(LLM):
     def model_name(self) -> str:
         return self.model
 
+    def validate(self) -> None:
+        super().validate()
+        if not self.base_url.startswith(("http://", "https://")):
+            raise InputError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+
     def extra_key(self) -> dict[str, Any]:
         return {"base_url": self.base_url, "score_mode": self.score_mode, "top_logprobs": self.top_logprobs, "missing": self.missing_logprob}
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from personarag.errors import InputError, require
 from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, Message, apply_stop, split_usage
-from personarag.llm.hf_loading import converted_gguf, resolve_device, resolve_dtype, weights_fingerprint
+from personarag.llm.hf_loading import check_model_source, converted_gguf, resolve_device, resolve_dtype, weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,12 @@ class TransformersLLM(LLM):
             adapter = Path(self.adapter).expanduser()
             name += "+" + (str(adapter.resolve()) if adapter.exists() else self.adapter)
         return name
+
+    def validate(self) -> None:
+        super().validate()
+        check_model_source(self.model, self.gguf_file)
+        if self.adapter:
+            check_model_source(self.adapter, what="adapter")
 
     def _load(self) -> None:
         if self._hf is not None:

@@ -80,6 +80,12 @@ class VLLMLLM(LLM):
         local = Path(self.model).expanduser()
         return {"weights": weights_fingerprint(local) if local.exists() else None, "dtype": self.dtype, "max_model_len": self.max_model_len}
 
+    def validate(self) -> None:
+        from personarag.llm.hf_loading import check_model_source
+
+        super().validate()
+        check_model_source(self.model)
+
     @property
     def engine(self) -> Any:
         if self._engine is None:

@@ -129,6 +129,14 @@ class ScriptedLLM(LLM):
             out.append(AnswerScores(logprobs, usage))
         return out
 
+    def validate(self) -> None:
+        super().validate()
+        if self.responses is None and self.default is None and self.scores is None:
+            raise InputError(
+                f"ScriptedLLM {self.name!r} has no responses, default or scores, so it cannot answer any prompt; "
+                "give responses=..., default=... or scores=... (in a config: {spec: scripted, params: {default: ...}})"
+            )
+
     def extra_key(self) -> dict[str, Any]:
         # A function script is opaque; its name at least separates two scripted models in one cache.
         return {"script": getattr(self.responses, "__qualname__", None) if callable(self.responses) else None}

@@ -181,3 +181,10 @@ def test_opening_the_llm_cache_does_not_read_the_whole_file_into_memory(tmp_path
     tracemalloc.stop()
     assert len(fresh) == 1000 and fresh.get("9-99") == value
     assert peak < 2_000_000, f"opening a 20 MB cache peaked at {peak / 1e6:.1f} MB"
+
+
+def test_a_lone_surrogate_in_lamp_text_is_rejected_naming_the_example(tmp_path):
+    record = {"id": "7", "input": "x", "profile": [{"id": "p1", "title": "t", "abstract": "bad \ud800"}]}
+    questions = write(tmp_path / "q.json", json.dumps([record]))
+    with pytest.raises(InputError, match=r"example '7', profile item 0: field 'abstract' contains a lone surrogate \(\\ud800\)"):
+        load_lamp("LaMP-5", questions)

@@ -18,14 +18,16 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open("rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
             line = decode_utf8(raw, str(path), line_number)
+            if line_number == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise InputError(f"{path}:{line_number}: not valid JSON ({error.msg} at column {error.colno})") from None
-            except RecursionError:
-                raise InputError(f"{path}:{line_number}: JSON nested too deeply") from None
+            except (ValueError, RecursionError) as error:  # an integer over 4,300 digits; nesting too deep
+                raise InputError(f"{path}:{line_number}: JSON not readable ({type(error).__name__}: {str(error)[:120]})") from None
             if not isinstance(record, dict):
                 raise InputError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
             yield line_number, record

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from personarag.errors import InputError
+from personarag.errors import InputError, lone_surrogate
 from personarag.evaluation.lamp_tasks import BASE_URL, SPLIT_KINDS, SPLITS, LampTask, get_task, task_name
 from personarag.types import Document, Query, User
 
@@ -153,6 +153,7 @@ def _query(task: LampTask, record: Any, position: int, path: Path) -> Query:
     where = f"{path}: example {example_id!r}"
     if not isinstance(record["input"], str) or not record["input"].strip():
         raise InputError(f"{where}: 'input' must be a non-empty string, got {record['input']!r:.100}")
+    _check_unicode(record["input"], f"{where}: 'input'")
     profile = record["profile"]
     if not isinstance(profile, list):
         raise InputError(f"{where}: 'profile' must be a list, got {type(profile).__name__}")
@@ -182,6 +183,8 @@ def _document(task: LampTask, item: Any, index: int, where: str) -> Document:
     for name in task.profile_fields:
         if not isinstance(item[name], (str, int, float)) or isinstance(item[name], bool):
             raise InputError(f"{here}: field {name!r} must be a string, got {item[name]!r:.100}")
+        if isinstance(item[name], str):
+            _check_unicode(item[name], f"{here}: field {name!r}")
     title_field = _TITLE_FIELD.get(task.name)
     meta = {k: v for k, v in item.items() if k != "id"}
     return Document(
@@ -190,6 +193,12 @@ def _document(task: LampTask, item: Any, index: int, where: str) -> Document:
         title=str(item[title_field]) if title_field else None,
         meta=meta,
     )
+
+
+def _check_unicode(text: str, where: str) -> None:
+    bad = lone_surrogate(text)
+    if bad is not None:
+        raise InputError(f"{where} contains a lone surrogate ({bad}), which is not Unicode text; remove or replace it in the file")
 
 
 def _as_id(value: Any, where: str) -> str:
@@ -223,6 +232,8 @@ def _read_json(path: Path) -> Any:
         raise InputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: not UTF-8 text ({error})") from None
+    except (ValueError, RecursionError) as error:  # an integer over 4,300 digits; nesting too deep
+        raise InputError(f"{path}: JSON not readable ({type(error).__name__}: {str(error)[:120]})") from None
 
 
 # --- official files ----------------------------------------------------------------------

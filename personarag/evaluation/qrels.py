@@ -58,6 +58,8 @@ class Qrels(Mapping[str, Mapping[str, int]]):
         with path.open("rb") as handle:
             for line_number, raw in enumerate(handle, start=1):
                 line = decode_utf8(raw, str(path), line_number).rstrip("\r\n")
+                if line_number == 1:
+                    line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
                 if not line.strip():
                     continue
                 fields = line.split("\t") if "\t" in line else line.split()

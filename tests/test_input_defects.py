@@ -188,3 +188,19 @@ def test_a_lone_surrogate_in_lamp_text_is_rejected_naming_the_example(tmp_path):
     questions = write(tmp_path / "q.json", json.dumps([record]))
     with pytest.raises(InputError, match=r"example '7', profile item 0: field 'abstract' contains a lone surrogate \(\\ud800\)"):
         load_lamp("LaMP-5", questions)
+
+
+def test_a_stalled_beir_download_times_out_instead_of_hanging(tmp_path):
+    import socket
+    import time
+
+    from personarag.evaluation.beir import download_beir
+
+    with socket.socket() as server:  # loopback only: listens, never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/{{name}}.zip"
+        start = time.perf_counter()
+        with pytest.raises(InputError, match=r"could not download BEIR dataset 'scifact'.*timed out"):
+            download_beir("scifact", cache_dir=tmp_path, url=url, timeout=0.5)
+        assert time.perf_counter() - start < 10

@@ -27,6 +27,7 @@ BEIR_URL = "https://public.ukp.informatik.uni-darmstadt.de/thakur/BEIR/datasets/
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # The one BEIR dataset made of sub-datasets, each its own BEIR folder inside the zip.
 _WITH_SUBSETS = ("cqadupstack",)
+DOWNLOAD_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ def load_beir(
     *,
     cache_dir: str | Path | None = None,
     url: str = BEIR_URL,
+    timeout: float = DOWNLOAD_TIMEOUT,
 ) -> BeirDataset:
     """Load a BEIR folder, or a dataset by name (`scifact`, `cqadupstack/android`), downloading it once."""
     path = Path(path_or_name)
@@ -62,15 +64,20 @@ def load_beir(
             f"{path_or_name!r} is neither an existing dataset folder nor a BEIR dataset name "
             "like 'scifact' or 'cqadupstack/android'"
         )
-    root = download_beir(name, cache_dir=cache_dir, url=url)
+    root = download_beir(name, cache_dir=cache_dir, url=url, timeout=timeout)
     folder = root / subset if subset else root
     if not folder.is_dir():
         raise InputError(f"BEIR dataset {name!r} has no sub-dataset {subset!r} in {root}")
     return load_beir_dir(folder, split, name=text)
 
 
-def download_beir(name: str, *, cache_dir: str | Path | None = None, url: str = BEIR_URL) -> Path:
-    """The extracted folder of BEIR dataset `name`, downloading and unzipping it if not cached."""
+def download_beir(
+    name: str, *, cache_dir: str | Path | None = None, url: str = BEIR_URL, timeout: float = DOWNLOAD_TIMEOUT
+) -> Path:
+    """The extracted folder of BEIR dataset `name`, downloading and unzipping it if not cached.
+
+    `timeout` (seconds) bounds each wait on the server (connecting, every read), so a
+    stalled server is an error instead of a hang."""
     if not _NAME.match(name):
         raise InputError(f"not a BEIR dataset name: {name!r}")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -83,7 +90,7 @@ def download_beir(name: str, *, cache_dir: str | Path | None = None, url: str = 
     with tempfile.TemporaryDirectory(dir=cache, prefix=f".{name}-") as tmp:
         archive = Path(tmp) / f"{name}.zip"
         try:
-            with urllib.request.urlopen(source) as response, archive.open("wb") as out:  # noqa: S310 (fixed scheme list below)
+            with urllib.request.urlopen(source, timeout=timeout) as response, archive.open("wb") as out:  # noqa: S310 (fixed scheme list below)
                 shutil.copyfileobj(response, out, length=1 << 20)
         except OSError as error:  # URLError and HTTPError are OSErrors
             raise InputError(f"could not download BEIR dataset {name!r} from {source}: {error}") from error

@@ -204,3 +204,15 @@ def test_a_stalled_beir_download_times_out_instead_of_hanging(tmp_path):
         with pytest.raises(InputError, match=r"could not download BEIR dataset 'scifact'.*timed out"):
             download_beir("scifact", cache_dir=tmp_path, url=url, timeout=0.5)
         assert time.perf_counter() - start < 10
+
+
+def test_validation_accepts_existing_folders_and_hub_names(tmp_path, monkeypatch):
+    from personarag.llm import load_llm
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    (tmp_path / "model").mkdir()
+    load_llm(f"transformers:{tmp_path / 'model'}", cache_dir=None).validate()
+    load_llm("HuggingFaceTB/SmolLM2-135M-Instruct", cache_dir=None).validate()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match="HF_HUB_OFFLINE is set, but it is not in the hub cache"):
+        load_llm("someone/not-downloaded", cache_dir=None).validate()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from personarag import Document, InputError, Pipeline, Query, Ranking, ScoredDoc, registry
-from personarag.evaluation.beir import load_beir_dir, read_corpus, read_queries
+from personarag.evaluation.beir import read_corpus, read_queries
 from personarag.evaluation.bright import load_bright
 from personarag.evaluation.lamp import load_lamp
 from personarag.evaluation.metrics import evaluate

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import platform
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from importlib import metadata
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from personarag.errors import InputError
+from personarag.experiment.artifacts import (  # noqa: F401 (the commands' names for them)
+    batched,
+    library_versions,
+    prepare_output_dir,
+    run_name,
+    write_json,
+)
 from personarag.pipeline import load_config
 
 T = TypeVar("T")
-
-# Distributions whose versions go into every run's config.json (those installed).
-VERSIONED = (
-    "personarag", "numpy", "bm25s", "PyStemmer", "rank_bm25", "ir_measures", "pytrec-eval-terrier",
-    "torch", "transformers", "sentence-transformers", "faiss-cpu", "pyserini", "vllm", "peft", "trl",
-)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,49 +72,3 @@ def pick(flag: T | None, config: Mapping[str, Any], key: str, default: Any = Non
     return default if value is None else value
 
 
-def run_name(prefix: str, config: Mapping[str, Any]) -> str:
-    """A stable name from the content of the config, never from the clock."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{prefix}-{digest[:10]}"
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def prepare_output_dir(path: str | Path, name: str, overwrite: bool) -> Path:
-    """Create OUT, refusing to mix this run's files with those of a different run."""
-    out = Path(path)
-    previous = out / "config.json"
-    if previous.is_file() and not overwrite:
-        try:
-            old_name = json.loads(previous.read_text(encoding="utf-8")).get("run_name")
-        except (json.JSONDecodeError, AttributeError):
-            old_name = None
-        if old_name != name:
-            raise InputError(
-                f"{out} holds the results of a different run ({old_name or 'unreadable config.json'}, this one is "
-                f"{name}); pass --overwrite to replace them, or choose another --output-dir"
-            )
-    elif not previous.exists() and not overwrite and any((out / f).exists() for f in ("run.trec", "metrics.json")):
-        raise InputError(f"{out} holds results without a config.json; pass --overwrite to replace them")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def write_json(path: Path, data: Any) -> Path:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
-
-
-def batched(items: Sequence[T], size: int) -> Iterator[list[T]]:
-    if size < 1:
-        raise InputError(f"batch size must be a positive integer, got {size}")
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])

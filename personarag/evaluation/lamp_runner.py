@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from personarag.commands import common
+from personarag.experiment import artifacts as common
 from personarag.errors import InputError
 from personarag.evaluation.lamp import LampDataset
 from personarag.evaluation.lamp_metrics import score_lamp

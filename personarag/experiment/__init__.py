@@ -1,0 +1,1 @@
+"""Running pipelines over datasets: batching, progress, per-query persistence, resume, locks, artifacts."""

@@ -182,18 +182,26 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+_HELD: dict[Path, list[Any]] = {}  # lock path -> [handle, holders] within this process
+
+
 class FolderLock:
     """An exclusive lock on an output folder for the life of a run (a context manager).
 
     The lock file holds the owner's pid. Where `fcntl` exists the kernel lock decides (it
     vanishes with its process, so a dead run's lock is always taken over); elsewhere a lock
-    whose pid is no longer alive is taken over."""
+    whose pid is no longer alive is taken over. Within one process the lock is re-entrant
+    (a command may take it before loading data, then the runner takes it again)."""
 
     def __init__(self, folder: str | Path) -> None:
-        self.path = Path(folder) / LOCK_FILE
-        self._handle: Any = None
+        self.path = (Path(folder) / LOCK_FILE).resolve()
+        self._held = False
 
     def acquire(self) -> FolderLock:
+        if self.path in _HELD:
+            _HELD[self.path][1] += 1
+            self._held = True
+            return self
         handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
         handle.seek(0)
         owner = handle.read().strip()
@@ -212,7 +220,8 @@ class FolderLock:
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
-        self._handle = handle
+        _HELD[self.path] = [handle, 1]
+        self._held = True
         return self
 
     def _busy(self, owner: str) -> str:
@@ -223,16 +232,22 @@ class FolderLock:
         )
 
     def release(self) -> None:
-        if self._handle is None:
+        if not self._held:
             return
+        self._held = False
+        entry = _HELD[self.path]
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del _HELD[self.path]
+        handle = entry[0]
         try:
-            self._handle.seek(0)
-            self._handle.truncate()
+            handle.seek(0)
+            handle.truncate()
         finally:
             if fcntl is not None:
-                fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
 
     def __enter__(self) -> FolderLock:
         return self.acquire()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from personarag.errors import InputError
@@ -34,10 +36,15 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, retriever_help: str)
     parser.add_argument("--batch-size", type=int, metavar="N", help="queries per pipeline call (default: 64)")
 
 
+PIPELINE_KEYS = ("personarag_config", "stages", "k", "rerank_depth", "context_k")
+# keys a run writes into its config.json, so that file can be passed back as --config
+RECORDED_KEYS = ("command", "run_name", "versions", "pipeline", "data")
+
+
 def pipeline_settings(args: argparse.Namespace, file: Mapping[str, Any]) -> dict[str, Any]:
     """retriever, rerankers, k, rerank_depth and batch_size from the flags, else the config file,
     else the `pipeline` a previous run's config.json recorded, else the defaults."""
-    pipeline_file = file.get("pipeline") or {}
+    pipeline_file = check_pipeline_section(file)
     stages = list(pipeline_file.get("stages") or [])
     retriever = pick(args.retriever, file, "retriever", stages[0] if stages else None)
     if retriever is None:
@@ -52,12 +59,43 @@ def pipeline_settings(args: argparse.Namespace, file: Mapping[str, Any]) -> dict
     }
 
 
+def check_pipeline_section(file: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The `pipeline:` mapping of a config file; unknown keys under it are an error, not ignored."""
+    section = file.get("pipeline") or {}
+    if not isinstance(section, Mapping):
+        raise InputError(f"'pipeline' in the config must be a mapping with keys {list(PIPELINE_KEYS)}, got {section!r}")
+    unknown = sorted(set(section) - set(PIPELINE_KEYS))
+    if unknown:
+        raise InputError(f"unknown keys under 'pipeline': {unknown}; valid keys: {list(PIPELINE_KEYS)}")
+    return section
+
+
+def positive_ints(settings: Mapping[str, Any], *keys: str) -> None:
+    for key in keys:
+        value = settings.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise InputError(f"{key} must be a positive integer, got {value!r}")
+
+
+@contextmanager
+def claimed_output_dir(path: str | None) -> Iterator[Path]:
+    """OUT, checked (not a file, writable, not full) and locked for the run, before any data or
+    model is loaded; a second run into OUT meanwhile is refused at once."""
+    from personarag.experiment.artifacts import FolderLock, check_output_dir
+
+    if not path:
+        raise InputError("give --output-dir OUT (or output_dir in the config file)")
+    out = check_output_dir(path)
+    with FolderLock(out):
+        yield out
+
+
 def read_config_file(path: str | None, allowed: Iterable[str]) -> dict[str, Any]:
     """The run config in `path` (empty without one); unknown keys are an error, not ignored."""
     if not path:
         return {}
     config = load_config(path)
-    allowed = set(allowed)
+    allowed = set(allowed) | set(RECORDED_KEYS)
     unknown = sorted(set(config) - allowed)
     if unknown:
         raise InputError(f"{path}: unknown keys {unknown}; allowed: {sorted(allowed)}")

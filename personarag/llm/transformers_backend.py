@@ -251,6 +251,7 @@ class TransformersLLM(LLM):
             for k, i in enumerate(group):
                 mine = texts[k * per_prompt : (k + 1) * per_prompt]
                 results[i] = Completion(tuple(mine * config.n if config.greedy else mine), usages[k])
+                self._result_ready(i, results[i])
         return results  # type: ignore[return-value]
 
     def _end_ids(self) -> set[int]:

@@ -260,3 +260,23 @@ def test_unknown_keys_under_pipeline_are_an_error_listing_the_valid_ones(tmp_pat
     assert main(["eval", "beir", "--config", str(config), "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "unknown keys under 'pipeline': ['rerankdepth']" in err and "'rerank_depth'" in err
+
+
+def test_a_beir_download_from_a_silent_server_times_out(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    from personarag import InputError
+    from personarag.evaluation import beir
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts the connection, never answers
+    monkeypatch.setattr(beir, "DOWNLOAD_TIMEOUT", 0.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(InputError, match="could not download BEIR dataset 'scifact'.*timed out"):
+            beir.load_beir("scifact", cache_dir=tmp_path, url=f"http://127.0.0.1:{listener.getsockname()[1]}/{{name}}.zip")
+    finally:
+        listener.close()
+    assert time.monotonic() - started < 10

@@ -69,6 +69,9 @@ def load_beir(
     return load_beir_dir(folder, split, name=text)
 
 
+DOWNLOAD_TIMEOUT = 60.0  # seconds without a byte from the server before a download fails
+
+
 def download_beir(name: str, *, cache_dir: str | Path | None = None, url: str = BEIR_URL) -> Path:
     """The extracted folder of BEIR dataset `name`, downloading and unzipping it if not cached."""
     if not _NAME.match(name):
@@ -83,7 +86,7 @@ def download_beir(name: str, *, cache_dir: str | Path | None = None, url: str = 
     with tempfile.TemporaryDirectory(dir=cache, prefix=f".{name}-") as tmp:
         archive = Path(tmp) / f"{name}.zip"
         try:
-            with urllib.request.urlopen(source) as response, archive.open("wb") as out:  # noqa: S310 (fixed scheme list below)
+            with urllib.request.urlopen(source, timeout=DOWNLOAD_TIMEOUT) as response, archive.open("wb") as out:  # noqa: S310 (fixed scheme list below)
                 shutil.copyfileobj(response, out, length=1 << 20)
         except OSError as error:  # URLError and HTTPError are OSErrors
             raise InputError(f"could not download BEIR dataset {name!r} from {source}: {error}") from error

@@ -164,7 +164,7 @@ class RankingDataset:
             "documents": len(self.corpus),
             "ran": ran,
             "resumed": len(self.queries) - ran,
-            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "seconds": {"index": round(seconds.get("index", 0.0), 3), "retrieve": round(seconds.get("run", 0.0), 3)},
             "usage": dataclasses.asdict(usage),
         }
 

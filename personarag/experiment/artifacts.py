@@ -123,6 +123,11 @@ def prepare_output_dir(path: str | Path, name: str, overwrite: bool, config: Map
         if old_name != name:
             changed = _changed_data(old, config) if config is not None else []
             same_otherwise = config is not None and _identity(old) == _identity(config)
+            if same_otherwise and "data" not in old and (config or {}).get("data"):
+                raise InputError(
+                    f"{out} holds a run of the same config recorded without data hashes (by an older personarag), "
+                    "so whether its data is the same cannot be told; pass --overwrite to redo it"
+                )
             if changed and same_otherwise:
                 raise InputError(
                     f"{out} holds a run of the same config on other data: changed since then: "

@@ -107,6 +107,8 @@ class RankingDataset:
     def check(self, pipeline: Any) -> None:
         if pipeline.retriever is None:
             raise InputError(f"{self.name}: the first stage must be a retriever")
+        if pipeline.generator is not None:
+            raise InputError(f"{self.name} scores rankings; this pipeline ends in a generator ({pipeline.generator!r})")
 
     def prepare(self, pipeline: Any) -> None:
         logger.info("indexing %d documents", len(self.corpus))

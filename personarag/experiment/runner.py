@@ -141,6 +141,8 @@ class Experiment:
         identity = self._identity(pipeline)
         named = {k: v for k, v in identity.items() if k not in artifacts.NOT_IDENTITY}
         named["data"] = {k: v for k, v in identity["data"].items() if k not in dataset.record_parts}
+        if not named["data"]:
+            del named["data"]  # names stay those of runs made before data hashes existed
         run_name = artifacts.run_name(self.prefix, named)
         config = {**identity, "run_name": run_name, "batch_size": self.batch_size, "versions": artifacts.library_versions()}
         if self.overwrite:
@@ -151,11 +153,10 @@ class Experiment:
 
         *firsts, last = dataset.result_files
         done = read_records(out / last)
-        for other in firsts:
-            read_records(out / other, keep=set(done))  # drop results whose final record never landed
+        # drop results whose final record never landed
+        kept = [read_records(out / other, keep=set(done)) for other in firsts]
         if dataset.record_parts:
-            first = read_records(out / dataset.result_files[0], keep=set(done))
-            _check_inputs(out, first, dataset)
+            _check_inputs(out, kept[0] if kept else done, dataset)
         todo = [q for q in dataset.queries if q.id not in done]
         logger.info("%s / %s: %d queries, %d already done, %d to run", name, dataset.name, len(dataset.queries),
                     len(dataset.queries) - len(todo), len(todo))

@@ -233,6 +233,9 @@ def test_write_json_replaces_atomically_and_leaves_no_temporary_files(tmp_path):
     path = write_json(tmp_path / "metrics.json", {"a": 1})
     write_json(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 2} and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    assert path.stat().st_mode == plain.stat().st_mode  # the umask's permissions, not a temp file's 0600
 
 
 # ---- early validation (defect 10, command-line parts) -------------------------------------------------------

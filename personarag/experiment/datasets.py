@@ -145,12 +145,13 @@ class RankingDataset:
 
     def write_outputs(self, out: Path, done: Mapping[str, Mapping[str, Any]], name: str) -> list[str]:
         import os
-        import tempfile
 
-        handle, temp = tempfile.mkstemp(dir=out, prefix=".run.trec.", suffix=".tmp")
-        os.close(handle)
-        self._run(done, name).write_trec(temp, name=name)
-        os.replace(temp, out / "run.trec")
+        temp = artifacts.temp_path(out / "run.trec")
+        try:
+            self._run(done, name).write_trec(temp, name=name)
+            os.replace(temp, out / "run.trec")
+        finally:
+            temp.unlink(missing_ok=True)
         rows = [{"query_id": q.id, "stage": stage, "doc_id": doc_id, "reasoning": text}
                 for q in self.queries if q.id in done for stage, doc_id, text in done[q.id].get("reasoning", ())]
         if rows:

@@ -9,13 +9,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from personarag.errors import InputError
-from personarag.experiment.artifacts import (  # noqa: F401 (the commands' names for them)
-    batched,
-    library_versions,
-    prepare_output_dir,
-    run_name,
-    write_json,
-)
 from personarag.pipeline import load_config
 
 T = TypeVar("T")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from personarag.commands import common
+from personarag.experiment import artifacts
 from personarag.errors import InputError
 
 GROUP = "eval"
@@ -69,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
             **{key: settings[key] for key in ("dataset_dir", "tasks", "long_documents", "reasoning", "max_queries", "measures")},
             "pipeline": pipeline.config(),
         }
-        name = common.run_name("bright", run_config)
-        common.prepare_output_dir(out, name, args.overwrite)
-        common.write_json(out / "config.json", {**run_config, "run_name": name, "batch_size": settings["batch_size"],
-                                                 "versions": common.library_versions()})
+        name = artifacts.run_name("bright", run_config)
+        artifacts.prepare_output_dir(out, name, args.overwrite)
+        artifacts.write_json(out / "config.json", {**run_config, "run_name": name, "batch_size": settings["batch_size"],
+                                                 "versions": artifacts.library_versions()})
         metrics: dict[str, dict[str, float]] = {}
         usage = Usage()
         for task_name in settings["tasks"]:
@@ -88,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
             metrics[task_name] = result.metrics
             sys.stdout.write(f"{task_name}: {len(data.queries)} queries, {len(task.corpus)} documents\n")
         average = {m: sum(metrics[t][m] for t in metrics) / len(metrics) for m in settings["measures"]}
-        common.write_json(out / "metrics.json", {**metrics, "average": average})
-        common.write_json(out / "stats.json", {"usage": dataclasses.asdict(usage)})
+        artifacts.write_json(out / "metrics.json", {**metrics, "average": average})
+        artifacts.write_json(out / "stats.json", {"usage": dataclasses.asdict(usage)})
     sys.stdout.write(_table(metrics, average, settings["measures"]) + "\n")
     sys.stdout.write(f"wrote {out}/<task>/run.trec and metrics, {out}/metrics.json, config.json\n")
     return 0

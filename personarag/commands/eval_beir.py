@@ -2,7 +2,9 @@
 
 Writes OUT/run.trec, OUT/metrics.json (ir_measures keys), OUT/per_query.json,
 OUT/stats.json (timings, LLM usage) and OUT/config.json, which is itself a valid
-`--config` file that reproduces the run.
+`--config` file that reproduces the run. A thin adapter over `personarag.experiment`:
+each finished query goes to OUT/rankings.jsonl at once, so rerunning the same command
+after a crash or a kill redoes only the unfinished queries.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 For each task: OUT/<task>/run.trec (excluded ids already removed, as BRIGHT's own
 scoring does), metrics.json, per_query.json and, when a stage reasoned,
 reasoning.jsonl. OUT/metrics.json holds each task's metrics and their average;
-OUT/config.json reproduces the run (`--config OUT/config.json`).
+OUT/config.json reproduces the run (`--config OUT/config.json`). Each task is one
+`personarag.experiment.Experiment` in OUT/<task>, resumable query by query.
 """
 
 from __future__ import annotations

@@ -283,3 +283,29 @@ def test_a_beir_download_from_a_silent_server_times_out(tmp_path, monkeypatch):
     finally:
         listener.close()
     assert time.monotonic() - started < 10
+
+
+def test_a_full_disk_fails_before_any_loading(tmp_path, monkeypatch, capsys):
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
+    args = ["eval", "beir", "--dataset-dir", str(tmp_path / "no-such-dataset"), "--retriever", "test-exp-exploding"]
+    assert main([*args, "--output-dir", str(tmp_path / "out")]) == 2
+    assert "the disk is full (4096 bytes free)" in capsys.readouterr().err
+
+
+def test_no_library_module_imports_the_commands():
+    import ast
+
+    package = Path(__file__).parents[1] / "personarag"
+    offenders = []
+    for path in package.rglob("*.py"):
+        if path.parent.name == "commands" or path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in getattr(node, "names", [])] if isinstance(node, ast.Import) else []
+            if any(n == "personarag.commands" or n.startswith("personarag.commands.") for n in names):
+                offenders.append(f"{path.relative_to(package.parent)}:{node.lineno}")
+    assert offenders == []

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from personarag.errors import InputError
-
-LOWER_IS_BETTER = frozenset({"mae", "rmse"})
+from personarag.evaluation.lamp_metrics import LOWER_IS_BETTER
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,25 @@ def pipeline_settings(args: argparse.Namespace, file: Mapping[str, Any]) -> dict
     }
 
 
+def ranking_settings(args: argparse.Namespace, file: Mapping[str, Any], default_measures: Iterable[str]) -> dict[str, Any]:
+    """What `eval beir` and `eval bright` share: the pipeline settings, measures (checked before any
+    indexing), max_queries, output_dir and cache_dir, from the flags, else the file, else defaults."""
+    from personarag.evaluation.metrics import parse_measure
+
+    measures = pick(args.measures, file, "measures", list(default_measures))
+    settings = {
+        **pipeline_settings(args, file),
+        "measures": [measures] if isinstance(measures, str) else [str(m) for m in measures],
+        "max_queries": pick(args.max_queries, file, "max_queries"),
+        "output_dir": pick(args.output_dir, file, "output_dir"),
+        "cache_dir": pick(args.cache_dir, file, "cache_dir"),
+    }
+    positive_ints(settings, "batch_size", "max_queries", "k", "rerank_depth")
+    for measure in settings["measures"]:
+        parse_measure(measure)
+    return settings
+
+
 def check_pipeline_section(file: Mapping[str, Any]) -> Mapping[str, Any]:
     """The `pipeline:` mapping of a config file; unknown keys under it are an error, not ignored."""
     section = file.get("pipeline") or {}

@@ -87,23 +87,9 @@ def _settings(args: argparse.Namespace, file: dict[str, Any]) -> dict[str, Any]:
         dataset, dataset_dir = file.get("dataset"), file.get("dataset_dir")
     if bool(dataset) == bool(dataset_dir):
         raise InputError("give exactly one of --dataset-dir DIR or --dataset NAME (or dataset_dir / dataset in the config)")
-    pipeline = common.pipeline_settings(args, file)
-    measures = common.pick(args.measures, file, "measures", list(DEFAULT_MEASURES))
-    if isinstance(measures, str):
-        measures = [measures]
-    settings = {
+    return {
         "dataset": dataset,
         "dataset_dir": str(Path(dataset_dir).expanduser().resolve()) if dataset_dir else None,
         "split": common.pick(args.split, file, "split", "test"),
-        **pipeline,
-        "measures": [str(m) for m in measures],
-        "max_queries": common.pick(args.max_queries, file, "max_queries"),
-        "output_dir": common.pick(args.output_dir, file, "output_dir"),
-        "cache_dir": common.pick(args.cache_dir, file, "cache_dir"),
+        **common.ranking_settings(args, file, DEFAULT_MEASURES),
     }
-    common.positive_ints(settings, "batch_size", "max_queries", "k", "rerank_depth")
-    from personarag.evaluation.metrics import parse_measure
-
-    for measure in settings["measures"]:
-        parse_measure(measure)  # fail before any indexing
-    return settings

@@ -119,23 +119,12 @@ def _settings(args: argparse.Namespace, file: dict[str, Any]) -> dict[str, Any]:
         raise InputError(f"give --task TASK (repeatable) or --task all; tasks: {', '.join(TASKS)}")
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     tasks = list(TASKS) if tasks == ["all"] else [check_task(t) for t in tasks]
-    measures = common.pick(args.measures, file, "measures", list(DEFAULT_MEASURES))
     dataset_dir = common.pick(args.dataset_dir, file, "dataset_dir")
-    settings = {
+    return {
         "dataset_dir": str(Path(dataset_dir).expanduser().resolve()) if dataset_dir else None,
         "tasks": tasks,
         "long_documents": bool(common.pick(args.long_documents, file, "long_documents", False)),
         "reasoning": common.pick(args.reasoning, file, "reasoning"),
         "query_rewriter": common.pick(args.query_rewriter, file, "query_rewriter"),
-        **common.pipeline_settings(args, file),
-        "measures": [measures] if isinstance(measures, str) else [str(m) for m in measures],
-        "max_queries": common.pick(args.max_queries, file, "max_queries"),
-        "output_dir": common.pick(args.output_dir, file, "output_dir"),
-        "cache_dir": common.pick(args.cache_dir, file, "cache_dir"),
+        **common.ranking_settings(args, file, DEFAULT_MEASURES),
     }
-    common.positive_ints(settings, "batch_size", "max_queries", "k", "rerank_depth")
-    from personarag.evaluation.metrics import parse_measure
-
-    for measure in settings["measures"]:
-        parse_measure(measure)
-    return settings

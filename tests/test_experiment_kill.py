@@ -198,6 +198,7 @@ def lamp_config(tmp_path: Path, concurrency: int = 1) -> None:
 
 
 def test_lamp_with_an_llm_generator_killed(server, tmp_path):
+    server.delay = 0.4  # three examples only: leave time to kill between them
     lamp_config(tmp_path)
     out, _ = killed_then_resumed_vs_uninterrupted(
         server, tmp_path, "lamp", lambda s, out: lines(out / "predictions.jsonl") >= 1,
@@ -208,7 +209,7 @@ def test_lamp_with_an_llm_generator_killed(server, tmp_path):
 
 def test_a_second_identical_lamp_run_into_a_busy_folder_is_refused_at_once(server, tmp_path):
     """Defect 4: two identical runs into one folder both generated everything and wrote every example twice."""
-    server.delay = 1.5  # the first run is still going when the second has started
+    server.delay = 2.5  # the first run is still going when the second has started and been refused
     lamp_config(tmp_path)
     out = tmp_path / "out"
     argv = ["eval", "lamp", "--config", str(tmp_path / "run.json"), "--output-dir", str(out)]

@@ -149,14 +149,13 @@ class Experiment:
             for stale in (*dataset.result_files, *STALE_ON_OVERWRITE):
                 (out / stale).unlink(missing_ok=True)
         artifacts.prepare_output_dir(out, run_name, self.overwrite, config=config)
-        artifacts.write_json(out / "config.json", config)  # first: a rerun can tell whether it continues this run
-
         *firsts, last = dataset.result_files
         done = read_records(out / last)
         # drop results whose final record never landed
         kept = [read_records(out / other, keep=set(done)) for other in firsts]
         if dataset.record_parts:
             _check_inputs(out, kept[0] if kept else done, dataset)
+        artifacts.write_json(out / "config.json", config)  # before any result: a rerun can tell whether it continues this run
         todo = [q for q in dataset.queries if q.id not in done]
         logger.info("%s / %s: %d queries, %d already done, %d to run", name, dataset.name, len(dataset.queries),
                     len(dataset.queries) - len(todo), len(todo))

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import platform
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from importlib import metadata
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,12 +12,6 @@ from personarag.errors import InputError
 from personarag.pipeline import load_config
 
 T = TypeVar("T")
-
-# Distributions whose versions go into every run's config.json (those installed).
-VERSIONED = (
-    "personarag", "numpy", "bm25s", "PyStemmer", "rank_bm25", "ir_measures", "pytrec-eval-terrier",
-    "torch", "transformers", "sentence-transformers", "faiss-cpu", "pyserini", "vllm", "peft", "trl",
-)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,10 +29,15 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, retriever_help: str)
     parser.add_argument("--batch-size", type=int, metavar="N", help="queries per pipeline call (default: 64)")
 
 
+PIPELINE_KEYS = ("personarag_config", "stages", "k", "rerank_depth", "context_k")
+# keys a run writes into its config.json, so that file can be passed back as --config
+RECORDED_KEYS = ("command", "run_name", "versions", "pipeline", "data")
+
+
 def pipeline_settings(args: argparse.Namespace, file: Mapping[str, Any]) -> dict[str, Any]:
     """retriever, rerankers, k, rerank_depth and batch_size from the flags, else the config file,
     else the `pipeline` a previous run's config.json recorded, else the defaults."""
-    pipeline_file = file.get("pipeline") or {}
+    pipeline_file = check_pipeline_section(file)
     stages = list(pipeline_file.get("stages") or [])
     retriever = pick(args.retriever, file, "retriever", stages[0] if stages else None)
     if retriever is None:
@@ -56,12 +52,62 @@ def pipeline_settings(args: argparse.Namespace, file: Mapping[str, Any]) -> dict
     }
 
 
+def ranking_settings(args: argparse.Namespace, file: Mapping[str, Any], default_measures: Iterable[str]) -> dict[str, Any]:
+    """What `eval beir` and `eval bright` share: the pipeline settings, measures (checked before any
+    indexing), max_queries, output_dir and cache_dir, from the flags, else the file, else defaults."""
+    from personarag.evaluation.metrics import parse_measure
+
+    measures = pick(args.measures, file, "measures", list(default_measures))
+    settings = {
+        **pipeline_settings(args, file),
+        "measures": [measures] if isinstance(measures, str) else [str(m) for m in measures],
+        "max_queries": pick(args.max_queries, file, "max_queries"),
+        "output_dir": pick(args.output_dir, file, "output_dir"),
+        "cache_dir": pick(args.cache_dir, file, "cache_dir"),
+    }
+    positive_ints(settings, "batch_size", "max_queries", "k", "rerank_depth")
+    for measure in settings["measures"]:
+        parse_measure(measure)
+    return settings
+
+
+def check_pipeline_section(file: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The `pipeline:` mapping of a config file; unknown keys under it are an error, not ignored."""
+    section = file.get("pipeline") or {}
+    if not isinstance(section, Mapping):
+        raise InputError(f"'pipeline' in the config must be a mapping with keys {list(PIPELINE_KEYS)}, got {section!r}")
+    unknown = sorted(set(section) - set(PIPELINE_KEYS))
+    if unknown:
+        raise InputError(f"unknown keys under 'pipeline': {unknown}; valid keys: {list(PIPELINE_KEYS)}")
+    return section
+
+
+def positive_ints(settings: Mapping[str, Any], *keys: str) -> None:
+    for key in keys:
+        value = settings.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise InputError(f"{key} must be a positive integer, got {value!r}")
+
+
+@contextmanager
+def claimed_output_dir(path: str | None) -> Iterator[Path]:
+    """OUT, checked (not a file, writable, not full) and locked for the run, before any data or
+    model is loaded; a second run into OUT meanwhile is refused at once."""
+    from personarag.experiment.artifacts import FolderLock, check_output_dir
+
+    if not path:
+        raise InputError("give --output-dir OUT (or output_dir in the config file)")
+    out = check_output_dir(path)
+    with FolderLock(out):
+        yield out
+
+
 def read_config_file(path: str | None, allowed: Iterable[str]) -> dict[str, Any]:
     """The run config in `path` (empty without one); unknown keys are an error, not ignored."""
     if not path:
         return {}
     config = load_config(path)
-    allowed = set(allowed)
+    allowed = set(allowed) | set(RECORDED_KEYS)
     unknown = sorted(set(config) - allowed)
     if unknown:
         raise InputError(f"{path}: unknown keys {unknown}; allowed: {sorted(allowed)}")
@@ -76,49 +122,3 @@ def pick(flag: T | None, config: Mapping[str, Any], key: str, default: Any = Non
     return default if value is None else value
 
 
-def run_name(prefix: str, config: Mapping[str, Any]) -> str:
-    """A stable name from the content of the config, never from the clock."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{prefix}-{digest[:10]}"
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def prepare_output_dir(path: str | Path, name: str, overwrite: bool) -> Path:
-    """Create OUT, refusing to mix this run's files with those of a different run."""
-    out = Path(path)
-    previous = out / "config.json"
-    if previous.is_file() and not overwrite:
-        try:
-            old_name = json.loads(previous.read_text(encoding="utf-8")).get("run_name")
-        except (json.JSONDecodeError, AttributeError):
-            old_name = None
-        if old_name != name:
-            raise InputError(
-                f"{out} holds the results of a different run ({old_name or 'unreadable config.json'}, this one is "
-                f"{name}); pass --overwrite to replace them, or choose another --output-dir"
-            )
-    elif not previous.exists() and not overwrite and any((out / f).exists() for f in ("run.trec", "metrics.json")):
-        raise InputError(f"{out} holds results without a config.json; pass --overwrite to replace them")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def write_json(path: Path, data: Any) -> Path:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
-
-
-def batched(items: Sequence[T], size: int) -> Iterator[list[T]]:
-    if size < 1:
-        raise InputError(f"batch size must be a positive integer, got {size}")
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])

@@ -3,7 +3,8 @@
 For each task: OUT/<task>/run.trec (excluded ids already removed, as BRIGHT's own
 scoring does), metrics.json, per_query.json and, when a stage reasoned,
 reasoning.jsonl. OUT/metrics.json holds each task's metrics and their average;
-OUT/config.json reproduces the run (`--config OUT/config.json`).
+OUT/config.json reproduces the run (`--config OUT/config.json`). Each task is one
+`personarag.experiment.Experiment` in OUT/<task>, resumable query by query.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from personarag.commands import common
-from personarag.commands.eval_beir import _retrieve
+from personarag.experiment import artifacts
 from personarag.errors import InputError
 
 GROUP = "eval"
@@ -28,7 +29,6 @@ logger = logging.getLogger(__name__)
 CONFIG_KEYS = (
     "dataset_dir", "tasks", "long_documents", "reasoning", "retriever", "query_rewriter", "rerankers", "k",
     "rerank_depth", "measures", "batch_size", "max_queries", "output_dir", "cache_dir",
-    "command", "run_name", "versions", "pipeline",
 )
 DEFAULT_MEASURES = ("nDCG@10", "Recall@100")
 
@@ -50,8 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from personarag.evaluation.bright import load_bright
-    from personarag.evaluation.metrics import evaluate, parse_measure
-    from personarag.evaluation.runs import Run
+    from personarag.experiment.datasets import RankingDataset
+    from personarag.experiment.preflight import check_pipeline
+    from personarag.experiment.runner import Experiment
     from personarag.pipeline import Pipeline
     from personarag.types import Usage
 
@@ -59,45 +60,38 @@ def run(args: argparse.Namespace) -> int:
     if file.get("command", "eval bright") != "eval bright":
         raise InputError(f"{args.config} is the config of `personarag {file['command']}`, not `eval bright`")
     settings = _settings(args, file)
-    for measure in settings["measures"]:
-        parse_measure(measure)
-    pipeline = Pipeline([_first_stage(settings), *settings["rerankers"]], k=settings["k"],
-                        rerank_depth=settings["rerank_depth"])
-    if pipeline.retriever is None:
-        raise InputError(f"the first stage must be a retriever, got {settings['retriever']!r}")
-    run_config = {
-        "command": "eval bright",
-        **{key: settings[key] for key in ("dataset_dir", "tasks", "long_documents", "reasoning", "max_queries", "measures")},
-        "pipeline": pipeline.config(),
-    }
-    name = common.run_name("bright", run_config)
-    out = common.prepare_output_dir(settings["output_dir"], name, args.overwrite)
-
-    metrics: dict[str, dict[str, float]] = {}
-    usage = Usage()
-    for task_name in settings["tasks"]:
-        task = load_bright(task_name, settings["dataset_dir"], long_documents=settings["long_documents"],
-                           reasoning=settings["reasoning"], cache_dir=settings["cache_dir"])
-        queries = task.queries[: settings["max_queries"]] if settings["max_queries"] else task.queries
-        qrels = task.qrels.subset(q.id for q in queries)
-        pipeline.index(task.corpus)
-        rankings = _retrieve(pipeline, queries, settings["batch_size"])
-        usage = usage + Usage.total(r.usage for r in rankings)
-        cleaned = task.remove_excluded(Run.from_rankings(rankings, name=name))
-        result = evaluate(cleaned, qrels, settings["measures"])
-        task_dir = out / task_name
-        task_dir.mkdir(exist_ok=True)
-        cleaned.write_trec(task_dir / "run.trec", name=name)
-        common.write_json(task_dir / "metrics.json", result.aggregate)
-        common.write_json(task_dir / "per_query.json", result.per_query)
-        _write_reasoning(rankings, task_dir / "reasoning.jsonl")
-        metrics[task_name] = result.aggregate
-        sys.stdout.write(f"{task_name}: {len(queries)} queries, {len(task.corpus)} documents\n")
-    average = {m: sum(metrics[t][m] for t in metrics) / len(metrics) for m in settings["measures"]}
-    common.write_json(out / "metrics.json", {**metrics, "average": average})
-    common.write_json(out / "stats.json", {"usage": dataclasses.asdict(usage)})
-    common.write_json(out / "config.json", {**run_config, "run_name": name, "batch_size": settings["batch_size"],
-                                             "versions": common.library_versions()})
+    with common.claimed_output_dir(settings["output_dir"]) as out:
+        pipeline = Pipeline([_first_stage(settings), *settings["rerankers"]], k=settings["k"],
+                            rerank_depth=settings["rerank_depth"])
+        if pipeline.retriever is None:
+            raise InputError(f"the first stage must be a retriever, got {settings['retriever']!r}")
+        check_pipeline(pipeline)
+        run_config = {
+            "command": "eval bright",
+            **{key: settings[key] for key in ("dataset_dir", "tasks", "long_documents", "reasoning", "max_queries", "measures")},
+            "pipeline": pipeline.config(),
+        }
+        name = artifacts.run_name("bright", run_config)
+        artifacts.prepare_output_dir(out, name, args.overwrite)
+        artifacts.write_json(out / "config.json", {**run_config, "run_name": name, "batch_size": settings["batch_size"],
+                                                 "versions": artifacts.library_versions()})
+        metrics: dict[str, dict[str, float]] = {}
+        usage = Usage()
+        for task_name in settings["tasks"]:
+            task = load_bright(task_name, settings["dataset_dir"], long_documents=settings["long_documents"],
+                               reasoning=settings["reasoning"], cache_dir=settings["cache_dir"])
+            data = RankingDataset.from_bright(task, settings["max_queries"], source=settings["dataset_dir"])
+            task_config = {key: value for key, value in run_config.items() if key not in ("tasks", "pipeline")}
+            experiment = Experiment(pipeline, data, settings["measures"], output_dir=out / task_name,
+                                    batch_size=settings["batch_size"], overwrite=args.overwrite,
+                                    config={**task_config, "task": task_name}, prefix=f"bright-{task_name}")
+            result = next(iter(experiment.run().systems.values()))
+            usage = usage + result.usage
+            metrics[task_name] = result.metrics
+            sys.stdout.write(f"{task_name}: {len(data.queries)} queries, {len(task.corpus)} documents\n")
+        average = {m: sum(metrics[t][m] for t in metrics) / len(metrics) for m in settings["measures"]}
+        artifacts.write_json(out / "metrics.json", {**metrics, "average": average})
+        artifacts.write_json(out / "stats.json", {"usage": dataclasses.asdict(usage)})
     sys.stdout.write(_table(metrics, average, settings["measures"]) + "\n")
     sys.stdout.write(f"wrote {out}/<task>/run.trec and metrics, {out}/metrics.json, config.json\n")
     return 0
@@ -107,22 +101,6 @@ def _first_stage(settings: dict[str, Any]) -> Any:
     if not settings["query_rewriter"]:
         return settings["retriever"]
     return {"spec": "rewrite", "params": {"retriever": settings["retriever"], "llm": settings["query_rewriter"]}}
-
-
-def _write_reasoning(rankings: list, path: Path) -> None:
-    """Reasoning traces of every stage that left some (query rewriting, LLM rerankers), as JSONL."""
-    import json
-
-    rows = []
-    for ranking in rankings:
-        for trace in ranking.trace:
-            if trace.reasoning:
-                rows.append({"query_id": ranking.query.id, "stage": trace.stage, "doc_id": None, "reasoning": trace.reasoning})
-        for doc in ranking.docs:
-            if doc.reasoning:
-                rows.append({"query_id": ranking.query.id, "stage": "rerank", "doc_id": doc.id, "reasoning": doc.reasoning})
-    if rows:
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
 def _table(metrics: dict[str, dict[str, float]], average: dict[str, float], measures: list[str]) -> str:
@@ -141,24 +119,12 @@ def _settings(args: argparse.Namespace, file: dict[str, Any]) -> dict[str, Any]:
         raise InputError(f"give --task TASK (repeatable) or --task all; tasks: {', '.join(TASKS)}")
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     tasks = list(TASKS) if tasks == ["all"] else [check_task(t) for t in tasks]
-    measures = common.pick(args.measures, file, "measures", list(DEFAULT_MEASURES))
     dataset_dir = common.pick(args.dataset_dir, file, "dataset_dir")
-    settings = {
+    return {
         "dataset_dir": str(Path(dataset_dir).expanduser().resolve()) if dataset_dir else None,
         "tasks": tasks,
         "long_documents": bool(common.pick(args.long_documents, file, "long_documents", False)),
         "reasoning": common.pick(args.reasoning, file, "reasoning"),
         "query_rewriter": common.pick(args.query_rewriter, file, "query_rewriter"),
-        **common.pipeline_settings(args, file),
-        "measures": [measures] if isinstance(measures, str) else [str(m) for m in measures],
-        "max_queries": common.pick(args.max_queries, file, "max_queries"),
-        "output_dir": common.pick(args.output_dir, file, "output_dir"),
-        "cache_dir": common.pick(args.cache_dir, file, "cache_dir"),
+        **common.ranking_settings(args, file, DEFAULT_MEASURES),
     }
-    if not settings["output_dir"]:
-        raise InputError("give --output-dir OUT (or output_dir in the config file)")
-    for key in ("batch_size", "max_queries", "k"):
-        value = settings[key]
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise InputError(f"{key} must be a positive integer, got {value!r}")
-    return settings

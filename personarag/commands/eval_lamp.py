@@ -28,8 +28,6 @@ HELP = "generate for a LaMP task with retrieval from each user's profile, write 
 CONFIG_KEYS = (
     "task", "questions", "outputs", "split", "split_kind", "cache_dir", "retriever", "rerankers", "generator",
     "k", "depth", "max_prompt_tokens", "max_new_tokens", "answer_mode", "batch_size", "max_examples", "output_dir",
-    # written into config.json
-    "command", "pipeline", "run_name", "versions",
 )
 
 
@@ -89,11 +87,13 @@ def run(args: argparse.Namespace) -> int:
     from personarag.evaluation.lamp import load_lamp, load_lamp_split
     from personarag.evaluation.lamp_runner import run_lamp
     from personarag.evaluation.lamp_tasks import task_name
+    from personarag.experiment.preflight import check_pipeline
     from personarag.pipeline import Pipeline
 
     file = common.read_config_file(args.config, CONFIG_KEYS)
     if file.get("command", "eval lamp") != "eval lamp":
         raise InputError(f"{args.config} is the config of `personarag {file['command']}`, not `eval lamp`")
+    common.check_pipeline_section(file)
     task = common.pick(args.task, file, "task")
     if not task:
         raise InputError("give --task (LaMP-1 .. LaMP-7)")
@@ -117,43 +117,49 @@ def run(args: argparse.Namespace) -> int:
     depth = common.pick(args.depth, file, "depth", max(k, 20) if rerankers else k)
     batch_size = common.pick(args.batch_size, file, "batch_size", 8)
     max_examples = common.pick(args.max_examples, file, "max_examples")
-    output_dir = common.pick(args.output_dir, file, "output_dir")
-    if not output_dir:
-        raise InputError("give --output-dir OUT")
+    common.positive_ints({"k": k, "depth": depth, "batch_size": batch_size, "max_examples": max_examples},
+                         "k", "depth", "batch_size", "max_examples")
 
-    generator = build_generator(
-        generator_spec, task,
-        max_prompt_tokens=common.pick(args.max_prompt_tokens, file, "max_prompt_tokens"),
-        max_new_tokens=common.pick(args.max_new_tokens, file, "max_new_tokens"),
-        answer_mode=common.pick(args.answer_mode, file, "answer_mode"),
-    )
-    no_retrieval = isinstance(retriever, str) and retriever.strip().lower() == "none"
-    stage_list = ([] if no_retrieval else [retriever]) + list(rerankers) + [generator]
-    pipeline = Pipeline(stage_list, k=depth, context_k=k)
+    with common.claimed_output_dir(common.pick(args.output_dir, file, "output_dir")) as out:
+        generator = build_generator(
+            generator_spec, task,
+            max_prompt_tokens=common.pick(args.max_prompt_tokens, file, "max_prompt_tokens"),
+            max_new_tokens=common.pick(args.max_new_tokens, file, "max_new_tokens"),
+            answer_mode=common.pick(args.answer_mode, file, "answer_mode"),
+        )
+        no_retrieval = isinstance(retriever, str) and retriever.strip().lower() == "none"
+        stage_list = ([] if no_retrieval else [retriever]) + list(rerankers) + [generator]
+        pipeline = Pipeline(stage_list, k=depth, context_k=k)
+        check_pipeline(pipeline)  # model paths, before the data is read
 
-    if questions:
-        dataset = load_lamp(task, questions, outputs)
-        source = {"questions": str(Path(questions).resolve()), "outputs": str(Path(outputs).resolve()) if outputs else None}
-    else:
-        dataset = load_lamp_split(task, split, split_kind, cache_dir=common.pick(args.cache_dir, file, "cache_dir"))
-        source = {"split": split, "split_kind": split_kind}
-    users = dataset.users  # similar users come from the whole split, however many examples run
-    if max_examples is not None:
-        dataset = dataset.head(max_examples)
-    run_config = {
-        **source,
-        "retriever": "none" if no_retrieval else pipeline.retriever.config(),
-        "rerankers": [r.config() for r in pipeline.rerankers],
-        "generator": generator.config(),
-        "k": k,
-        "depth": depth,
-        "max_examples": max_examples,
-        "batch_size": batch_size,
-    }
-    result = run_lamp(dataset, pipeline, output_dir, run_config=run_config, batch_size=batch_size, overwrite=args.overwrite, users=users)
+        if questions:
+            dataset = load_lamp(task, questions, outputs)
+            source = {"questions": str(Path(questions).resolve()), "outputs": str(Path(outputs).resolve()) if outputs else None}
+        else:
+            dataset = load_lamp_split(task, split, split_kind, cache_dir=common.pick(args.cache_dir, file, "cache_dir"))
+            source = {"split": split, "split_kind": split_kind}
+        users = dataset.users  # similar users come from the whole split, however many examples run
+        full = dataset
+        if max_examples is not None:
+            dataset = dataset.head(max_examples)
+        run_config = {
+            **source,
+            "retriever": "none" if no_retrieval else pipeline.retriever.config(),
+            "rerankers": [r.config() for r in pipeline.rerankers],
+            "generator": generator.config(),
+            "k": k,
+            "depth": depth,
+            "max_examples": max_examples,
+            "batch_size": batch_size,
+        }
+        result = run_lamp(dataset, pipeline, out, run_config=run_config, batch_size=batch_size, overwrite=args.overwrite,
+                          users=users, full=full, sources=source)
 
     sys.stdout.write(f"{task}: {result.examples} examples ({result.generated} generated now), run {result.run_name}\n")
     for key, value in result.metrics.items():
         sys.stdout.write(f"  {key:<12} {value:.4f}\n")
-    sys.stdout.write(f"wrote {result.output_dir}/predictions.jsonl, retrieved.jsonl, metrics.json, stats.json, config.json\n")
+    written = ["predictions.jsonl", "retrieved.jsonl", *(["metrics.json"] if result.metrics else []), "stats.json", "config.json"]
+    if not result.metrics:
+        sys.stdout.write("no gold outputs (give --outputs FILE), so no metrics were computed\n")
+    sys.stdout.write(f"wrote {result.output_dir}/{', '.join(written)}\n")
     return 0

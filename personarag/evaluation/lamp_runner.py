@@ -10,34 +10,27 @@ Files in the output folder:
 - `metrics.json`: the task's metrics over the examples of this invocation;
 - `stats.json`: counts, timings and LLM usage of this invocation.
 
-Examples run in batches; each finished batch is appended to both JSONL files (retrieved
-first) and flushed. A rerun in the same folder reads `predictions.jsonl`, skips the
-examples already there (dropping a torn last line and retrieved lines without a
-prediction) and goes on with the rest, so a crash costs at most one batch. The run name
-does not depend on `max_examples`, so a run can be extended to more examples later.
+The work is done by `personarag.experiment.Experiment` (this is its LaMP entry point):
+each finished example is appended to both JSONL files (retrieved first), flushed and
+fsynced; LLM answers reach the LLM cache as each returns. A rerun in the same folder
+skips the examples already in `predictions.jsonl` (dropping a torn last line, even one
+cut inside a multi-byte character, and retrieved lines without a prediction). The run
+name covers the config and a content hash of the questions and outputs read, so changed
+data is refused (naming the file) unless `overwrite`; it does not depend on
+`max_examples`, so a run can be extended to more examples later. A second run into a
+folder in use is refused at once.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import logging
-import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from personarag.commands import common
-from personarag.errors import InputError
 from personarag.evaluation.lamp import LampDataset
-from personarag.evaluation.lamp_metrics import score_lamp
 from personarag.pipeline import Pipeline
 from personarag.types import Usage, User
-
-logger = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions.jsonl"
 RETRIEVED = "retrieved.jsonl"
@@ -53,42 +46,6 @@ class LampRunResult:
     usage: Usage
 
 
-def _read_done(path: Path, key_ok: Any = None) -> dict[str, dict[str, Any]]:
-    """id -> record of the complete lines in a JSONL file; rewrites it without a torn tail."""
-    if not path.is_file():
-        return {}
-    records: dict[str, dict[str, Any]] = {}
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    good: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):  # the batch being written when the run died
-                logger.warning("%s: dropping an incomplete last line", path)
-                break
-            raise InputError(f"{path}:{number}: not valid JSON; the file is damaged, rerun with --overwrite") from None
-        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
-            raise InputError(f"{path}:{number}: expected an object with a string 'id'")
-        if key_ok is not None and record["id"] not in key_ok:
-            continue
-        records[record["id"]] = record
-        good.append(line if line.endswith("\n") else line + "\n")
-    if len(good) != len([line for line in lines if line.strip()]):
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(good), encoding="utf-8")
-        os.replace(tmp, path)
-    return records
-
-
-def _append(handle: Any, records: list[dict[str, Any]]) -> None:
-    handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
 def run_lamp(
     dataset: LampDataset,
     pipeline: Pipeline,
@@ -99,113 +56,26 @@ def run_lamp(
     overwrite: bool = False,
     progress: bool | None = None,
     users: Sequence[User] | None = None,
+    full: LampDataset | None = None,
+    sources: Mapping[str, Any] | None = None,
 ) -> LampRunResult:
     """Run `pipeline` (optional retriever and rerankers, then a generator) over `dataset`.
 
-    `run_config` describes the run for `config.json` and the run name (the pipeline config
-    and task are added); a folder holding a different run is refused unless `overwrite`.
-    A retriever that searches other users' histories (it has `fit_users`, like the
-    collaborative one) is fitted on `users` (default: the dataset's users; pass the whole
+    `run_config` describes the run for `config.json` and the run name (the pipeline config,
+    task and data hashes are added); a folder holding a different run is refused unless
+    `overwrite`. A retriever that searches other users' histories (it has `fit_users`, like
+    the collaborative one) is fitted on `users` (default: the dataset's users; pass the whole
     split's users when `dataset` is a head of it, so results do not depend on the cut).
+    `full`: the whole dataset read when `dataset` is a head of it (its content is the run's
+    identity); `sources`: the files it came from ({"questions": path, "outputs": path}).
     """
-    if pipeline.generator is None:
-        raise InputError("a LaMP run needs a generator as the last pipeline stage, e.g. lamp:transformers:PATH")
-    if pipeline.retriever is not None and pipeline.retriever.needs_corpus:
-        raise InputError(
-            f"retriever {pipeline.retriever.spec_name!r} searches a corpus; LaMP retrieves from each user's profile: "
-            "use history:bm25, history:dense:MODEL, recency, random, collaborative:... or none"
-        )
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    config = {"command": "eval lamp", **dict(run_config or {}), "task": dataset.task, "pipeline": _pipeline_config(pipeline)}
-    pool = None
-    if pipeline.retriever is not None and hasattr(pipeline.retriever, "fit_users"):
-        pool = list(dataset.users if users is None else users)
-        # the user pool changes what such a retriever returns, so it is part of the run's identity
-        config["user_pool"] = {"users": len(pool), "sha256": hashlib.sha256("\n".join(sorted(u.id for u in pool)).encode()).hexdigest()[:16]}
-    name = common.run_name(f"lamp-{dataset.task}", {k: v for k, v in config.items() if k not in ("max_examples", "batch_size", "output_dir")})
-    out = Path(output_dir)
-    if overwrite:
-        for stale in (PREDICTIONS, RETRIEVED, "metrics.json", "stats.json"):
-            (out / stale).unlink(missing_ok=True)
-    out = common.prepare_output_dir(out, name, overwrite)
-    common.write_json(out / "config.json", {**config, "run_name": name, "versions": common.library_versions()})
+    from personarag.experiment.datasets import LampData
+    from personarag.experiment.runner import Experiment
 
-    wanted = {e.id for e in dataset}
-    done = _read_done(out / PREDICTIONS)
-    _read_done(out / RETRIEVED, key_ok=set(done))  # drop retrievals whose prediction never landed
-    todo = [e for e in dataset if e.id not in done]
-    if pool is not None and todo:
-        pipeline.retriever.fit_users(pool)  # type: ignore[union-attr]
-    logger.info("%s: %d examples, %d already done, %d to run", dataset.task, len(dataset), len(wanted & set(done)), len(todo))
-
-    started = time.perf_counter()
-    usages: list[Usage] = []
-    bar = _progress(len(todo), progress, dataset.task)
-    generator = pipeline.generator
-    with (out / RETRIEVED).open("a", encoding="utf-8") as retrieved_file, (out / PREDICTIONS).open("a", encoding="utf-8") as predictions_file:
-        for batch in common.batched(todo, batch_size):
-            rankings = pipeline.retrieve([e.query for e in batch])
-            outputs = generator.generate([r.top(pipeline.context_k) for r in rankings])
-            retrieved, predicted = [], []
-            for example, ranking, output in zip(batch, rankings, outputs):
-                if output.query.id != example.id:
-                    raise InputError(f"the generator returned {output.query.id!r} for example {example.id!r}")
-                retrieved.append({
-                    "id": example.id,
-                    "retrieved": [[d.doc.id, d.score] for d in ranking.docs],
-                    "context": [d.doc.id for d in output.context],
-                    "problems": list(output.trace[-1].problems) if output.trace else [],
-                })
-                predicted.append({"id": example.id, "prediction": output.text, "gold": example.gold})
-                usages.append(output.usage)
-                done[example.id] = predicted[-1]
-            _append(retrieved_file, retrieved)
-            _append(predictions_file, predicted)
-            if bar is not None:
-                bar.update(len(batch))
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - started
-
-    golds = {e.id: e.gold for e in dataset if e.gold is not None}
-    metrics: dict[str, float] = {}
-    if golds:
-        predictions = {i: done[i]["prediction"] for i in golds}
-        metrics = score_lamp(dataset.task, predictions, golds).aggregate
-        common.write_json(out / "metrics.json", metrics)
-    usage = Usage.total(usages)
-    common.write_json(out / "stats.json", {
-        "examples": len(dataset),
-        "generated": len(todo),
-        "resumed": len(dataset) - len(todo),
-        "seconds": round(seconds, 3),
-        "seconds_per_example": round(seconds / len(todo), 4) if todo else None,
-        "usage": dataclasses.asdict(usage),
-    })
-    return LampRunResult(metrics, out, name, len(dataset), len(todo), usage)
-
-
-def _pipeline_config(pipeline: Pipeline) -> dict[str, Any]:
-    """The pipeline's config; a stage built from Python objects that have no config (a function
-    as an LLM script) is described by its repr, which is not stable across processes, so
-    such a run is not resumed (a rerun is "a different run" and needs --overwrite)."""
-    try:
-        return pipeline.config()
-    except TypeError as error:
-        logger.warning("the pipeline cannot be saved as a config (%s); describing its stages by repr", error)
-        stages = []
-        for stage in pipeline.stages:
-            try:
-                stages.append(stage.config())
-            except TypeError:
-                stages.append({"spec": stage.spec_name, "repr": repr(stage)})
-        return {"stages": stages, "k": pipeline.k, "context_k": pipeline.context_k}
-
-
-def _progress(total: int, enabled: bool | None, task: str) -> Any:
-    if enabled is False or total == 0:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=task, unit="ex", disable=None if enabled is None else not enabled)
+    whole = full if full is not None else dataset
+    data = LampData(whole, max_examples=len(dataset) if full is not None else None, users=users, sources=sources)
+    config = {"command": "eval lamp", **dict(run_config or {}), "task": dataset.task}
+    experiment = Experiment(pipeline, data, output_dir=output_dir, batch_size=batch_size, overwrite=overwrite,
+                            progress=progress, config=config, prefix=f"lamp-{dataset.task}")
+    result = next(iter(experiment.run().systems.values()))
+    return LampRunResult(result.metrics, result.output_dir, result.run_name, len(dataset), result.ran, result.usage)

@@ -18,6 +18,7 @@ ones (temperature > 0) are cached per seed. A served-from-cache result has
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import logging
 import math
@@ -121,6 +122,10 @@ class PartialBatchError(Exception):
         self.error = error
 
 
+# Where a backend hands each finished result while its batch is still running (see `_result_ready`).
+_RESULT_SINK: contextvars.ContextVar[Callable[[int, Any], None] | None] = contextvars.ContextVar("result_sink", default=None)
+
+
 def chat_payload(chat: Chat) -> list[list[str]]:
     return [[m.role, m.content] for m in chat]
 
@@ -197,6 +202,13 @@ class LLM(Component):
     @abstractmethod
     def _score(self, chats: list[Chat], answers: list[str]) -> list[AnswerScores]: ...
 
+    def _result_ready(self, position: int, output: Any) -> None:
+        """Backends call this as each prompt of a `_generate`/`_score` batch finishes (position in
+        that batch): the result is cached at once, so a kill mid-batch loses only the calls in flight."""
+        sink = _RESULT_SINK.get()
+        if sink is not None:
+            sink(position, output)
+
     def close(self) -> None:
         """Release model memory or connections; a no-op by default."""
 
@@ -261,7 +273,15 @@ class LLM(Component):
         first = list(unique.values())
         failure: BaseException | None = None
         fresh: dict[int, Any] = {}
+        stored: set[int] = set()
+
+        def store_now(j: int, output: Any) -> None:
+            if cache is not None and 0 <= j < len(first) and j not in stored and check(output):
+                cache.put(keys[first[j]], to_json(output))
+                stored.add(j)
+
         if first:
+            token = _RESULT_SINK.set(store_now)
             try:
                 outputs = run([chats[i] for i in first])
                 if len(outputs) != len(first):
@@ -269,11 +289,13 @@ class LLM(Component):
                 fresh = dict(enumerate(outputs))
             except PartialBatchError as partial:
                 fresh, failure = partial.done, partial.error
+            finally:
+                _RESULT_SINK.reset(token)
             for j, output in fresh.items():
                 if not check(output):
                     raise RuntimeError(f"{type(self).__name__}.{operation} returned a malformed result: {output!r}")
             if cache is not None and fresh:
-                cache.put_many({keys[first[j]]: to_json(output) for j, output in fresh.items()})
+                cache.put_many({keys[first[j]]: to_json(output) for j, output in fresh.items() if j not in stored})
         by_source = {first[j]: output for j, output in fresh.items()}
         for i in todo:
             source = unique[keys[i] if keys else chats[i]]

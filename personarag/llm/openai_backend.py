@@ -148,6 +148,8 @@ class OpenAILLM(LLM):
                     failures.append((futures[future], error))
                     for other in futures:
                         other.cancel()
+                else:
+                    self._result_ready(futures[future], done[futures[future]])
         if failures:
             raise PartialBatchError(done, min(failures, key=lambda f: f[0])[1])
         return [done[i] for i in range(len(chats))]

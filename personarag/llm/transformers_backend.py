@@ -256,6 +256,7 @@ class TransformersLLM(LLM):
             for k, i in enumerate(group):
                 mine = texts[k * per_prompt : (k + 1) * per_prompt]
                 results[i] = Completion(tuple(mine * config.n if config.greedy else mine), usages[k])
+                self._result_ready(i, results[i])
         return results  # type: ignore[return-value]
 
     def _end_ids(self) -> set[int]:
@@ -296,6 +297,8 @@ class TransformersLLM(LLM):
         order = sorted(range(len(rows)), key=lambda r: -len(sequences[r]))
         values: dict[tuple[int, int], float] = {}
         seconds = [0.0] * len(chats)
+        extra = 0 if single else sum(len(a) for a in answer_ids)
+        built: dict[int, AnswerScores] = {}
         groups = self._batches(order)
         for group in tqdm(groups, desc="score", unit="batch", disable=None if len(groups) > 1 else True):
             start = time.perf_counter()
@@ -317,12 +320,12 @@ class TransformersLLM(LLM):
             share = (time.perf_counter() - start) / len(group)
             for r in group:
                 seconds[rows[r][0]] += share
-        out = []
-        for i in range(len(chats)):
-            extra = 0 if single else sum(len(a) for a in answer_ids)
-            usage = split_usage(seconds[i], [len(prompts[i]) + extra], [0])[0]
-            out.append(AnswerScores({a: values[i, j] for j, a in enumerate(answers)}, dataclasses.replace(usage, seconds=seconds[i])))
-        return out
+            for i in sorted({rows[r][0] for r in group}):  # prompts whose every answer is now scored
+                if i not in built and all((i, j) in values for j in range(len(answers))):
+                    usage = split_usage(seconds[i], [len(prompts[i]) + extra], [0])[0]
+                    built[i] = AnswerScores({a: values[i, j] for j, a in enumerate(answers)}, dataclasses.replace(usage, seconds=seconds[i]))
+                    self._result_ready(i, built[i])
+        return [built[i] for i in range(len(chats))]
 
 
 def _until_end(row: list[int], ends: set[int]) -> list[int]:

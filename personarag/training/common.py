@@ -15,7 +15,6 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,17 +32,10 @@ C = TypeVar("C")
 
 
 def library_versions() -> dict[str, str]:
-    """The CLI's versions (commands.common) plus the training libraries it does not list."""
-    from personarag.commands.common import library_versions as cli_versions
+    """Every run's versions plus the training libraries."""
+    from personarag.experiment.artifacts import library_versions as run_versions
 
-    versions = cli_versions()
-    for name in LIBRARIES:
-        if name not in versions:
-            try:
-                versions[name] = metadata.version(name)
-            except metadata.PackageNotFoundError:
-                pass
-    return versions
+    return run_versions(LIBRARIES)
 
 
 def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) -> C:

@@ -229,7 +229,7 @@ def test_lamp_null_field_is_an_error(tmp_path, store):
 def test_sqlite_location_forms(tmp_path):
     with UserStore(f"sqlite:///{tmp_path / 'a.db'}") as a:
         a.add_items("u", [doc("1", "x")])
-        assert a.url == f"sqlite+pysqlite:///{tmp_path / 'a.db'}"
+        assert a.url == f"sqlite:///{tmp_path / 'a.db'}"
     with UserStore(tmp_path / "a.db") as b:
         assert b.user_ids() == ["u"]
     mode = sqlite3.connect(tmp_path / "a.db").execute("PRAGMA journal_mode").fetchone()[0]
@@ -327,3 +327,151 @@ def test_import_personarag_and_the_store_module_stay_free_of_sqlalchemy():
             "print(','.join(m for m in ('sqlalchemy', 'psycopg') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def _open_error(path: Path) -> str:
+    """The InputError UserStore(path) raises, as a user who cannot write there: as root (who may
+    write anywhere) the check runs in a forked child that dropped to uid/gid 65534 (nobody)."""
+    import os
+
+    if os.geteuid() != 0:
+        with pytest.raises(InputError) as error:
+            UserStore(path)
+        return str(error.value)
+    UserStore(path.parent.parent / "warm.db").close()  # load every module the child needs before dropping root
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report the message through the pipe, never return into pytest
+        message = "no error"
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            UserStore(path)
+        except InputError as error:
+            message = str(error)
+        except BaseException as error:  # noqa: BLE001 - reported to the parent
+            message = f"unexpected {type(error).__name__}: {error}"
+        finally:
+            os.write(write, message.encode())
+            os._exit(0)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 4096):
+        chunks.append(chunk)
+    os.waitpid(pid, 0)
+    return b"".join(chunks).decode()
+
+
+@pytest.fixture
+def open_tmp_path():
+    """A temp folder every user can enter (pytest's own tmp_path is private to its owner)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="personarag-store-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_read_only_store_file_and_folder(open_tmp_path):
+    tmp_path = open_tmp_path
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    with UserStore(folder / "users.db") as store:
+        store.add_items("u", [doc("1", "x")])
+    (folder / "users.db").chmod(0o444)
+    assert _open_error(folder / "users.db") == f"store path {folder / 'users.db'} is read-only (the store needs read and write access)"
+    folder.chmod(0o555)
+    (folder / "users.db").chmod(0o644)
+    try:
+        message = _open_error(folder / "new.db")
+    finally:
+        folder.chmod(0o755)
+    assert message.startswith(f"store path {folder / 'new.db'}: folder {folder} is read-only")
+
+
+def _lamp_file(path: Path, users: int, items: int) -> Path:
+    records = [{"id": f"q{u}", "user_id": f"user{u:04d}", "input": f"rate review {u}",
+                "profile": [{"id": f"{u}-{i}", "text": f"review {i} by user {u}: " + "words " * (i % 7),
+                             "score": str(1 + (u + i) % 5), "date": f"20{10 + i % 10}-0{1 + i % 9}-1{i % 10}"}
+                            for i in range(items)]}
+               for u in range(users)]
+    path.write_text(json.dumps(records))
+    return path
+
+
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "personarag.cli", "users", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_during_import_then_rerun_equals_uninterrupted_import(location, tmp_path):
+    import os
+    import signal
+    import time
+
+    n_users = 400
+    data = _lamp_file(tmp_path / "questions.json", n_users, 25)
+    args = ["--task", "LaMP-3", "--batch-size", "4", str(data)]
+    killed_at = 0
+    with UserStore(location) as store:
+        process = _cli("import", "--store", location, *args)
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            killed_at = len(store)
+            if killed_at >= 40:
+                os.kill(process.pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        process.wait(30)
+        assert process.returncode == -signal.SIGKILL, process.stderr.read()[-2000:]
+        committed = len(store)
+        assert 40 <= killed_at <= committed < n_users  # killed mid-way, with users committed
+        assert committed % 4 == 0  # whole batches only
+        rerun = _cli("import", "--store", location, *args)
+        out, err = rerun.communicate(timeout=120)
+        assert rerun.returncode == 0, err
+        assert f"{n_users} users ({n_users - committed} new)" in out
+        store.export(tmp_path / "resumed.jsonl")
+        resumed_versions = {u: store.history_version(u) for u in store.user_ids()}
+        resumed_changes = store.changes_since(0)[1]
+    reference = str(tmp_path / "reference.db")
+    done = _cli("import", "--store", reference, *args)
+    assert done.wait(120) == 0
+    with UserStore(reference) as clean:
+        clean.export(tmp_path / "reference.jsonl")
+        assert {u: clean.history_version(u) for u in clean.user_ids()} == resumed_versions
+        assert clean.changes_since(0)[1] == resumed_changes
+    assert (tmp_path / "resumed.jsonl").read_text() == (tmp_path / "reference.jsonl").read_text()
+    assert len((tmp_path / "reference.jsonl").read_text().splitlines()) == n_users
+
+
+def test_cli_users_commands(tmp_path, capsys, monkeypatch):
+    from personarag.cli import main
+
+    db = str(tmp_path / "cli.db")
+    assert main(["users", "import", "--store", db, "--task", "LaMP-3", str(LAMP3)]) == 0
+    assert "2 users (2 new), items: 5 added" in capsys.readouterr().out
+    assert main(["users", "add-item", "--store", db, "--user", "cara", "--id", "n1", "--text", "Lovely tone.",
+                 "--date", "2024-01-01", "--field", "score=5", "--private"]) == 0
+    assert capsys.readouterr().out.strip() == "user 'cara': history version 2"
+    monkeypatch.setenv("PERSONARAG_STORE", db)
+    assert main(["users", "show", "--user", "cara", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["history_version"] == 2 and shown["history"][0] == {
+        "id": "n1", "text": "Lovely tone.", "title": None, "meta": {"score": "5", "date": "2024-01-01", "shared": False}}
+    assert main(["users", "delete", "--user", "cara", "--item", "n1"]) == 0
+    assert main(["users", "delete", "--user", "dan"]) == 0
+    assert main(["users", "export", str(tmp_path / "out.jsonl")]) == 0
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert [json.loads(line)["user_id"] for line in lines] == ["cara"]
+    capsys.readouterr()
+    assert main(["users", "delete", "--user", "dan"]) == 2
+    assert "unknown user 'dan'" in capsys.readouterr().err
+    monkeypatch.delenv("PERSONARAG_STORE")
+    assert main(["users", "show"]) == 2
+    assert "no user store given" in capsys.readouterr().err

@@ -293,7 +293,7 @@ class UserStore:
         from tqdm.auto import tqdm
 
         report = ImportReport()
-        bar = tqdm(total=total, unit="user", desc="import", disable=not progress)
+        bar = tqdm(total=total, unit="user", desc="import", disable=None if progress else True)  # None: off without a TTY
         batch: list[tuple[str, list[dict[str, Any]]]] = []
         try:
             for user in users:

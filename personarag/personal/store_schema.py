@@ -101,7 +101,9 @@ class Location:
     @property
     def display(self) -> str:
         """The URL with its password masked: safe for messages and logs."""
-        return self.url.render_as_string(hide_password=True)
+        if self.path is not None:
+            return f"sqlite:///{self.path}"
+        return self.url.set(drivername=self.backend).render_as_string(hide_password=True)
 
 
 def parse_location(location: str | os.PathLike[str]) -> Location:
@@ -137,6 +139,13 @@ def parse_location(location: str | os.PathLike[str]) -> Location:
 
 def check_sqlite_path(path: Path) -> None:
     """Clear errors for paths SQLite would refuse with a bare 'unable to open database file'."""
+    try:
+        _check_sqlite_path(path)
+    except OSError as error:  # e.g. a folder on the way that this user may not enter
+        raise InputError(f"store path {path} cannot be reached: {error.strerror or error}") from None
+
+
+def _check_sqlite_path(path: Path) -> None:
     if path.is_dir():
         raise InputError(f"store path {path} is a directory; expected a database file path (e.g. {path / 'users.db'})")
     parent = path.parent

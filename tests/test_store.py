@@ -64,6 +64,9 @@ def test_add_read_and_versions(store):
     assert store.add_items("ann", [doc("3", "third", "2019-12-31", score="5")]) == 3
     assert store.delete_item("ann", "2") == 4
     assert [d.id for d in store.user("ann").history] == ["1", "3"]
+    store.add_users([User("bob")])
+    assert store.history_versions() == {"ann": 4, "bob": 0}
+    assert store.history_versions(["bob", "nobody"]) == {"bob": 0}
 
 
 def test_add_items_creates_user_unless_told_not_to(store):
@@ -475,3 +478,31 @@ def test_cli_users_commands(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("PERSONARAG_STORE")
     assert main(["users", "show"]) == 2
     assert "no user store given" in capsys.readouterr().err
+
+
+def _open_and_add(location: str, user: str) -> None:
+    with UserStore(location) as store:
+        store.add_items(user, [doc("1", f"first item of {user}")])
+
+
+def test_processes_creating_a_fresh_store_at_once(location):
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_open_and_add, args=(location, f"u{i}")) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [w.exitcode for w in workers] == [0] * 4
+    with UserStore(location) as store:
+        assert store.user_ids() == ["u0", "u1", "u2", "u3"]
+
+
+def test_forked_child_uses_its_own_connections(tmp_path):
+    with UserStore(tmp_path / "fork.db") as store:
+        store.add_items("parent", [doc("1", "x")])  # the pool now holds a connection
+        child = multiprocessing.get_context("fork").Process(target=store.add_items, args=("child", [doc("1", "y")]))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        store.add_items("parent", [doc("2", "z")])
+        assert store.user_ids() == ["child", "parent"] and store.history_version("parent") == 2

@@ -28,9 +28,11 @@ profiles of several co-authors, with identical content):
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,12 @@ class UserVector:
     history_version: int  # the user's history version it was computed from
 
 
+def _forget_connections(engine_ref: weakref.ref[Any]) -> None:
+    engine = engine_ref()
+    if engine is not None:
+        engine.dispose(close=False)
+
+
 class UserStore:
     def __init__(self, location: str | os.PathLike[str] = "personarag.db") -> None:
         self._location = schema.parse_location(location)
@@ -78,6 +86,8 @@ class UserStore:
         except BaseException:
             self._engine.dispose()
             raise
+        # a forked child (DataLoader workers, multiprocessing) must not share the parent's connections
+        os.register_at_fork(after_in_child=functools.partial(_forget_connections, weakref.ref(self._engine)))
 
     # -- plumbing -----------------------------------------------------------------------
     @property
@@ -177,6 +187,20 @@ class UserStore:
     def history_version(self, user_id: str) -> int:
         with self._read() as conn:
             return self._version(conn, user_id)
+
+    def history_versions(self, user_ids: Iterable[str] | None = None) -> dict[str, int]:
+        """user id -> history version for many users in one read (default: all); unknown ids are left out."""
+        users = self._t["users"]
+        query = schema.sa().select(users.c.user_id, users.c.history_version)
+        ids = None if user_ids is None else list(dict.fromkeys(user_ids))
+        versions: dict[str, int] = {}
+        with self._read() as conn:
+            if ids is None:
+                return {u: int(v) for u, v in conn.execute(query)}
+            for start in range(0, len(ids), _CHUNK):
+                versions.update((u, int(v)) for u, v in conn.execute(
+                    query.where(users.c.user_id.in_(ids[start:start + _CHUNK]))))
+        return versions
 
     def user(self, user_id: str) -> User:
         """The user with their history newest first. Unknown id: InputError."""

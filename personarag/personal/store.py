@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,8 +41,7 @@ import numpy as np
 from personarag.errors import InputError
 from personarag.personal import store_schema as schema
 from personarag.personal.store_io import (
-    COMPARED, ImportReport, vector_blob, check_user_id, content_hash, dedupe, document, item_json, item_row,
-    lamp_users, read_jsonl_users,
+    COMPARED, ImportExport, ImportReport, check_user_id, content_hash, dedupe, document, item_row, vector_blob,
 )
 from personarag.personal.store_schema import SCHEMA_VERSION
 from personarag.types import Document, User
@@ -69,7 +66,7 @@ def _forget_connections(engine_ref: weakref.ref[Any]) -> None:
         engine.dispose(close=False)
 
 
-class UserStore:
+class UserStore(ImportExport):
     def __init__(self, location: str | os.PathLike[str] = "personarag.db") -> None:
         self._location = schema.parse_location(location)
         s = schema.sa()
@@ -306,78 +303,6 @@ class UserStore:
                 set_={name: getattr(stmt.excluded, name) for name in ("dim", "count", "history_version", "vector")})
             for start in range(0, len(rows), _CHUNK):
                 conn.execute(stmt, rows[start:start + _CHUNK])
-
-    # -- import / export ------------------------------------------------------------------
-    def import_users(self, users: Iterable[User], *, batch_size: int = 64, progress: bool = False,
-                     total: int | None = None) -> ImportReport:
-        """Merge users in, one transaction per batch: a crash loses only the batch in flight,
-        and a rerun (idempotent by item id) ends with the same store."""
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        from tqdm.auto import tqdm
-
-        report = ImportReport()
-        bar = tqdm(total=total, unit="user", desc="import", disable=None if progress else True)  # None: off without a TTY
-        batch: list[tuple[str, list[dict[str, Any]]]] = []
-        try:
-            for user in users:
-                batch.append((user.id, [item_row(user.id, d) for d in user.history]))
-                if len(batch) >= batch_size:
-                    report += self._import_batch(batch)
-                    bar.update(len(batch))
-                    batch = []
-            if batch:
-                report += self._import_batch(batch)
-                bar.update(len(batch))
-        finally:
-            bar.close()
-        return report
-
-    def _import_batch(self, batch: list[tuple[str, list[dict[str, Any]]]]) -> ImportReport:
-        report = ImportReport()
-        with self._write() as conn:
-            for user_id, rows in batch:
-                _, counts = self._add_rows(conn, user_id, rows, create=True)
-                report += counts
-        return report
-
-    def import_lamp(self, questions_path: str | os.PathLike[str], task: str | None = None, *,
-                    batch_size: int = 64, progress: bool = False) -> ImportReport:
-        """Import the users of a LaMP questions file (each user's profiles merged, items in file order).
-
-        `task` ("LaMP-3") picks the profile fields; default: read from a `LaMP_N` folder name."""
-        users = lamp_users(Path(questions_path), task)
-        return self.import_users(users, batch_size=batch_size, progress=progress, total=len(users))
-
-    def import_jsonl(self, path: str | os.PathLike[str], *, batch_size: int = 64,
-                     progress: bool = False) -> ImportReport:
-        """Import an `export` file: one `{"user_id", "history": [{"id", "text", "title", "meta"}]}` per line."""
-        users = read_jsonl_users(Path(path))
-        return self.import_users(users, batch_size=batch_size, progress=progress, total=len(users))
-
-    def export(self, path: str | os.PathLike[str]) -> int:
-        """Write every user (by id) as one JSON line, items in insertion order so that
-        `import_jsonl` rebuilds the same histories; the number of users written."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        s, t = schema.sa(), self._t
-        items = t["items"]
-        count = 0
-        ids = self.user_ids()
-        with tmp.open("w", encoding="utf-8") as handle:
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start:start + _CHUNK]
-                histories: dict[str, list[Document]] = {user_id: [] for user_id in chunk}
-                with self._read() as conn:
-                    for row in conn.execute(s.select(items).where(items.c.user_id.in_(chunk))
-                                            .order_by(items.c.user_id, items.c.pos)):
-                        histories[row.user_id].append(document(row))
-                for user_id in chunk:  # a user deleted meanwhile is written with an empty history
-                    record = {"user_id": user_id, "history": [item_json(d) for d in histories[user_id]]}
-                    handle.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
-                    count += 1
-        os.replace(tmp, path)
-        return count
 
     # -- internals ------------------------------------------------------------------------
     def _insert(self, table: Any) -> Any:

@@ -1,9 +1,13 @@
-"""Rows of the user store: Documents to and from table rows and JSON lines, LaMP files to users."""
+"""Rows of the user store: Documents to and from table rows and JSON lines, LaMP files to users,
+and the store's import / export methods."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,9 +15,11 @@ from typing import Any
 import numpy as np
 
 from personarag.errors import InputError
+from personarag.personal import store_schema as schema
 from personarag.types import Document, User
 
 RESERVED_META = ("date", "shared")
+_CHUNK = 500
 
 
 def content_hash(doc: Document) -> str:
@@ -163,3 +169,84 @@ def task_from_path(path: Path) -> str:
         if part.startswith("LaMP_") and part[5:6].isdigit():
             return f"LaMP-{part[5]}"
     raise InputError(f"{path}: cannot tell the LaMP task from the path; pass the task (e.g. 'LaMP-3')")
+
+
+class ImportExport:
+    """UserStore's bulk methods (a mixin: it uses the store's transactions and row writer)."""
+
+    _t: dict[str, Any]  # these five come from UserStore
+    _write: Callable[[], AbstractContextManager[Any]]
+    _read: Callable[[], AbstractContextManager[Any]]
+    _add_rows: Callable[..., tuple[int, ImportReport]]
+    user_ids: Callable[[], list[str]]
+
+    def import_users(self, users: Iterable[User], *, batch_size: int = 64, progress: bool = False,
+                     total: int | None = None) -> ImportReport:
+        """Merge users in, one transaction per batch: a crash loses only the batch in flight,
+        and a rerun (idempotent by item id) ends with the same store."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        from tqdm.auto import tqdm
+
+        report = ImportReport()
+        bar = tqdm(total=total, unit="user", desc="import", disable=None if progress else True)  # None: off without a TTY
+        batch: list[tuple[str, list[dict[str, Any]]]] = []
+        try:
+            for user in users:
+                batch.append((user.id, [item_row(user.id, d) for d in user.history]))
+                if len(batch) >= batch_size:
+                    report += self._import_batch(batch)
+                    bar.update(len(batch))
+                    batch = []
+            if batch:
+                report += self._import_batch(batch)
+                bar.update(len(batch))
+        finally:
+            bar.close()
+        return report
+
+    def _import_batch(self, batch: list[tuple[str, list[dict[str, Any]]]]) -> ImportReport:
+        report = ImportReport()
+        with self._write() as conn:
+            for user_id, rows in batch:
+                _, counts = self._add_rows(conn, user_id, rows, create=True)
+                report += counts
+        return report
+
+    def import_lamp(self, questions_path: str | os.PathLike[str], task: str | None = None, *,
+                    batch_size: int = 64, progress: bool = False) -> ImportReport:
+        """Import the users of a LaMP questions file (each user's profiles merged, items in file order).
+
+        `task` ("LaMP-3") picks the profile fields; default: read from a `LaMP_N` folder name."""
+        users = lamp_users(Path(questions_path), task)
+        return self.import_users(users, batch_size=batch_size, progress=progress, total=len(users))
+
+    def import_jsonl(self, path: str | os.PathLike[str], *, batch_size: int = 64,
+                     progress: bool = False) -> ImportReport:
+        """Import an `export` file: one `{"user_id", "history": [{"id", "text", "title", "meta"}]}` per line."""
+        users = read_jsonl_users(Path(path))
+        return self.import_users(users, batch_size=batch_size, progress=progress, total=len(users))
+
+    def export(self, path: str | os.PathLike[str]) -> int:
+        """Write every user (by id) as one JSON line, items in insertion order so that
+        `import_jsonl` rebuilds the same histories; the number of users written."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        s, t = schema.sa(), self._t
+        items = t["items"]
+        count = 0
+        ids = self.user_ids()
+        with tmp.open("w", encoding="utf-8") as handle:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                histories: dict[str, list[Document]] = {user_id: [] for user_id in chunk}
+                with self._read() as conn:
+                    for row in conn.execute(s.select(items).where(items.c.user_id.in_(chunk))
+                                            .order_by(items.c.user_id, items.c.pos)):
+                        histories[row.user_id].append(document(row))
+                for user_id in chunk:  # a user deleted meanwhile is written with an empty history
+                    record = {"user_id": user_id, "history": [item_json(d) for d in histories[user_id]]}
+                    handle.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+                    count += 1
+        os.replace(tmp, path)
+        return count

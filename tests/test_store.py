@@ -506,3 +506,11 @@ def test_forked_child_uses_its_own_connections(tmp_path):
         assert child.exitcode == 0
         store.add_items("parent", [doc("2", "z")])
         assert store.user_ids() == ["child", "parent"] and store.history_version("parent") == 2
+
+
+def test_ids_order_the_same_on_every_backend(store):
+    ids = ["b", "B", "_x", "Zed", "a-1", "a1", "ä", "10", "9"]
+    store.add_users([User(i, (doc("1", "x", "2020-01"), doc("2", "y", "2020-01-01"), doc("3", "z", "2020-1"))) for i in ids])
+    assert store.user_ids() == sorted(ids) == [u.id for u in store.users()]
+    assert store.changes_since(0)[1] == sorted(ids)
+    assert [d.id for d in store.user("a1").history] == ["3", "2", "1"]  # dates compare as plain text

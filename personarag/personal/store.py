@@ -245,7 +245,7 @@ class UserStore(ImportExport):
                 rows = conn.execute(s.select(table.c.content_hash, table.c.vector).where(
                     table.c.fingerprint == fingerprint, table.c.content_hash.in_(wanted[start:start + _CHUNK])))
                 for key, blob in rows:
-                    found[key] = np.frombuffer(blob, dtype=np.float32).copy()
+                    found[key] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
         return found
 
     def put_embeddings(self, fingerprint: str, vectors: Mapping[str, np.ndarray]) -> None:
@@ -271,7 +271,7 @@ class UserStore(ImportExport):
                 rows = conn.execute(s.select(table.c.user_id, table.c.vector, table.c.count, table.c.history_version)
                                     .where(table.c.kind == kind, table.c.user_id.in_(ids[start:start + _CHUNK])))
                 for user_id, blob, count, version in rows:
-                    found[user_id] = UserVector(np.frombuffer(blob, dtype=np.float32).copy(), int(count), int(version))
+                    found[user_id] = UserVector(np.frombuffer(blob, dtype="<f4").astype(np.float32), int(count), int(version))
         return found
 
     def put_user_vectors(self, kind: str, vectors: Mapping[str, UserVector]) -> None:

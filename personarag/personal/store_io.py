@@ -161,7 +161,7 @@ def vector_blob(vector: Any, where: str) -> dict[str, Any]:
         raise InputError(f"{where}: expected a non-empty 1-d vector, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
         raise InputError(f"{where}: the vector holds NaN or infinite values")
-    return {"dim": int(array.size), "vector": np.ascontiguousarray(array).tobytes()}
+    return {"dim": int(array.size), "vector": array.astype("<f4").tobytes()}  # little-endian on every machine
 
 
 def task_from_path(path: Path) -> str:

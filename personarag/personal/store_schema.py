@@ -41,48 +41,53 @@ def tables() -> dict[str, Any]:
     s = sa()
     metadata = s.MetaData()
     big_id = s.BigInteger().with_variant(s.Integer(), "sqlite")  # SQLite autoincrements INTEGER PKs only
+
+    def key() -> Any:
+        """Ids and dates compare bytewise on both backends (PostgreSQL's locale collations would not)."""
+        return s.Text().with_variant(s.Text(collation="C"), "postgresql")
+
     _TABLES["metadata"] = metadata
     _TABLES["meta"] = s.Table(
         "pr_meta", metadata,
-        s.Column("key", s.Text, primary_key=True),
+        s.Column("key", key(), primary_key=True),
         s.Column("value", s.Text, nullable=False),
     )
     _TABLES["users"] = s.Table(
         "pr_users", metadata,
-        s.Column("user_id", s.Text, primary_key=True),
+        s.Column("user_id", key(), primary_key=True),
         s.Column("history_version", s.Integer, nullable=False),
         s.Column("next_pos", s.Integer, nullable=False),  # insertion counter: order of undated/equal-dated items
     )
     _TABLES["items"] = s.Table(
         "pr_items", metadata,
-        s.Column("user_id", s.Text, primary_key=True),
-        s.Column("item_id", s.Text, primary_key=True),
+        s.Column("user_id", key(), primary_key=True),
+        s.Column("item_id", key(), primary_key=True),
         s.Column("pos", s.Integer, nullable=False),
         s.Column("text", s.Text, nullable=False),
         s.Column("title", s.Text, nullable=True),
-        s.Column("date", s.Text, nullable=True),
+        s.Column("date", key(), nullable=True),
         s.Column("shared", s.Boolean, nullable=False),
         s.Column("fields", s.Text, nullable=False),  # the other meta fields, JSON with sorted keys
-        s.Column("content_hash", s.Text, nullable=False),
+        s.Column("content_hash", key(), nullable=False),
         s.Index("pr_items_content_hash", "content_hash"),
     )
     _TABLES["changes"] = s.Table(
         "pr_changes", metadata,
         s.Column("seq", big_id, primary_key=True, autoincrement=True),
-        s.Column("user_id", s.Text, nullable=False),
+        s.Column("user_id", key(), nullable=False),
     )
     _TABLES["embeddings"] = s.Table(
         "pr_embeddings", metadata,
-        s.Column("fingerprint", s.Text, primary_key=True),
-        s.Column("content_hash", s.Text, primary_key=True),
+        s.Column("fingerprint", key(), primary_key=True),
+        s.Column("content_hash", key(), primary_key=True),
         s.Column("dim", s.Integer, nullable=False),
-        s.Column("vector", s.LargeBinary, nullable=False),  # float32, native little-endian
+        s.Column("vector", s.LargeBinary, nullable=False),  # float32, little-endian
         s.Index("pr_embeddings_content_hash", "content_hash"),
     )
     _TABLES["user_vectors"] = s.Table(
         "pr_user_vectors", metadata,
-        s.Column("kind", s.Text, primary_key=True),
-        s.Column("user_id", s.Text, primary_key=True),
+        s.Column("kind", key(), primary_key=True),
+        s.Column("user_id", key(), primary_key=True),
         s.Column("dim", s.Integer, nullable=False),
         s.Column("count", s.Integer, nullable=False),
         s.Column("history_version", s.Integer, nullable=False),

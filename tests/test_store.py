@@ -467,6 +467,10 @@ def test_cli_users_commands(tmp_path, capsys, monkeypatch):
     shown = json.loads(capsys.readouterr().out)
     assert shown["history_version"] == 2 and shown["history"][0] == {
         "id": "n1", "text": "Lovely tone.", "title": None, "meta": {"score": "5", "date": "2024-01-01", "shared": False}}
+    assert main(["users", "share", "--user", "dan", "off"]) == 0
+    capsys.readouterr()
+    assert main(["users", "show", "--json"]) == 0
+    assert [(u["user_id"], u["shared"]) for u in json.loads(capsys.readouterr().out)] == [("cara", True), ("dan", False)]
     assert main(["users", "delete", "--user", "cara", "--item", "n1"]) == 0
     assert main(["users", "delete", "--user", "dan"]) == 0
     assert main(["users", "export", str(tmp_path / "out.jsonl")]) == 0
@@ -514,3 +518,25 @@ def test_ids_order_the_same_on_every_backend(store):
     assert store.user_ids() == sorted(ids) == [u.id for u in store.users()]
     assert store.changes_since(0)[1] == sorted(ids)
     assert [d.id for d in store.user("a1").history] == ["3", "2", "1"]  # dates compare as plain text
+
+
+def test_private_users_round_trip_and_fresh_user_vectors(store, tmp_path):
+    store.add_users([User("ann", (doc("1", "x"),)), User("bob", (doc("1", "y"),))])
+    seq, _ = store.changes_since(0)
+    store.set_user_shared("bob", False)
+    assert store.private_user_ids() == {"bob"}
+    assert store.changes_since(seq)[1] == ["bob"] and store.history_version("bob") == 1
+    with pytest.raises(InputError, match="unknown user 'zed'"):
+        store.set_user_shared("zed", False)
+    store.export(tmp_path / "out.jsonl")
+    assert json.loads((tmp_path / "out.jsonl").read_text().splitlines()[1])["shared"] is False
+    with UserStore(tmp_path / "copy.db") as copy:
+        copy.import_jsonl(tmp_path / "out.jsonl")
+        assert copy.private_user_ids() == {"bob"}
+    store.set_user_shared("bob", True)
+    assert store.private_user_ids() == set()
+
+    store.put_user_vectors("mean", {"ann": UserVector(np.ones(2), 1, 1), "bob": UserVector(np.ones(2), 1, 1)})
+    store.add_items("ann", [doc("2", "new item")])  # ann's vector is now stale
+    assert set(store.get_user_vectors("mean", ["ann", "bob"], fresh=True)) == {"bob"}
+    assert set(store.get_user_vectors("mean", ["ann", "bob"])) == {"ann", "bob"}

@@ -5,6 +5,7 @@
     personarag users export --store users.db users.jsonl
     personarag users add-item --store users.db --user ann --id r1 --text "Great strings." --date 2024-05-01
     personarag users delete --store users.db --user ann [--item r1]
+    personarag users share --store users.db --user ann off
     personarag users show --store users.db [--user ann]
 
 STORE is a path, sqlite:///path.db or postgresql://user:password@host:port/database
@@ -125,6 +126,20 @@ def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- share ---------------------------------------------------------------------------------
+def _share_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_store(parser)
+    parser.add_argument("--user", required=True, help="user id")
+    parser.add_argument("state", choices=("on", "off"), help="off: keep the user out of other users' results")
+
+
+def _share(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        store.set_user_shared(args.user, args.state == "on")
+    print(f"user {args.user!r}: shared {args.state}")
+    return 0
+
+
 # -- show ---------------------------------------------------------------------------------
 def _show_arguments(parser: argparse.ArgumentParser) -> None:
     _add_store(parser)
@@ -135,13 +150,15 @@ def _show_arguments(parser: argparse.ArgumentParser) -> None:
 def _show(args: argparse.Namespace) -> int:
     with _open(args) as store:
         if args.user is None:
-            users = [(u.id, store.history_version(u.id), len(u.history)) for u in store.users()]
+            versions, private = store.history_versions(), store.private_user_ids()
+            users = [(u.id, versions[u.id], len(u.history), u.id not in private) for u in store.users()]
             if args.json:
-                print(json.dumps([{"user_id": i, "history_version": v, "items": n} for i, v, n in users]))
+                print(json.dumps([{"user_id": i, "history_version": v, "items": n, "shared": shared}
+                                  for i, v, n, shared in users]))
             else:
                 print(f"{store.url}: {len(users)} users")
-                for user_id, version, count in users:
-                    print(f"{user_id}\t{count} items\tversion {version}")
+                for user_id, version, count, shared in users:
+                    print(f"{user_id}\t{count} items\tversion {version}{'' if shared else chr(9) + 'private'}")
             return 0
         user = store.user(args.user)
         version = store.history_version(args.user)
@@ -172,5 +189,6 @@ SUBCOMMANDS = [
     _Command("export", "write every user and their history as JSONL (re-importable)", _export_arguments, _export),
     _Command("add-item", "add or update one history item of a user", _add_item_arguments, _add_item),
     _Command("delete", "delete a user with all derived data, or one item", _delete_arguments, _delete),
+    _Command("share", "mark a user shared (on) or kept out of other users' results (off)", _share_arguments, _share),
     _Command("show", "list the users, or show one user's history newest first", _show_arguments, _show),
 ]

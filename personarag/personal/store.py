@@ -15,6 +15,9 @@ profiles of several co-authors, with identical content):
   a call that changes nothing leaves it (and the change sequence) alone. It creates the user
   when missing (`create=False` refuses instead).
 - Reading, deleting or versioning an unknown user raises `InputError` (no silent empty history).
+- A user marked not shared (`set_user_shared(id, False)`) never appears in another user's
+  results, like an item with `meta["shared"] = False`; the store records the flags, the
+  retrievers and the user index honour them.
 - Item fields: `id`, `text` (non-empty), `title` (optional), `meta["date"]` (a string or
   absent; ISO dates order as text), `meta["shared"]` (bool, default True: False keeps the item
   out of other users' results), every other `meta` field stored as JSON. A `None` date or
@@ -181,6 +184,23 @@ class UserStore(ImportExport):
         with self._read() as conn:
             return conn.execute(schema.sa().select(users.c.user_id).where(users.c.user_id == user_id)).first() is not None
 
+    def set_user_shared(self, user_id: str, shared: bool) -> None:
+        """shared=False keeps the whole user out of other users' results (recorded as a change)."""
+        if not isinstance(shared, bool):
+            raise InputError(f"shared must be True or False, got {shared!r}")
+        users = self._t["users"]
+        s = schema.sa()
+        with self._write() as conn:
+            self._version(conn, user_id)
+            conn.execute(s.update(users).where(users.c.user_id == user_id).values(shared=shared))
+            conn.execute(s.insert(self._t["changes"]).values(user_id=user_id))
+
+    def private_user_ids(self) -> set[str]:
+        """Users marked not shared (`set_user_shared(..., False)`)."""
+        users = self._t["users"]
+        with self._read() as conn:
+            return {r[0] for r in conn.execute(schema.sa().select(users.c.user_id).where(users.c.shared.is_(False)))}
+
     def history_version(self, user_id: str) -> int:
         with self._read() as conn:
             return self._version(conn, user_id)
@@ -260,16 +280,20 @@ class UserStore(ImportExport):
             for start in range(0, len(rows), _CHUNK):
                 conn.execute(self._insert(self._t["embeddings"]).on_conflict_do_nothing(), rows[start:start + _CHUNK])
 
-    def get_user_vectors(self, kind: str, user_ids: Iterable[str]) -> dict[str, UserVector]:
-        """user id -> stored vector of this kind (compare its history_version before serving it)."""
-        table = self._t["user_vectors"]
+    def get_user_vectors(self, kind: str, user_ids: Iterable[str], *, fresh: bool = False) -> dict[str, UserVector]:
+        """user id -> stored vector of this kind. `fresh=True` leaves out vectors computed from an
+        older history version than the user's current one (read in the same snapshot)."""
+        table, users = self._t["user_vectors"], self._t["users"]
         s = schema.sa()
         ids = list(dict.fromkeys(user_ids))
+        query = s.select(table.c.user_id, table.c.vector, table.c.count, table.c.history_version)
+        if fresh:
+            query = query.join(users, users.c.user_id == table.c.user_id).where(
+                users.c.history_version == table.c.history_version)
         found: dict[str, UserVector] = {}
         with self._read() as conn:
             for start in range(0, len(ids), _CHUNK):
-                rows = conn.execute(s.select(table.c.user_id, table.c.vector, table.c.count, table.c.history_version)
-                                    .where(table.c.kind == kind, table.c.user_id.in_(ids[start:start + _CHUNK])))
+                rows = conn.execute(query.where(table.c.kind == kind, table.c.user_id.in_(ids[start:start + _CHUNK])))
                 for user_id, blob, count, version in rows:
                     found[user_id] = UserVector(np.frombuffer(blob, dtype="<f4").astype(np.float32), int(count), int(version))
         return found
@@ -332,7 +356,7 @@ class UserStore(ImportExport):
         if new_user:
             if not create:
                 raise InputError(f"unknown user {user_id!r} in the user store {self.url} (add the user first)")
-            conn.execute(s.insert(users).values(user_id=user_id, history_version=0, next_pos=0))
+            conn.execute(s.insert(users).values(user_id=user_id, history_version=0, next_pos=0, shared=True))
             version, pos = 0, 0
         else:
             version, pos = int(head[0]), int(head[1])

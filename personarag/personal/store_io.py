@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,16 +56,20 @@ def lamp_users(path: Path, task: str | None) -> list[User]:
     return [User(user_id, tuple(items.values())) for user_id, items in merged.items()]
 
 
-def read_jsonl_users(path: Path) -> list[User]:
-    """The users of an `export` file: one `{"user_id", "history": [{"id", "text", "title", "meta"}]}` per line."""
+def read_jsonl_users(path: Path) -> tuple[list[User], set[str]]:
+    """The users of an `export` file, one `{"user_id", "history": [{"id", "text", "title", "meta"}],
+    "shared"?: false}` per line, and the ids of those marked not shared."""
     if not path.is_file():
         raise InputError(f"{path}: no such file (expected a JSONL export of a user store)")
-    users = []
+    users, private = [], set()
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
-                users.append(user_from_json(line, f"{path}:{number}"))
-    return users
+                user, shared = user_from_json(line, f"{path}:{number}")
+                users.append(user)
+                if not shared:
+                    private.add(user.id)
+    return users, private
 
 
 COMPARED = ("text", "title", "date", "shared", "fields", "content_hash")
@@ -128,7 +132,7 @@ def item_json(doc: Document) -> dict[str, Any]:
     return record
 
 
-def user_from_json(line: str, where: str) -> User:
+def user_from_json(line: str, where: str) -> tuple[User, bool]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
@@ -138,6 +142,9 @@ def user_from_json(line: str, where: str) -> User:
     user_id = record.get("user_id")
     if not isinstance(user_id, str) or not user_id:
         raise InputError(f"{where}: 'user_id' must be a non-empty string, got {user_id!r}")
+    shared = record.get("shared", True)
+    if not isinstance(shared, bool):
+        raise InputError(f"{where}: 'shared' must be true or false, got {shared!r}")
     history = []
     for index, item in enumerate(record["history"]):
         here = f"{where}, user {user_id!r}, item {index}"
@@ -152,7 +159,7 @@ def user_from_json(line: str, where: str) -> User:
         if meta.get("date", "") is None:
             meta = {k: v for k, v in meta.items() if k != "date"}
         history.append(Document(id=item["id"], text=item["text"], title=item.get("title"), meta=meta))
-    return User(user_id, tuple(history))
+    return User(user_id, tuple(history)), shared
 
 
 def vector_blob(vector: Any, where: str) -> dict[str, Any]:
@@ -174,16 +181,18 @@ def task_from_path(path: Path) -> str:
 class ImportExport:
     """UserStore's bulk methods (a mixin: it uses the store's transactions and row writer)."""
 
-    _t: dict[str, Any]  # these five come from UserStore
+    _t: dict[str, Any]  # these come from UserStore
     _write: Callable[[], AbstractContextManager[Any]]
     _read: Callable[[], AbstractContextManager[Any]]
     _add_rows: Callable[..., tuple[int, ImportReport]]
     user_ids: Callable[[], list[str]]
+    private_user_ids: Callable[[], set[str]]
 
     def import_users(self, users: Iterable[User], *, batch_size: int = 64, progress: bool = False,
-                     total: int | None = None) -> ImportReport:
+                     total: int | None = None, private: Collection[str] = ()) -> ImportReport:
         """Merge users in, one transaction per batch: a crash loses only the batch in flight,
-        and a rerun (idempotent by item id) ends with the same store."""
+        and a rerun (idempotent by item id) ends with the same store. Users in `private` are
+        marked not shared."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         from tqdm.auto import tqdm
@@ -195,22 +204,25 @@ class ImportExport:
             for user in users:
                 batch.append((user.id, [item_row(user.id, d) for d in user.history]))
                 if len(batch) >= batch_size:
-                    report += self._import_batch(batch)
+                    report += self._import_batch(batch, private)
                     bar.update(len(batch))
                     batch = []
             if batch:
-                report += self._import_batch(batch)
+                report += self._import_batch(batch, private)
                 bar.update(len(batch))
         finally:
             bar.close()
         return report
 
-    def _import_batch(self, batch: list[tuple[str, list[dict[str, Any]]]]) -> ImportReport:
+    def _import_batch(self, batch: list[tuple[str, list[dict[str, Any]]]], private: Collection[str]) -> ImportReport:
         report = ImportReport()
+        users = self._t["users"]
         with self._write() as conn:
             for user_id, rows in batch:
                 _, counts = self._add_rows(conn, user_id, rows, create=True)
                 report += counts
+                if user_id in private:
+                    conn.execute(schema.sa().update(users).where(users.c.user_id == user_id).values(shared=False))
         return report
 
     def import_lamp(self, questions_path: str | os.PathLike[str], task: str | None = None, *,
@@ -224,8 +236,8 @@ class ImportExport:
     def import_jsonl(self, path: str | os.PathLike[str], *, batch_size: int = 64,
                      progress: bool = False) -> ImportReport:
         """Import an `export` file: one `{"user_id", "history": [{"id", "text", "title", "meta"}]}` per line."""
-        users = read_jsonl_users(Path(path))
-        return self.import_users(users, batch_size=batch_size, progress=progress, total=len(users))
+        users, private = read_jsonl_users(Path(path))
+        return self.import_users(users, batch_size=batch_size, progress=progress, total=len(users), private=private)
 
     def export(self, path: str | os.PathLike[str]) -> int:
         """Write every user (by id) as one JSON line, items in insertion order so that
@@ -236,6 +248,7 @@ class ImportExport:
         items = t["items"]
         count = 0
         ids = self.user_ids()
+        private = self.private_user_ids()
         with tmp.open("w", encoding="utf-8") as handle:
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start:start + _CHUNK]
@@ -245,7 +258,9 @@ class ImportExport:
                                             .order_by(items.c.user_id, items.c.pos)):
                         histories[row.user_id].append(document(row))
                 for user_id in chunk:  # a user deleted meanwhile is written with an empty history
-                    record = {"user_id": user_id, "history": [item_json(d) for d in histories[user_id]]}
+                    record: dict[str, Any] = {"user_id": user_id, "history": [item_json(d) for d in histories[user_id]]}
+                    if user_id in private:
+                        record["shared"] = False
                     handle.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
                     count += 1
         os.replace(tmp, path)

@@ -57,6 +57,7 @@ def tables() -> dict[str, Any]:
         s.Column("user_id", key(), primary_key=True),
         s.Column("history_version", s.Integer, nullable=False),
         s.Column("next_pos", s.Integer, nullable=False),  # insertion counter: order of undated/equal-dated items
+        s.Column("shared", s.Boolean, nullable=False),  # False: never in another user's results
     )
     _TABLES["items"] = s.Table(
         "pr_items", metadata,

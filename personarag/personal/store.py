@@ -18,12 +18,13 @@ profiles of several co-authors, with identical content):
 - A user marked not shared (`set_user_shared(id, False)`) never appears in another user's
   results, like an item with `meta["shared"] = False`; the store records the flags, the
   retrievers and the user index honour them.
-- Item fields: `id`, `text` (non-empty), `title` (optional), `meta["date"]` (a string or
-  absent; ISO dates order as text), `meta["shared"]` (bool, default True: False keeps the item
+- Item fields: `id`, `text` (non-empty), `title` (optional), `meta["date"]` (a string in a
+  form `personal.dates.parse_date` reads, e.g. 2019-3-5 or 2019-03-05T14:30Z, or absent; an
+  unreadable date is an InputError), `meta["shared"]` (bool, default True: False keeps the item
   out of other users' results), every other `meta` field stored as JSON. A `None` date or
   title counts as absent; `None` text or id is an error.
-- History order: newest first by date, undated items last; equal dates (and undated items)
-  newest-added first.
+- History order: newest first by the parsed date, undated items last; equal dates (and
+  undated items) newest-added first.
 - Deleting a user deletes their items, their user vectors and the cached embeddings no
   remaining item has; an embedding of identical content another user still holds stays.
 """
@@ -408,7 +409,7 @@ class UserStore(ImportExport):
             raise InputError(f"unknown user(s) {missing[:5]} in the user store {self.url}")
         histories: dict[str, list[Document]] = {u: [] for u in user_ids}
         rows = conn.execute(s.select(items).where(items.c.user_id.in_(user_ids))
-                            .order_by(items.c.user_id, items.c.date.desc().nulls_last(), items.c.pos.desc()))
+                            .order_by(items.c.user_id, items.c.date_key.desc().nulls_last(), items.c.pos.desc()))
         for row in rows:
             histories[row.user_id].append(document(row))
         return histories

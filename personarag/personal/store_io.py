@@ -3,6 +3,7 @@ and the store's import / export methods."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import numpy as np
 
 from personarag.errors import InputError
 from personarag.personal import store_schema as schema
+from personarag.personal.dates import parse_date
 from personarag.types import Document, User
 
 RESERVED_META = ("date", "shared")
@@ -72,7 +74,7 @@ def read_jsonl_users(path: Path) -> tuple[list[User], set[str]]:
     return users, private
 
 
-COMPARED = ("text", "title", "date", "shared", "fields", "content_hash")
+COMPARED = ("text", "title", "date", "date_key", "shared", "fields", "content_hash")
 
 
 def check_user_id(user_id: object) -> None:
@@ -92,6 +94,7 @@ def item_row(user_id: str, doc: Document) -> dict[str, Any]:
     date = meta.get("date")
     if date is not None and not isinstance(date, str):
         raise InputError(f"{where}: meta['date'] must be a string such as '2018-06-01' or absent, got {date!r}")
+    moment = parse_date(date, where)
     shared = meta.get("shared", True)
     if not isinstance(shared, bool):
         raise InputError(f"{where}: meta['shared'] must be true or false, got {shared!r}")
@@ -101,7 +104,13 @@ def item_row(user_id: str, doc: Document) -> dict[str, Any]:
     except (TypeError, ValueError) as error:
         raise InputError(f"{where}: meta fields must be JSON values: {error}") from None
     return {"user_id": user_id, "item_id": doc.id, "text": doc.text, "title": doc.title or None,
-            "date": date or None, "shared": shared, "fields": fields_json, "content_hash": content_hash(doc)}
+            "date": date or None, "date_key": None if moment is None else date_key(moment), "shared": shared, "fields": fields_json, "content_hash": content_hash(doc)}
+
+
+def date_key(moment: dt.datetime) -> str:
+    """A moment as text that sorts like the moment (zero-padded, whatever the input's padding)."""
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
+            f"{moment.second:02d}.{moment.microsecond:06d}")
 
 
 def dedupe(user_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -66,7 +66,8 @@ def tables() -> dict[str, Any]:
         s.Column("pos", s.Integer, nullable=False),
         s.Column("text", s.Text, nullable=False),
         s.Column("title", s.Text, nullable=True),
-        s.Column("date", key(), nullable=True),
+        s.Column("date", s.Text, nullable=True),  # as given (meta["date"])
+        s.Column("date_key", key(), nullable=True),  # the parsed moment, zero-padded: orders the history
         s.Column("shared", s.Boolean, nullable=False),
         s.Column("fields", s.Text, nullable=False),  # the other meta fields, JSON with sorted keys
         s.Column("content_hash", key(), nullable=False),

@@ -4,7 +4,7 @@ every user's history, the embedding cache (384-d float32 per item) and adding 1%
 One table per backend: SQLite always (a temp file), PostgreSQL when `--postgres URL` names an
 empty database to use (its tables are created; drop the database afterwards).
 
-    .venv/bin/python benchmarks/bench_store.py [--data ../shared/data/lamp] [--postgres postgresql://pg@127.0.0.1:5432/bench]
+    .venv/bin/python benchmarks/bench_store_ops.py [--data ../shared/data/lamp] [--postgres postgresql://pg@127.0.0.1:5432/bench]
 """
 
 from __future__ import annotations

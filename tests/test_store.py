@@ -552,3 +552,16 @@ def test_private_users_round_trip_and_fresh_user_vectors(store, tmp_path):
     store.add_items("ann", [doc("2", "new item")])  # ann's vector is now stale
     assert set(store.get_user_vectors("mean", ["ann", "bob"], fresh=True)) == {"bob"}
     assert set(store.get_user_vectors("mean", ["ann", "bob"])) == {"ann", "bob"}
+
+
+def test_postgres_missing_database_and_masked_password(postgres_server):
+    missing = postgres_server.replace("postgresql://pg@", "postgresql://pg:hunter22@") + "/no_such_db"
+    with pytest.raises(InputError) as error:
+        UserStore(missing)
+    message = str(error.value)
+    assert "database 'no_such_db' on host 127.0.0.1" in message and "hunter22" not in message
+    from tests.postgres import create_database
+
+    url = create_database(postgres_server).replace("postgresql://pg@", "postgresql://pg:hunter22@")
+    with UserStore(url) as store:  # the throwaway cluster trusts every password
+        assert store.url.startswith("postgresql://pg:***@127.0.0.1:") and "hunter22" not in repr(store)

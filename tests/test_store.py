@@ -565,3 +565,19 @@ def test_postgres_missing_database_and_masked_password(postgres_server):
     url = create_database(postgres_server).replace("postgresql://pg@", "postgresql://pg:hunter22@")
     with UserStore(url) as store:  # the throwaway cluster trusts every password
         assert store.url.startswith("postgresql://pg:***@127.0.0.1:") and "hunter22" not in repr(store)
+
+
+def test_iterating_all_users_skips_one_deleted_meanwhile(store, location, monkeypatch):
+    import personarag.personal.store as store_module
+
+    monkeypatch.setattr(store_module, "_CHUNK", 1)  # one user per read, so the deletion falls between reads
+    store.add_users([User(f"u{i}", (doc("1", f"text {i}"),)) for i in range(3)])
+    seen = []
+    for user in store.users():
+        seen.append(user.id)
+        if user.id == "u0":
+            with UserStore(location) as other:
+                other.delete_user("u2")
+    assert seen == ["u0", "u1"]
+    with pytest.raises(InputError, match="unknown user"):
+        list(store.users(["u1", "u2"]))

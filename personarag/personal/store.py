@@ -225,13 +225,14 @@ class UserStore(ImportExport):
         return next(self.users([user_id]))
 
     def users(self, user_ids: Iterable[str] | None = None) -> Iterator[User]:
-        """Users in the order asked (default: every user, by id), read in chunks; unknown id: InputError."""
+        """Users in the order asked, read in chunks; an unknown id is an InputError. Default: every
+        user, by id (one deleted by another process while this iterates is left out)."""
         ids = self.user_ids() if user_ids is None else list(user_ids)
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start:start + _CHUNK]
             with self._read() as conn:
-                histories = self._histories(conn, chunk)
-            yield from (User(user_id, tuple(histories[user_id])) for user_id in chunk)
+                histories = self._histories(conn, chunk, strict=user_ids is not None)
+            yield from (User(user_id, tuple(histories[user_id])) for user_id in chunk if user_id in histories)
 
     def user_ids(self) -> list[str]:
         users = self._t["users"]
@@ -400,14 +401,14 @@ class UserStore(ImportExport):
         for start in range(0, len(hashes), _CHUNK):
             conn.execute(s.delete(emb).where(emb.c.content_hash.in_(hashes[start:start + _CHUNK]), ~still_used))
 
-    def _histories(self, conn: Any, user_ids: Sequence[str]) -> dict[str, list[Document]]:
+    def _histories(self, conn: Any, user_ids: Sequence[str], strict: bool = True) -> dict[str, list[Document]]:
         s, t = schema.sa(), self._t
         items, users = t["items"], t["users"]
         known = {r[0] for r in conn.execute(s.select(users.c.user_id).where(users.c.user_id.in_(user_ids)))}
         missing = [u for u in user_ids if u not in known]
-        if missing:
+        if missing and strict:
             raise InputError(f"unknown user(s) {missing[:5]} in the user store {self.url}")
-        histories: dict[str, list[Document]] = {u: [] for u in user_ids}
+        histories: dict[str, list[Document]] = {u: [] for u in user_ids if u in known}
         rows = conn.execute(s.select(items).where(items.c.user_id.in_(user_ids))
                             .order_by(items.c.user_id, items.c.date_key.desc().nulls_last(), items.c.pos.desc()))
         for row in rows:

@@ -194,8 +194,6 @@ class ImportExport:
     _write: Callable[[], AbstractContextManager[Any]]
     _read: Callable[[], AbstractContextManager[Any]]
     _add_rows: Callable[..., tuple[int, ImportReport]]
-    user_ids: Callable[[], list[str]]
-    private_user_ids: Callable[[], set[str]]
 
     def import_users(self, users: Iterable[User], *, batch_size: int = 64, progress: bool = False,
                      total: int | None = None, private: Collection[str] = ()) -> ImportReport:
@@ -250,23 +248,22 @@ class ImportExport:
 
     def export(self, path: str | os.PathLike[str]) -> int:
         """Write every user (by id) as one JSON line, items in insertion order so that
-        `import_jsonl` rebuilds the same histories; the number of users written."""
+        `import_jsonl` rebuilds the same histories; one consistent snapshot of the store, even
+        while others write. The number of users written."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         s, t = schema.sa(), self._t
-        items = t["items"]
+        items, users = t["items"], t["users"]
         count = 0
-        ids = self.user_ids()
-        private = self.private_user_ids()
-        with tmp.open("w", encoding="utf-8") as handle:
+        with self._read() as conn, tmp.open("w", encoding="utf-8") as handle:
+            ids = sorted(r[0] for r in conn.execute(s.select(users.c.user_id)))
+            private = {r[0] for r in conn.execute(s.select(users.c.user_id).where(users.c.shared.is_(False)))}
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start:start + _CHUNK]
                 histories: dict[str, list[Document]] = {user_id: [] for user_id in chunk}
-                with self._read() as conn:
-                    for row in conn.execute(s.select(items).where(items.c.user_id.in_(chunk))
-                                            .order_by(items.c.user_id, items.c.pos)):
-                        histories[row.user_id].append(document(row))
-                for user_id in chunk:  # a user deleted meanwhile is written with an empty history
+                for row in conn.execute(s.select(items).where(items.c.user_id.in_(chunk)).order_by(items.c.pos)):
+                    histories[row.user_id].append(document(row))
+                for user_id in chunk:
                     record: dict[str, Any] = {"user_id": user_id, "history": [item_json(d) for d in histories[user_id]]}
                     if user_id in private:
                         record["shared"] = False

@@ -30,6 +30,20 @@ def pg_bin() -> Path | None:
     return None
 
 
+def unavailable() -> str | None:
+    """Why no throwaway cluster can start here, or None when one can."""
+    if pg_bin() is None:
+        return "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin or $PERSONARAG_PG_BIN)"
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no 'postgres' user to own the cluster (initdb refuses root)"
+    return None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

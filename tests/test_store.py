@@ -66,6 +66,8 @@ def test_add_read_and_versions(store):
     assert [d.id for d in store.user("ann").history] == ["1", "3"]
     store.add_users([User("bob")])
     assert store.history_versions() == {"ann": 4, "bob": 0}
+    user, version = store.user_and_version("ann")
+    assert version == 4 and [d.id for d in user.history] == ["1", "3"]
     assert store.history_versions(["bob", "nobody"]) == {"bob": 0}
 
 

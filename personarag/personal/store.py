@@ -224,6 +224,14 @@ class UserStore(ImportExport):
         """The user with their history newest first. Unknown id: InputError."""
         return next(self.users([user_id]))
 
+    def user_and_version(self, user_id: str) -> tuple[User, int]:
+        """The user and the history version of exactly that history (one snapshot), for callers
+        that update derived data incrementally and must know what their delta applies to."""
+        with self._read() as conn:
+            version = self._version(conn, user_id)
+            history = self._histories(conn, [user_id])[user_id]
+        return User(user_id, tuple(history)), version
+
     def users(self, user_ids: Iterable[str] | None = None) -> Iterator[User]:
         """Users in the order asked, read in chunks; an unknown id is an InputError. Default: every
         user, by id (one deleted by another process while this iterates is left out)."""

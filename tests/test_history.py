@@ -117,25 +117,111 @@ def test_group_tokens_packed_sort_equals_stable_argsort():
     term = rng.integers(0, 500, 6000)
     expected = np.lexsort((np.arange(6000), term, block))
     for pack in (True, False):
-        tok, group = _group_tokens(block, term, 500, pack=pack)
+        tok, group, _ = _group_tokens(block, term, 500, pack=pack)
         np.testing.assert_array_equal(tok, expected)
         assert (np.diff(group) >= 0).all()
         assert ((np.diff(group) != 0) == ((np.diff(block[tok]) != 0) | (np.diff(term[tok]) != 0))).all()
 
 
-def test_history_bm25_extends_incrementally_and_keeps_same_id_different_history_apart():
+def assert_scores_equal_reference(retriever, users, texts):
+    got = retriever.bm25.scores_many(users, texts)
+    for user, text, scores in zip(users, texts, got):
+        reference = BM25Okapi([d.full_text.split() for d in user.history]).get_scores(text.split())
+        assert scores.tolist() == reference.tolist(), (user.id, text)
+
+
+def test_history_bm25_a_longer_history_replaces_the_users_block_and_leaves_others_alone():
     users = make_users()
     retriever = HistoryRetriever("bm25")
-    retriever.retrieve([Query("a", "bright strings", user=users[3])], k=5)
-    rows_before = len(retriever.store)
-    # same user id, another history (e.g. a later split): its own rows, its own statistics
-    other = User("u3", users[5].history)
-    ranking = retriever.retrieve([Query("b", "bright strings", user=other)], k=5)[0]
-    ids, _ = reference_top_k(other, "bright strings", 5)
-    assert ranking.ids == ids
-    assert len(retriever.store) == rows_before + len(other.history)
-    retriever.retrieve([Query("c", "amp", user=users[3])], k=5)  # seen again: nothing re-indexed
-    assert len(retriever.store) == rows_before + len(other.history)
+    retriever.retrieve([Query(f"a{i}", "bright strings", user=u) for i, u in enumerate(users)], k=5)
+    bm25, store = retriever.bm25, retriever.store
+    live_rows = sum(len(u.history) for u in users)
+    keys, weights = bm25._key.copy(), bm25._weight.copy()
+    # the same user id with one item more (an item added to the user's history)
+    longer = User("u3", users[3].history + (Document("u3-new", "bright new strings for the amp"),))
+    ranking = retriever.retrieve([Query("b", "bright strings", user=longer)], k=5)[0]
+    assert ranking.ids == reference_top_k(longer, "bright strings", 5)[0]
+    assert "u3-new" in ranking.ids
+    assert len(store) == live_rows + 1  # the old block is retired, not kept beside the new one
+    assert store.dead_rows == len(users[3].history)
+    assert longer in store and users[3] not in store
+    # the new block's postings were appended; nothing built before was rebuilt or moved
+    assert np.array_equal(bm25._key[: len(keys)], keys) and np.array_equal(bm25._weight[: len(keys)], weights)
+    assert len(bm25._key) > len(keys) and set((bm25._key[len(keys):] >> 32).tolist()) == {store.block(longer)}
+    assert retriever.bm25.tokens.tokenized == len({d.full_text for u in users for d in u.history}) + 1
+    # an edited text under the same item ids is another history too
+    edited = User("u3", tuple(Document(d.id, "drum kit " + d.text) for d in longer.history))
+    assert_scores_equal_reference(retriever, [edited, users[4]], ["drum kit", "amp"])
+    assert edited in store and longer not in store
+
+
+def test_history_bm25_scores_a_batch_holding_two_histories_of_one_user_id():
+    users = make_users()
+    retriever = HistoryRetriever("bm25")
+    variant = User("u5", users[5].history[:4])
+    batch = [users[5], variant, users[2], variant, users[5]]
+    assert_scores_equal_reference(retriever, batch, ["bright strings", "the amp", "the", "guitar", "cable"])
+    rankings = retriever.retrieve([Query(f"q{i}", "bright strings", user=u) for i, u in enumerate(batch)], k=3)
+    assert [r.ids for r in rankings] == [reference_top_k(u, "bright strings", 3)[0] for u in batch]
+
+
+def test_profile_store_compacts_retired_rows_and_indexes_follow():
+    from personarag.personal.profiles import ItemEmbeddings
+
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in range(50)]
+
+    def history(user: int, size: int) -> tuple[Document, ...]:
+        return tuple(Document(f"{user}-{j}", " ".join(rng.choice(words, size=8))) for j in range(size))
+
+    retriever = HistoryRetriever("bm25")
+    encoder = HashEncoder()
+    items = ItemEmbeddings(retriever.store, lambda texts: encoder.encode(list(texts)))
+    current = {u: User(f"c{u}", history(u, 30)) for u in range(40)}
+    assert_scores_equal_reference(retriever, list(current.values()), ["w1 w2"] * 40)
+    items.sync()
+    for step in range(60):  # one user's history grows an item at a time
+        u = step % 5
+        old = current[u]
+        current[u] = User(old.id, old.history + (Document(f"{u}-x{step}", " ".join(rng.choice(words, size=8))),))
+        assert_scores_equal_reference(retriever, [current[u], current[7]], ["w3 w4 w3", "w5"])
+    store = retriever.store
+    assert store.generation >= 1  # dead rows outnumbered live ones at least once
+    assert store.dead_rows <= max(len(store), 1024)
+    assert len(store.items) == len(store) + store.dead_rows
+    users = list(current.values())
+    assert_scores_equal_reference(retriever, users, ["w1 w9 w10"] * len(users))
+    for user in users:  # embeddings followed the compactions without re-encoding old rows
+        np.testing.assert_allclose(items.of(user), encoder.encode([d.full_text for d in user.history]), atol=1e-6)
+
+
+def test_token_cache_tokenizes_each_text_once_and_round_trips_through_export():
+    from personarag.personal.tokens import TokenCache, content_hash
+
+    users = make_users()
+    cache = TokenCache(str.split, "split")
+    first = HistoryRetriever("bm25", tokens=cache)
+    queries = [Query(f"q{i}", "bright strings", user=u) for i, u in enumerate(users)]
+    expected = [r.ids for r in first.retrieve(queries, k=3)]
+    distinct = len({(d.title, d.text) for u in users for d in u.history})
+    assert cache.tokenized == distinct
+    second = HistoryRetriever("bm25", tokens=cache)  # a fresh index over the cached bags
+    assert [r.ids for r in second.retrieve(queries, k=3)] == expected
+    assert cache.tokenized == distinct
+    assert "tokens" not in second.config()["params"]
+    terms, bags = cache.export()
+    text = users[5].history[0].full_text
+    packed, length = bags[content_hash(text)]
+    assert length == len(text.split())
+    assert [terms[t] for t in (packed >> 32).tolist()] == list(dict.fromkeys(text.split()))
+    loaded = TokenCache(str.split, "split")
+    loaded.load(terms, bags)
+    hashes = [content_hash(d.full_text) for d in users[5].history]
+    again = loaded.bags_of(users[5].history, keys=hashes)
+    assert loaded.tokenized == 0
+    assert again.lengths.tolist() == [len(d.full_text.split()) for d in users[5].history]
+    with pytest.raises(InputError, match="holds 'split' tokens"):
+        HistoryRetriever("bm25", tokenizer="words", tokens=cache)
 
 
 def test_history_bm25_words_tokenizer_is_case_insensitive():

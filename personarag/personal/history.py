@@ -30,7 +30,8 @@ import numpy as np
 
 from personarag.errors import InputError
 from personarag.retrievers.base import Retriever
-from personarag.personal.profiles import ItemEmbeddings, ProfileBM25, ProfileStore, make_tokenizer, sort_dates
+from personarag.personal.profiles import ItemEmbeddings, ProfileBM25, ProfileStore, make_tokenizer, sort_dates, tokenizer_name
+from personarag.personal.tokens import TokenCache
 from personarag.types import Corpus, Query, Ranking, ScoredDoc, StageTrace
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,9 @@ class HistoryRetriever(_UserHistoryRetriever):
     "words" = lowercased word tokens), `stemmer` (PyStemmer language or None). Dense options:
     `batch_size`, `device`, `encoder` (an object with the `SentenceEncoder.encode` signature,
     used instead of loading MODEL; for tests). Fusion: `rrf_k`, `weights` (one per part).
+    `tokens`: a `TokenCache` for the same tokenizer (`tokenizer_name(tokenizer, stemmer)`),
+    shared with other retrievers or loaded from a user store; texts it holds are not tokenized
+    again. It is state, not configuration, so `config()` leaves it out.
     """
 
     spec_name = "history"
@@ -134,6 +138,7 @@ class HistoryRetriever(_UserHistoryRetriever):
         rrf_k: int = 60,
         weights: Sequence[float] | None = None,
         encoder: Any = None,
+        tokens: TokenCache | None = None,
     ) -> None:
         self.parts, self.fusion = parse_history_spec(retriever)
         if weights is not None and len(weights) != len(self.parts):
@@ -142,9 +147,13 @@ class HistoryRetriever(_UserHistoryRetriever):
         self.rrf_k = rrf_k
         self.batch_size = batch_size
         self.device = device
-        self._tokenize = make_tokenizer(tokenizer, stemmer)
+        name = tokenizer_name(tokenizer, stemmer)
+        if tokens is not None and tokens.name != name:
+            raise InputError(f"the token cache holds {tokens.name!r} tokens; this retriever tokenizes with {name!r}")
+        self._tokenize = make_tokenizer(tokenizer, stemmer) if tokens is None else tokens.tokenize
+        tokens = TokenCache(self._tokenize, name) if tokens is None else tokens
         self.store = ProfileStore()
-        self.bm25 = ProfileBM25(self.store, self._tokenize, k1=k1, b=b, epsilon=epsilon)
+        self.bm25 = ProfileBM25(self.store, self._tokenize, k1=k1, b=b, epsilon=epsilon, tokens=tokens)
         models = {p.partition(":")[2] for p in self.parts if p.startswith("dense:")}
         if len(models) > 1:
             raise InputError(f"history fusion over one dense model at most, got {sorted(models)}")
@@ -161,6 +170,14 @@ class HistoryRetriever(_UserHistoryRetriever):
             self._encoder = load_sentence_encoder(self.model, self.device)  # type: ignore[arg-type]
         return self._encoder
 
+    def config(self) -> dict[str, Any]:
+        params = self._construction_params  # type: ignore[has-type]
+        self._construction_params = {k: v for k, v in params.items() if k != "tokens"}
+        try:
+            return super().config()
+        finally:
+            self._construction_params = params
+
     def _encode(self, task: str) -> Callable[[Sequence[str]], np.ndarray]:
         def run(texts: Sequence[str]) -> np.ndarray:
             return self.encoder.encode(list(texts), batch_size=self.batch_size, task=task)
@@ -168,10 +185,9 @@ class HistoryRetriever(_UserHistoryRetriever):
         return run
 
     def _prepare(self, queries: list[Query]) -> None:
-        self.store.add(q.user for q in queries if q.user is not None)
-        if "bm25" in self.parts:
-            self.bm25.sync()
+        # BM25 stores and indexes the batch's histories when it scores them (one pass)
         if self.model is not None:
+            self.store.add(q.user for q in queries if q.user is not None)
             if self.embeddings is None:
                 self.embeddings = ItemEmbeddings(self.store, self._encode("document"))
             self.embeddings.sync()

@@ -15,25 +15,37 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import operator
 import re
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from personarag.errors import InputError
+from personarag.personal.tokens import TokenCache
 from personarag.types import Document, User
 
 logger = logging.getLogger(__name__)
 
-UserKey = tuple[str, tuple[str, ...]]
+UserKey = tuple[str, tuple[str, ...], tuple[str | None, ...], tuple[str, ...]]
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 TOKENIZERS = ("split", "words")
 
 
+_ID, _TITLE, _TEXT = (operator.attrgetter(name) for name in ("id", "title", "text"))
+
+
 def user_key(user: User) -> UserKey:
-    return (user.id, tuple(d.id for d in user.history))
+    """A user's id and history content (item ids, titles, texts: an edited text is another
+    history); three flat tuples, not one per item, keep it cheap to build and hash."""
+    history = user.history
+    return (user.id, tuple(map(_ID, history)), tuple(map(_TITLE, history)), tuple(map(_TEXT, history)))
+
+
+def tokenizer_name(name: str, stemmer: str | None = None) -> str:
+    """What `make_tokenizer(name, stemmer)` is called in a token cache: "split", "words+english"."""
+    return name if stemmer is None else f"{name}+{stemmer}"
 
 
 def make_tokenizer(name: str, stemmer: str | None = None) -> Callable[[str], list[str]]:
@@ -60,16 +72,26 @@ def make_tokenizer(name: str, stemmer: str | None = None) -> Callable[[str], lis
 
 
 class ProfileStore:
-    """Every distinct history seen, stored once; `rows(user)` is that history's block of rows."""
+    """The current history of each user id as one block of rows; `rows(user)` is its block.
+
+    A user id that comes with another history (an item added, removed or edited) gets a new
+    block and its old block is retired: dead rows are dropped by `compact` (run by `add` once
+    they outnumber the live ones), and every dependent index (BM25 postings, item embeddings)
+    applies the same renumbering (`remap_since`) instead of rebuilding anything."""
 
     def __init__(self) -> None:
         self.items: list[Document] = []
         self.owners: list[str] = []  # user id of each row
         self.starts: list[int] = [0]  # block b holds rows starts[b]:starts[b + 1]
         self._blocks: dict[UserKey, int] = {}
+        self._current: dict[str, UserKey] = {}
+        self.dead_rows = 0
+        self.generation = 0  # compactions so far
+        self._remaps: list[tuple[np.ndarray, np.ndarray]] = []  # per compaction: (block map, kept rows)
 
     def __len__(self) -> int:
-        return len(self.items)
+        """Rows of the current histories."""
+        return len(self.items) - self.dead_rows
 
     def __contains__(self, user: User) -> bool:
         return user_key(user) in self._blocks
@@ -79,17 +101,25 @@ class ProfileStore:
         return len(self.starts) - 1
 
     def add(self, users: Iterable[User]) -> int:
-        """Store the histories not stored yet; returns how many rows were added."""
+        """Store each user's history unless it is stored already; returns how many rows were added."""
         before = len(self.items)
         for user in users:
             key = user_key(user)
             if key in self._blocks:
                 continue
+            old = self._current.get(user.id)
+            if old is not None:
+                block = self._blocks.pop(old)
+                self.dead_rows += self.starts[block + 1] - self.starts[block]
             self.items.extend(user.history)
             self.owners.extend([user.id] * len(user.history))
             self._blocks[key] = len(self.starts) - 1
+            self._current[user.id] = key
             self.starts.append(len(self.items))
-        return len(self.items) - before
+        added = len(self.items) - before
+        if self.dead_rows > max(len(self), 1024):
+            self.compact()
+        return added
 
     def block(self, user: User) -> int:
         """The user's block number, storing the history first if it is new."""
@@ -98,9 +128,48 @@ class ProfileStore:
             self.add([user])
         return self._blocks[key]
 
+    def blocks(self, users: Sequence[User]) -> list[int | None]:
+        """Block numbers of the users' histories, storing the new ones first; None for a
+        history that a later user of the same id in `users` replaced (score such a batch
+        in rounds, one history per user id each)."""
+        keys = [user_key(u) for u in users]
+        missing = [u for u, key in zip(users, keys) if key not in self._blocks]
+        if missing:
+            self.add(missing)
+        return [self._blocks.get(key) for key in keys]
+
     def rows(self, user: User) -> slice:
         block = self.block(user)
         return slice(self.starts[block], self.starts[block + 1])
+
+    def compact(self) -> None:
+        """Drop the rows of retired blocks, keeping the order of the rest."""
+        if not self.dead_rows:
+            return
+        live = sorted(self._blocks.values())
+        block_map = np.full(self.n_blocks, -1, dtype=np.int64)
+        block_map[live] = np.arange(len(live))
+        starts = np.asarray(self.starts, dtype=np.int64)
+        sizes = np.diff(starts)[live]
+        kept = np.repeat(starts[live] - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
+        self.items = [self.items[i] for i in kept.tolist()]
+        self.owners = [self.owners[i] for i in kept.tolist()]
+        self.starts = [0, *np.cumsum(sizes).tolist()]
+        self._blocks = {key: int(block_map[b]) for key, b in self._blocks.items()}
+        self.dead_rows = 0
+        self._remaps.append((block_map, kept))
+        self.generation += 1
+
+    def remap_since(self, generation: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(new block number of each block of `generation`, -1 if dropped; the old row of each
+        row now) composed over the compactions since; None if there were none."""
+        if generation == self.generation:
+            return None
+        block_map, kept = self._remaps[generation]
+        for later_blocks, later_rows in self._remaps[generation + 1:]:
+            block_map = np.where(block_map >= 0, later_blocks[np.maximum(block_map, 0)], -1)
+            kept = kept[later_rows]
+        return block_map, kept
 
 
 class ProfileBM25:
@@ -113,13 +182,16 @@ class ProfileBM25:
     (idf from `math.log`, the idf mean summed sequentially in first-occurrence order)."""
 
     def __init__(self, store: ProfileStore, tokenizer: Callable[[str], list[str]], *,
-                 k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25) -> None:
+                 k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25,
+                 tokens: TokenCache | None = None) -> None:
         self.store = store
-        self.tokenize = tokenizer
+        if tokens is not None and tokens.tokenize is not tokenizer:
+            raise InputError(f"the token cache {tokens.name!r} was made for another tokenizer than {tokenizer!r}")
+        self.tokens = TokenCache(tokenizer) if tokens is None else tokens
+        self.tokenize = self.tokens.tokenize
         self.k1, self.b, self.epsilon = float(k1), float(b), float(epsilon)
-        self._next_id = itertools.count()
-        self.vocab: defaultdict[str, int] = defaultdict(self._next_id.__next__)
         self._blocks_done = 0
+        self._generation = store.generation
         self._log = np.zeros(0)  # _log[i] = math.log(i + 0.5)
         # postings sorted by key = block << 32 | term, then row
         self._key = np.zeros(0, dtype=np.int64)
@@ -128,71 +200,74 @@ class ProfileBM25:
         self._tf = np.zeros(0, dtype=np.float64)  # raw term frequency of each posting
         self._doc_len = np.zeros(0, dtype=np.float64)  # tokens per stored row
 
+    @property
+    def vocab(self) -> dict[str, int]:
+        return self.tokens.vocab
+
     def _logs(self, upto: int) -> np.ndarray:
         if len(self._log) <= upto:
             self._log = np.asarray([math.log(i + 0.5) for i in range(max(upto + 1, 2 * len(self._log)))])
         return self._log
 
+    def _follow_compaction(self) -> None:
+        """Renumber blocks and rows as the store compacted them; retired blocks' postings go."""
+        remap = self.store.remap_since(self._generation)
+        if remap is None:
+            return
+        block_map, kept = remap
+        done = self._blocks_done
+        block = self._key >> 32
+        live = block_map[block] >= 0
+        self._key = block_map[block[live]] << 32 | (self._key[live] & 0xFFFFFFFF)
+        self._row, self._weight, self._tf = self._row[live], self._weight[live], self._tf[live]
+        self._doc_len = self._doc_len[kept[kept < len(self._doc_len)]]
+        # blocks not indexed yet keep their order; the first of them is where indexing resumes
+        self._blocks_done = int((block_map[:done] >= 0).sum())
+        self._generation = self.store.generation
+
     def sync(self) -> None:
         """Index the stored blocks that are not indexed yet, all at once."""
+        self._follow_compaction()
         store = self.store
         first_block, n_blocks = self._blocks_done, store.n_blocks
         if first_block == n_blocks:
             return
         row0 = store.starts[first_block]
-        lengths: list[int] = []
-
-        def tokenize(doc: Document) -> list[str]:
-            words = self.tokenize(doc.full_text)
-            lengths.append(len(words))
-            return words
-
-        # one dict lookup per token; each row's token list is freed once consumed, so no large
-        # container lives on for the garbage collector to walk
-        words = itertools.chain.from_iterable(map(tokenize, store.items[row0:]))
-        terms = np.fromiter(map(self.vocab.__getitem__, words), dtype=np.int64)
-        doc_len = np.asarray(lengths, dtype=np.float64)
+        bags = self.tokens.bags_of(store.items[row0:])
+        doc_len = bags.lengths
         starts = np.asarray(store.starts[first_block:], dtype=np.int64) - row0
         block_sizes = np.diff(starts)
+        row_of = np.repeat(np.arange(len(doc_len)), bags.entries)  # row of each bag entry
         block_of_row = np.repeat(np.arange(len(block_sizes)), block_sizes)
-        row_of = np.repeat(np.arange(len(lengths)), lengths)
-        block_of = block_of_row[row_of]
-        # tokens grouped by (block, term), in stream order within a group
-        tok, group = _group_tokens(block_of, terms, len(self.vocab))
-        row = row_of[tok]
-        new_key = np.ones(len(tok), dtype=bool)
+        # bag entries grouped by (block, term), rows ascending within a group; an entry is
+        # one posting (block, term, row) with its term frequency
+        pos, group, term_bits = _group_tokens(block_of_row[row_of], bags.terms, len(self.tokens.vocab))
+        p_block, p_term = group >> term_bits, group & ((1 << term_bits) - 1)
+        new_key = np.ones(len(pos), dtype=bool)
         new_key[1:] = group[1:] != group[:-1]
-        new_pair = new_key.copy()
-        new_pair[1:] |= row[1:] != row[:-1]
-        pair_at = np.flatnonzero(new_pair)  # a posting: one (block, term, row), rows ascending
-        tf = np.diff(np.append(pair_at, len(tok))).astype(np.float64)
-        pair_tok, p_row = tok[pair_at], row[pair_at]
-        p_block, p_term = block_of[pair_tok], terms[pair_tok]
-        pair_new_key = new_key[pair_at]
-        key_of_pair = np.cumsum(pair_new_key) - 1
-        first_tok = pair_tok[pair_new_key]  # first token of each (block, term): its first occurrence
-        df = np.diff(np.append(np.flatnonzero(pair_new_key), len(pair_at)))
-        key_block = p_block[pair_new_key]
-        n_docs = block_sizes[key_block]
+        key_at = np.flatnonzero(new_key)
+        df = np.diff(np.append(key_at, len(pos)))
+        key_block = p_block[key_at]
         logs = self._logs(int(block_sizes.max(initial=0)))
-        idf = logs[n_docs - df] - logs[df]
+        idf = logs[block_sizes[key_block] - df] - logs[df]
         # rank_bm25 floors negative idf at epsilon * (idf summed in first-occurrence order) / n:
-        # list the keys in stream order of their first token (blocks are contiguous in the stream)
-        first = np.zeros(len(tok), dtype=bool)
-        first[first_tok] = True
-        key_of_token = np.empty(len(tok), dtype=np.int64)
-        key_of_token[first_tok] = np.arange(len(first_tok))
-        in_order = key_of_token[first]
+        # list the keys in stream order of their first entry (blocks are contiguous in the stream)
+        first_pos = pos[key_at]
+        first = np.zeros(len(pos), dtype=bool)
+        first[first_pos] = True
+        key_of_entry = np.empty(len(pos), dtype=np.int64)
+        key_of_entry[first_pos] = np.arange(len(first_pos))
         n_keys = np.bincount(key_block, minlength=len(block_sizes))
-        eps = self.epsilon * (sequential_sums(idf[in_order], n_keys) / np.maximum(n_keys, 1))
+        eps = self.epsilon * (sequential_sums(idf[key_of_entry[first]], n_keys) / np.maximum(n_keys, 1))
         negative = idf < 0
         idf[negative] = eps[key_block[negative]]
-        # tf part with each user's own average document length
+        # tf part with each user's own average document length; rank_bm25's denominator
+        # tf + k1 * (1 - b + b * dl / avgdl) has a per-row second term, computed per row
         sums = np.bincount(block_of_row, weights=doc_len, minlength=len(block_sizes))
         avgdl = sums / np.maximum(block_sizes, 1)
-        dl = doc_len[p_row]
-        adl = avgdl[p_block]
-        weight = idf[key_of_pair] * (tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * dl / adl)))
+        row_norm = self.k1 * (1 - self.b + self.b * doc_len / avgdl[block_of_row])
+        p_row, tf = row_of[pos], bags.counts[pos]
+        weight = idf[np.cumsum(new_key) - 1] * (tf * (self.k1 + 1) / (tf + row_norm[p_row]))
         self._key = np.concatenate([self._key, (p_block + first_block) << 32 | p_term])
         self._row = np.concatenate([self._row, p_row - starts[p_block]])
         self._weight = np.concatenate([self._weight, weight])
@@ -206,13 +281,15 @@ class ProfileBM25:
 
     def scores_many(self, users: Sequence[User], query_texts: Sequence[str]) -> list[np.ndarray]:
         """`scores` for a batch of (user, query) pairs, vectorised over the whole batch."""
-        blocks = np.asarray([self.store.block(u) for u in users], dtype=np.int64)
+        found = self.store.blocks(users)
+        if None in found:  # one user id with several histories: one round per history
+            return _in_rounds(users, query_texts, self.scores_many)
+        blocks = np.asarray(found, dtype=np.int64)
         self.sync()
         sizes = np.asarray([len(u.history) for u in users], dtype=np.int64)
         tokens = [self.tokenize(text) for text in query_texts]
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        flat = list(itertools.chain.from_iterable(tokens))
-        terms = np.fromiter(map(self.vocab.get, flat, itertools.repeat(-1)), dtype=np.int64, count=len(flat))
+        terms = self.tokens.lookup(list(itertools.chain.from_iterable(tokens)))
         query_of = np.repeat(np.arange(len(tokens)), lengths)
         known = terms >= 0
         # each distinct key looked up once, in sorted order (binary searches then stay local)
@@ -233,7 +310,11 @@ class ProfileBM25:
         (df, avgdl) over that union and the always-positive Lucene idf
         log(1 + (N - df + 0.5) / (df + 0.5)), so scores compare across owners.
         One array per user, in history order."""
-        blocks = np.asarray([self.store.block(u) for u in users], dtype=np.int64)
+        found = self.store.blocks(users)
+        if None in found:
+            twice = sorted({u.id for u, b in zip(users, found) if b is None})
+            raise InputError(f"pool BM25 takes one history per user; users {twice} came with several")
+        blocks = np.asarray(found, dtype=np.int64)
         self.sync()
         sizes = np.asarray([len(u.history) for u in users], dtype=np.int64)
         base = np.cumsum(sizes) - sizes
@@ -259,16 +340,31 @@ class ProfileBM25:
         return np.split(flat_scores, np.cumsum(sizes)[:-1])
 
 
+def _in_rounds(
+    users: Sequence[User], texts: Sequence[str], score: Callable[[Sequence[User], Sequence[str]], list[np.ndarray]]
+) -> list[np.ndarray]:
+    """`score` over sub-batches holding one history per user id (the k-th distinct history
+    of each id in round k), results back in input order."""
+    versions: dict[str, dict[UserKey, int]] = {}
+    rounds = [versions.setdefault(u.id, {}).setdefault(user_key(u), len(versions[u.id])) for u in users]
+    out: list[np.ndarray] = [np.zeros(0)] * len(users)
+    for r in range(max(rounds) + 1):
+        picked = [i for i, ri in enumerate(rounds) if ri == r]
+        for i, scores in zip(picked, score([users[i] for i in picked], [texts[i] for i in picked])):
+            out[i] = scores
+    return out
+
+
 def _group_tokens(
     block: np.ndarray, term: np.ndarray, n_terms: int, *, pack: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Token positions sorted by (block, term, position), and a non-decreasing id of each
-    one's (block, term). Blocks are contiguous runs of the token stream, so (block, term,
-    offset in block) packs into one unique int64 when the bits allow, and a plain (SIMD) sort
-    of that replaces a slower stable argsort."""
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Token positions sorted by (block, term, position), each one's (block, term) as
+    block << term_bits | term (non-decreasing), and term_bits. Blocks are contiguous runs of
+    the token stream, so (block, term, offset in block) packs into one unique int64 when the
+    bits allow, and a plain (SIMD) sort of that replaces a slower stable argsort."""
     n = len(term)
     if not n:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 32
     block_start = np.searchsorted(block, np.arange(int(block[-1]) + 1))
     offset = np.arange(n) - block_start[block]
     off_bits = int(offset.max()).bit_length()
@@ -276,10 +372,10 @@ def _group_tokens(
     if pack and int(block[-1]).bit_length() + term_bits + off_bits <= 63:
         packed = np.sort((block << term_bits | term) << off_bits | offset)
         tok = block_start[packed >> (term_bits + off_bits)] + (packed & ((1 << off_bits) - 1))
-        return tok, packed >> off_bits
+        return tok, packed >> off_bits, term_bits
     key = block << 32 | term
     tok = np.argsort(key, kind="stable")
-    return tok, key[tok]
+    return tok, key[tok], 32
 
 
 def sequential_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -310,25 +406,36 @@ class ItemEmbeddings:
         self._blocks: list[np.ndarray] = []
         self._matrix: np.ndarray | None = None
         self._n = 0
+        self._generation = store.generation
 
     def sync(self) -> None:
-        if self._n == len(self.store):
+        remap = self.store.remap_since(self._generation)
+        if remap is not None:  # the store dropped retired rows: keep the embeddings of the rest
+            kept = remap[1]
+            self._matrix = self._concatenated()[kept[kept < self._n]]
+            self._blocks, self._n = [self._matrix], int((kept < self._n).sum())
+            self._generation = self.store.generation
+        if self._n == len(self.store.items):
             return
         texts = [d.full_text for d in self.store.items[self._n:]]
         self._blocks.append(normalize(np.asarray(self.encode(texts), dtype=np.float32)))
-        self._n = len(self.store)
+        self._n = len(self.store.items)
         self._matrix = None
 
-    @property
-    def matrix(self) -> np.ndarray:
-        self.sync()
+    def _concatenated(self) -> np.ndarray:
         if self._matrix is None:
             self._matrix = np.concatenate(self._blocks) if self._blocks else np.zeros((0, 0), np.float32)
             self._blocks = [self._matrix]
         return self._matrix
 
+    @property
+    def matrix(self) -> np.ndarray:
+        self.sync()
+        return self._concatenated()
+
     def of(self, user: User) -> np.ndarray:
-        return self.matrix[self.store.rows(user)]
+        rows = self.store.rows(user)  # first: it may store the history (and compact)
+        return self.matrix[rows]
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

@@ -253,6 +253,60 @@ def test_recency_newest_first_undated_last_stable():
     assert [s.score for s in ranking.docs] == sorted((s.score for s in ranking.docs), reverse=True)
 
 
+def test_recency_parses_dates_instead_of_comparing_text():
+    history = (
+        Document("unpadded", "x", meta={"date": "2019-3-5"}),
+        Document("october", "x", meta={"date": "2019-10-01"}),
+        Document("morning", "x", meta={"date": "2019-10-01T08:00"}),
+        Document("evening", "x", meta={"date": "2019-10-01 19:30:05"}),
+        Document("year", "x", meta={"date": "2019"}),
+        Document("month", "x", meta={"date": "2019-02"}),
+        Document("december", "x", meta={"date": "2018-12"}),
+        Document("offset", "x", meta={"date": "2019-10-01T23:30-02:00"}),  # 2019-10-02 01:30 UTC
+        Document("undated", "x"),
+    )
+    ranking = RecencyRetriever().retrieve(Query("q", "anything", user=User("u", history)), k=20)[0]
+    assert ranking.ids == [
+        "offset", "evening", "morning", "october", "unpadded", "month", "year", "december", "undated",
+    ]
+
+
+def test_unreadable_dates_are_errors_naming_query_user_and_item():
+    history = (Document("a", "x", meta={"date": "2020-01-01"}), Document("b", "x", meta={"date": "03/05/2021"}))
+    with pytest.raises(InputError, match=r"query 'q7', user 'u1', item 'b': date '03/05/2021' is not a date; expected YYYY"):
+        RecencyRetriever().retrieve(Query("q7", "anything", user=User("u1", history)), k=5)
+    bad_day = (Document("c", "x", meta={"date": "2019-02-30"}),)
+    with pytest.raises(InputError, match=r"item 'c': date '2019-02-30' is not a valid date"):
+        RecencyRetriever().retrieve(Query("q8", "anything", user=User("u1", bad_day)), k=5)
+
+
+def test_one_date_parser_serves_recency_and_user_embeddings():
+    import datetime as dt
+
+    from personarag.personal import user_embeddings
+    from personarag.personal.dates import parse_date
+    from personarag.personal.user_embeddings import recency_weights
+
+    assert user_embeddings.parse_date is parse_date
+    assert parse_date("2019-3-5") == dt.datetime(2019, 3, 5) == parse_date(" 2019-03-05 ")
+    assert parse_date("2019-03-05T10:20:30.25Z") == dt.datetime(2019, 3, 5, 10, 20, 30, 250000)
+    assert parse_date(2019) == dt.datetime(2019, 1, 1) and parse_date(dt.date(2019, 3, 5)) == dt.datetime(2019, 3, 5)
+    assert parse_date(None) is None and parse_date("  ") is None
+    for bad in ("soon", "2019-13", "2019/03/05", "19-03-05", True):
+        with pytest.raises(InputError):
+            parse_date(bad, "user 'u'")
+    history = (
+        Document("a", "x", meta={"date": "2019-3-5"}),
+        Document("b", "x", meta={"date": "2019-10-01"}),
+        Document("c", "x"),
+    )
+    # rank: b is newest (text order said a); date: a is 210 days older than b
+    np.testing.assert_allclose(recency_weights(history, 1.0, "rank"), np.exp(-np.array([1.0, 0.0, 2.0])))
+    np.testing.assert_allclose(recency_weights(history, 1.0, "date"), np.exp(-np.array([210, 0, 210]) / 365.25))
+    with pytest.raises(InputError, match="item 'z': date '5 March'"):
+        recency_weights(history + (Document("z", "x", meta={"date": "5 March"}),), 1.0, "date")
+
+
 def test_random_is_seeded_per_query_and_covers_the_history():
     user = make_users()[5]
     q1, q2 = Query("q1", "a", user=user), Query("q2", "a", user=user)

@@ -77,13 +77,17 @@ def _rank_scores(n: int) -> np.ndarray:
 
 
 class RecencyRetriever(_UserHistoryRetriever):
-    """The user's newest items first, by `meta["date"]` (ISO dates compare as text); undated
-    items last, in history order; equal dates keep history order. Score: 1 / (1 + rank)."""
+    """The user's newest items first, by `meta["date"]` (parsed by `personal.dates.parse_date`:
+    YYYY, YYYY-MM, YYYY-MM-DD with or without zero padding, optionally with a time); undated
+    items last, in history order; equal dates keep history order; an unreadable date is an
+    InputError naming the query, user and item. Score: 1 / (1 + rank)."""
 
     spec_name = "recency"
 
     def _rank(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
-        order = np.asarray(sort_dates(query.user.history), dtype=np.int64)  # type: ignore[union-attr]
+        user = query.user
+        where = f"query {query.id!r}, user {user.id!r}"  # type: ignore[union-attr]
+        order = np.asarray(sort_dates(user.history, where), dtype=np.int64)  # type: ignore[union-attr]
         scores = np.empty(len(order))
         scores[order] = _rank_scores(len(order))
         return order, scores

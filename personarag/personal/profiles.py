@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from personarag.errors import InputError
+from personarag.personal.dates import sort_dates  # noqa: F401  (imported from here by user embeddings and encoders)
 from personarag.personal.tokens import TokenCache
 from personarag.types import Document, User
 
@@ -441,12 +442,3 @@ class ItemEmbeddings:
 def normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
-
-
-def sort_dates(history: Sequence[Document]) -> list[int]:
-    """Indices of `history`, newest `date` (meta) first; undated items last, in history order."""
-    dated = [(str(d.meta.get("date")), i) for i, d in enumerate(history) if d.meta.get("date") not in (None, "")]
-    dated.sort(key=lambda pair: pair[1])
-    dated.sort(key=lambda pair: pair[0], reverse=True)  # stable: equal dates keep history order
-    seen = {i for _, i in dated}
-    return [i for _, i in dated] + [i for i in range(len(history)) if i not in seen]

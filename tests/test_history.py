@@ -12,7 +12,7 @@ from rank_bm25 import BM25Okapi
 
 from personarag import Document, InputError, Pipeline, Query, User, registry
 from personarag.personal.history import HistoryRetriever, RandomRetriever, RecencyRetriever
-from personarag.personal.profiles import _group_tokens, sequential_sums
+from personarag.personal.bm25_arrays import group_entries, sequential_sums
 
 TEXTS = [
     "the guitar strings sound bright and last long",
@@ -117,7 +117,7 @@ def test_group_tokens_packed_sort_equals_stable_argsort():
     term = rng.integers(0, 500, 6000)
     expected = np.lexsort((np.arange(6000), term, block))
     for pack in (True, False):
-        tok, group, _ = _group_tokens(block, term, 500, pack=pack)
+        tok, group, _ = group_entries(block, term, 500, pack=pack)
         np.testing.assert_array_equal(tok, expected)
         assert (np.diff(group) >= 0).all()
         assert ((np.diff(group) != 0) == ((np.diff(block[tok]) != 0) | (np.diff(term[tok]) != 0))).all()
@@ -416,14 +416,20 @@ def test_pool_bm25_over_several_histories_equals_bm25s_lucene_over_their_union()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("folder", ["LaMP_3_amazon_mi", "LaMP_4_huffpost"])
+@pytest.mark.parametrize("folder", ["LaMP_2_movielens_tmdb", "LaMP_3_amazon_mi", "LaMP_4_huffpost", "LaMP_5_acl_anthology"])
 def test_history_bm25_equals_reference_on_real_lamp_dev(folder):
     from conftest import shared_data
 
     from personarag.evaluation.lamp import load_lamp
+    from personarag.personal.tokens import TokenCache
 
     path = shared_data("lamp", folder, "dev_questions.json")
     queries = load_lamp(folder[:6], path).queries[::5]
-    rankings = HistoryRetriever("bm25").retrieve(queries, k=5)
-    for query, ranking in zip(queries, rankings):
-        assert ranking.ids == reference_top_k(query.user, query.text, 5)[0], query.id
+    cache = TokenCache(str.split, "split")
+    for run in ("cold", "warm token cache"):
+        rankings = HistoryRetriever("bm25", tokens=cache).retrieve(queries, k=5)
+        for query, ranking in zip(queries, rankings):
+            ids, scores = reference_top_k(query.user, query.text, 5)
+            assert ranking.ids == ids, (run, query.id)
+            position = {d.id: i for i, d in enumerate(query.user.history)}
+            assert [s.score for s in ranking.docs] == [scores[position[i]] for i in ids], (run, query.id)

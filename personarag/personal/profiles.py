@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from personarag.errors import InputError
+from personarag.personal.bm25_arrays import group_entries, sequential_sums
 from personarag.personal.dates import sort_dates  # noqa: F401  (imported from here by user embeddings and encoders)
 from personarag.personal.tokens import TokenCache
 from personarag.types import Document, User
@@ -242,7 +243,7 @@ class ProfileBM25:
         block_of_row = np.repeat(np.arange(len(block_sizes)), block_sizes)
         # bag entries grouped by (block, term), rows ascending within a group; an entry is
         # one posting (block, term, row) with its term frequency
-        pos, group, term_bits = _group_tokens(block_of_row[row_of], bags.terms, len(self.tokens.vocab))
+        pos, group, term_bits = group_entries(block_of_row[row_of], bags.terms, len(self.tokens.vocab))
         p_block, p_term = group >> term_bits, group & ((1 << term_bits) - 1)
         new_key = np.ones(len(pos), dtype=bool)
         new_key[1:] = group[1:] != group[:-1]
@@ -353,48 +354,6 @@ def _in_rounds(
         picked = [i for i, ri in enumerate(rounds) if ri == r]
         for i, scores in zip(picked, score([users[i] for i in picked], [texts[i] for i in picked])):
             out[i] = scores
-    return out
-
-
-def _group_tokens(
-    block: np.ndarray, term: np.ndarray, n_terms: int, *, pack: bool = True
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Token positions sorted by (block, term, position), each one's (block, term) as
-    block << term_bits | term (non-decreasing), and term_bits. Blocks are contiguous runs of
-    the token stream, so (block, term, offset in block) packs into one unique int64 when the
-    bits allow, and a plain (SIMD) sort of that replaces a slower stable argsort."""
-    n = len(term)
-    if not n:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 32
-    block_start = np.searchsorted(block, np.arange(int(block[-1]) + 1))
-    offset = np.arange(n) - block_start[block]
-    off_bits = int(offset.max()).bit_length()
-    term_bits = max(n_terms - 1, 0).bit_length()
-    if pack and int(block[-1]).bit_length() + term_bits + off_bits <= 63:
-        packed = np.sort((block << term_bits | term) << off_bits | offset)
-        tok = block_start[packed >> (term_bits + off_bits)] + (packed & ((1 << off_bits) - 1))
-        return tok, packed >> off_bits, term_bits
-    key = block << 32 | term
-    tok = np.argsort(key, kind="stable")
-    return tok, key[tok], 32
-
-
-def sequential_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Sum of each run of `counts[i]` consecutive values, added left to right as Python's
-    `sum` / `functools.reduce(operator.add)` do (`np.sum` and `np.add.reduceat` add pairwise,
-    which rounds differently). Runs of similar length go through one `np.cumsum` along the
-    columns of a zero-padded grid: an accumulation is strictly sequential, and trailing zeros
-    leave a sum unchanged."""
-    counts = np.asarray(counts, dtype=np.int64)
-    out = np.zeros(len(counts))
-    starts = np.cumsum(counts) - counts
-    size_class = np.frexp(np.maximum(counts, 1).astype(np.float64))[1]  # runs within 2x of each other
-    for cls in np.unique(size_class[counts > 0]):
-        runs = np.flatnonzero((size_class == cls) & (counts > 0))
-        width = int(counts[runs].max())
-        step = np.arange(width)[:, None]
-        grid = np.where(step < counts[runs], values[np.minimum(starts[runs] + step, len(values) - 1)], 0.0)
-        out[runs] = np.cumsum(grid, axis=0)[-1]
     return out
 
 

@@ -85,8 +85,9 @@ class ProfileStore:
         self.items: list[Document] = []
         self.owners: list[str] = []  # user id of each row
         self.starts: list[int] = [0]  # block b holds rows starts[b]:starts[b + 1]
-        self._blocks: dict[UserKey, int] = {}
-        self._current: dict[str, UserKey] = {}
+        # user id -> (block, the history object stored, its content key); content is compared,
+        # never hashed, so a history seen again costs one pass over its strings
+        self._users: dict[str, tuple[int, tuple[Document, ...], UserKey]] = {}
         self.dead_rows = 0
         self.generation = 0  # compactions so far
         self._remaps: list[tuple[np.ndarray, np.ndarray]] = []  # per compaction: (block map, kept rows)
@@ -96,49 +97,68 @@ class ProfileStore:
         return len(self.items) - self.dead_rows
 
     def __contains__(self, user: User) -> bool:
-        return user_key(user) in self._blocks
+        return self._find(user) is not None
 
     @property
     def n_blocks(self) -> int:
         return len(self.starts) - 1
 
+    def _find(self, user: User) -> int | None:
+        """The block of exactly this history, if it is the user's current one."""
+        entry = self._users.get(user.id)
+        if entry is None:
+            return None
+        block, history, key = entry
+        return block if history is user.history or key == user_key(user) else None
+
     def add(self, users: Iterable[User]) -> int:
         """Store each user's history unless it is stored already; returns how many rows were added."""
         before = len(self.items)
         for user in users:
-            key = user_key(user)
-            if key in self._blocks:
-                continue
-            old = self._current.get(user.id)
-            if old is not None:
-                block = self._blocks.pop(old)
-                self.dead_rows += self.starts[block + 1] - self.starts[block]
-            self.items.extend(user.history)
-            self.owners.extend([user.id] * len(user.history))
-            self._blocks[key] = len(self.starts) - 1
-            self._current[user.id] = key
-            self.starts.append(len(self.items))
-        added = len(self.items) - before
+            self._put(user)
+        self._compact_if_mostly_dead()
+        return len(self.items) - before
+
+    def _put(self, user: User) -> int:
+        """The block of the user's history, appended (retiring the user's previous block) if new."""
+        entry = self._users.get(user.id)
+        if entry is not None and entry[1] is user.history:
+            return entry[0]
+        key = user_key(user)
+        if entry is not None:
+            if entry[2] == key:
+                return entry[0]
+            self.dead_rows += self.starts[entry[0] + 1] - self.starts[entry[0]]
+        block = len(self.starts) - 1
+        self.items.extend(user.history)
+        self.owners.extend([user.id] * len(user.history))
+        self._users[user.id] = (block, user.history, key)
+        self.starts.append(len(self.items))
+        return block
+
+    def _compact_if_mostly_dead(self) -> None:
         if self.dead_rows > max(len(self), 1024):
             self.compact()
-        return added
 
     def block(self, user: User) -> int:
         """The user's block number, storing the history first if it is new."""
-        key = user_key(user)
-        if key not in self._blocks:
+        block = self._find(user)
+        if block is None:
             self.add([user])
-        return self._blocks[key]
+            block = self._users[user.id][0]
+        return block
 
     def blocks(self, users: Sequence[User]) -> list[int | None]:
         """Block numbers of the users' histories, storing the new ones first; None for a
         history that a later user of the same id in `users` replaced (score such a batch
         in rounds, one history per user id each)."""
-        keys = [user_key(u) for u in users]
-        missing = [u for u, key in zip(users, keys) if key not in self._blocks]
-        if missing:
-            self.add(missing)
-        return [self._blocks.get(key) for key in keys]
+        found: list[int | None] = [self._put(u) for u in users]
+        generation = self.generation
+        self._compact_if_mostly_dead()
+        if self.generation != generation:
+            return [self._find(u) for u in users]
+        current = self._users
+        return [b if current[u.id][0] == b else None for u, b in zip(users, found)]
 
     def rows(self, user: User) -> slice:
         block = self.block(user)
@@ -148,7 +168,7 @@ class ProfileStore:
         """Drop the rows of retired blocks, keeping the order of the rest."""
         if not self.dead_rows:
             return
-        live = sorted(self._blocks.values())
+        live = sorted(b for b, _, _ in self._users.values())
         block_map = np.full(self.n_blocks, -1, dtype=np.int64)
         block_map[live] = np.arange(len(live))
         starts = np.asarray(self.starts, dtype=np.int64)
@@ -157,7 +177,7 @@ class ProfileStore:
         self.items = [self.items[i] for i in kept.tolist()]
         self.owners = [self.owners[i] for i in kept.tolist()]
         self.starts = [0, *np.cumsum(sizes).tolist()]
-        self._blocks = {key: int(block_map[b]) for key, b in self._blocks.items()}
+        self._users = {uid: (int(block_map[b]), history, key) for uid, (b, history, key) in self._users.items()}
         self.dead_rows = 0
         self._remaps.append((block_map, kept))
         self.generation += 1
@@ -270,11 +290,11 @@ class ProfileBM25:
         row_norm = self.k1 * (1 - self.b + self.b * doc_len / avgdl[block_of_row])
         p_row, tf = row_of[pos], bags.counts[pos]
         weight = idf[np.cumsum(new_key) - 1] * (tf * (self.k1 + 1) / (tf + row_norm[p_row]))
-        self._key = np.concatenate([self._key, (p_block + first_block) << 32 | p_term])
-        self._row = np.concatenate([self._row, p_row - starts[p_block]])
-        self._weight = np.concatenate([self._weight, weight])
-        self._tf = np.concatenate([self._tf, tf])
-        self._doc_len = np.concatenate([self._doc_len, doc_len])
+        new = ((p_block + first_block) << 32 | p_term, p_row - starts[p_block], weight, tf, doc_len)
+        old = (self._key, self._row, self._weight, self._tf, self._doc_len)
+        self._key, self._row, self._weight, self._tf, self._doc_len = (
+            b if not len(a) else np.concatenate([a, b]) for a, b in zip(old, new)
+        )
         self._blocks_done = n_blocks
 
     def scores(self, user: User, query_text: str) -> np.ndarray:

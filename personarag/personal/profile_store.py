@@ -1,0 +1,143 @@
+"""The current history of each user, stored once as a block of rows: what history BM25,
+item embeddings and collaborative retrieval index and restrict their scores to."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from personarag.types import Document, User
+
+UserKey = tuple[str, tuple[str, ...], tuple[str | None, ...], tuple[str, ...]]
+
+_ID, _TITLE, _TEXT = (operator.attrgetter(name) for name in ("id", "title", "text"))
+
+
+def user_key(user: User) -> UserKey:
+    """A user's id and history content (item ids, titles, texts: an edited text is another
+    history); three flat tuples, not one per item, keep it cheap to build and hash."""
+    history = user.history
+    return (user.id, tuple(map(_ID, history)), tuple(map(_TITLE, history)), tuple(map(_TEXT, history)))
+
+
+class ProfileStore:
+    """The current history of each user id as one block of rows; `rows(user)` is its block.
+
+    A user id that comes with another history (an item added, removed or edited) gets a new
+    block and its old block is retired: dead rows are dropped by `compact` (run by `add` once
+    they outnumber the live ones), and every dependent index (BM25 postings, item embeddings)
+    applies the same renumbering (`remap_since`) instead of rebuilding anything."""
+
+    def __init__(self) -> None:
+        self.items: list[Document] = []
+        self.owners: list[str] = []  # user id of each row
+        self.starts: list[int] = [0]  # block b holds rows starts[b]:starts[b + 1]
+        # user id -> (block, the history object stored, its content key); content is compared,
+        # never hashed, so a history seen again costs one pass over its strings
+        self._users: dict[str, tuple[int, tuple[Document, ...], UserKey]] = {}
+        self.dead_rows = 0
+        self.generation = 0  # compactions so far
+        self._remaps: list[tuple[np.ndarray, np.ndarray]] = []  # per compaction: (block map, kept rows)
+
+    def __len__(self) -> int:
+        """Rows of the current histories."""
+        return len(self.items) - self.dead_rows
+
+    def __contains__(self, user: User) -> bool:
+        return self._find(user) is not None
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.starts) - 1
+
+    def _find(self, user: User) -> int | None:
+        """The block of exactly this history, if it is the user's current one."""
+        entry = self._users.get(user.id)
+        if entry is None:
+            return None
+        block, history, key = entry
+        return block if history is user.history or key == user_key(user) else None
+
+    def add(self, users: Iterable[User]) -> int:
+        """Store each user's history unless it is stored already; returns how many rows were added."""
+        before = len(self.items)
+        for user in users:
+            self._put(user)
+        self._compact_if_mostly_dead()
+        return len(self.items) - before
+
+    def _put(self, user: User) -> int:
+        """The block of the user's history, appended (retiring the user's previous block) if new."""
+        entry = self._users.get(user.id)
+        if entry is not None and entry[1] is user.history:
+            return entry[0]
+        key = user_key(user)
+        if entry is not None:
+            if entry[2] == key:
+                return entry[0]
+            self.dead_rows += self.starts[entry[0] + 1] - self.starts[entry[0]]
+        block = len(self.starts) - 1
+        self.items.extend(user.history)
+        self.owners.extend([user.id] * len(user.history))
+        self._users[user.id] = (block, user.history, key)
+        self.starts.append(len(self.items))
+        return block
+
+    def _compact_if_mostly_dead(self) -> None:
+        if self.dead_rows > max(len(self), 1024):
+            self.compact()
+
+    def block(self, user: User) -> int:
+        """The user's block number, storing the history first if it is new."""
+        block = self._find(user)
+        if block is None:
+            self.add([user])
+            block = self._users[user.id][0]
+        return block
+
+    def blocks(self, users: Sequence[User]) -> list[int | None]:
+        """Block numbers of the users' histories, storing the new ones first; None for a
+        history that a later user of the same id in `users` replaced (score such a batch
+        in rounds, one history per user id each)."""
+        found: list[int | None] = [self._put(u) for u in users]
+        generation = self.generation
+        self._compact_if_mostly_dead()
+        if self.generation != generation:
+            return [self._find(u) for u in users]
+        current = self._users
+        return [b if current[u.id][0] == b else None for u, b in zip(users, found)]
+
+    def rows(self, user: User) -> slice:
+        block = self.block(user)
+        return slice(self.starts[block], self.starts[block + 1])
+
+    def compact(self) -> None:
+        """Drop the rows of retired blocks, keeping the order of the rest."""
+        if not self.dead_rows:
+            return
+        live = sorted(b for b, _, _ in self._users.values())
+        block_map = np.full(self.n_blocks, -1, dtype=np.int64)
+        block_map[live] = np.arange(len(live))
+        starts = np.asarray(self.starts, dtype=np.int64)
+        sizes = np.diff(starts)[live]
+        kept = np.repeat(starts[live] - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
+        self.items = [self.items[i] for i in kept.tolist()]
+        self.owners = [self.owners[i] for i in kept.tolist()]
+        self.starts = [0, *np.cumsum(sizes).tolist()]
+        self._users = {uid: (int(block_map[b]), history, key) for uid, (b, history, key) in self._users.items()}
+        self.dead_rows = 0
+        self._remaps.append((block_map, kept))
+        self.generation += 1
+
+    def remap_since(self, generation: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(new block number of each block of `generation`, -1 if dropped; the old row of each
+        row now) composed over the compactions since; None if there were none."""
+        if generation == self.generation:
+            return None
+        block_map, kept = self._remaps[generation]
+        for later_blocks, later_rows in self._remaps[generation + 1:]:
+            block_map = np.where(block_map >= 0, later_blocks[np.maximum(block_map, 0)], -1)
+            kept = kept[later_rows]
+        return block_map, kept

@@ -415,6 +415,32 @@ def test_pool_bm25_over_several_histories_equals_bm25s_lucene_over_their_union()
         np.testing.assert_allclose(got, (1.5 + 1) * model.get_scores(text.split()), rtol=1e-5)
 
 
+def test_kept_postings_are_reused_only_for_unchanged_histories_and_same_parameters():
+    from personarag.personal.tokens import TokenCache
+
+    users = make_users()
+    cache = TokenCache(str.split, "split")
+    HistoryRetriever("bm25", tokens=cache).bm25.scores_many(users[:4], ["amp"] * 4)
+    assert set(cache.postings) == {u.id for u in users[:4]}
+    kept = {uid: entry[2] for uid, entry in cache.postings.items()}
+    # a fresh index: u0, u2 kept; u1 changed; u4, u5 new; in an order that interleaves them
+    changed = User("u1", users[1].history + (Document("u1-new", "the amp and the guitar"),))
+    batch = [users[5], users[2], changed, users[0], users[4]]
+    texts = ["bright strings", "the amp", "the guitar the guitar", "Guitar cable", "the"]
+    fresh = HistoryRetriever("bm25", tokens=cache)
+    assert_scores_equal_reference(fresh, batch, texts)
+    assert cache.postings["u0"][2] is kept["u0"] and cache.postings["u2"][2] is kept["u2"]
+    assert cache.postings["u1"][2] is not kept["u1"]  # rebuilt for the new history
+    assert set(cache.postings) == {u.id for u in users}
+    # other BM25 parameters: nothing reused, scores follow the new parameters
+    other = HistoryRetriever("bm25", k1=1.2, b=0.5, tokens=cache)
+    got = other.bm25.scores_many(batch, texts)
+    for user, text, scores in zip(batch, texts, got):
+        bm25 = BM25Okapi([d.full_text.split() for d in user.history], k1=1.2, b=0.5)
+        assert scores.tolist() == bm25.get_scores(text.split()).tolist()
+    assert cache.postings["u0"][1] == (1.2, 0.5, 0.25)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("folder", ["LaMP_2_movielens_tmdb", "LaMP_3_amazon_mi", "LaMP_4_huffpost", "LaMP_5_acl_anthology"])
 def test_history_bm25_equals_reference_on_real_lamp_dev(folder):

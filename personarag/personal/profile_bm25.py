@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,6 +16,38 @@ from personarag.personal.bm25_arrays import group_entries, sequential_sums
 from personarag.personal.profile_store import ProfileStore, UserKey, user_key
 from personarag.personal.tokens import TokenCache
 from personarag.types import User
+
+
+Segment = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""One history's postings: (term, row in the history, weight, tf) per posting, sorted by
+(term, row), and the length of each item; block-free, so a cache can keep it per user."""
+
+
+@dataclass(frozen=True)
+class _Built:
+    """Postings of several blocks numbered 0.. in build order, sorted by (block, term, row)."""
+
+    block: np.ndarray
+    term: np.ndarray
+    row: np.ndarray
+    weight: np.ndarray
+    tf: np.ndarray
+    doc_len: np.ndarray  # per row
+    block_sizes: np.ndarray  # rows per block
+
+    def arrays(self, first_block: int) -> tuple[np.ndarray, ...]:
+        """(key, row, weight, tf, doc_len) for blocks numbered from `first_block`."""
+        return (self.block + first_block) << 32 | self.term, self.row, self.weight, self.tf, self.doc_len
+
+    def segments(self) -> list[Segment]:
+        n = len(self.block_sizes)
+        post = np.searchsorted(self.block, np.arange(n + 1)).tolist()
+        rows = [0, *np.cumsum(self.block_sizes).tolist()]
+        return [
+            (self.term[post[i]:post[i + 1]], self.row[post[i]:post[i + 1]], self.weight[post[i]:post[i + 1]],
+             self.tf[post[i]:post[i + 1]], self.doc_len[rows[i]:rows[i + 1]])
+            for i in range(n)
+        ]
 
 
 class ProfileBM25:
@@ -71,17 +104,52 @@ class ProfileBM25:
         self._generation = self.store.generation
 
     def sync(self) -> None:
-        """Index the stored blocks that are not indexed yet, all at once."""
+        """Index the stored blocks that are not indexed yet, all at once; a history whose
+        postings the token cache keeps (same content, same k1, b, epsilon) is not rebuilt."""
         self._follow_compaction()
         store = self.store
         first_block, n_blocks = self._blocks_done, store.n_blocks
         if first_block == n_blocks:
             return
-        row0 = store.starts[first_block]
-        bags = self.tokens.bags_of(store.items[row0:])
+        params = (self.k1, self.b, self.epsilon)
+        kept = self.tokens.postings
+        owners = [store.current(block) for block in range(first_block, n_blocks)]
+        segments: list[Segment | None] = [None] * len(owners)
+        for i, owner in enumerate(owners):
+            entry = kept.get(owner[0]) if owner is not None else None
+            if entry is not None and entry[1] == params and entry[0] == owner[1]:  # type: ignore[index]
+                segments[i] = entry[2]
+        todo = [i for i, segment in enumerate(segments) if segment is None]
+        if todo:
+            built = self._build([first_block + i for i in todo])
+            for i, segment in zip(todo, built.segments()):
+                segments[i] = segment
+                if owners[i] is not None:
+                    kept[owners[i][0]] = (owners[i][1], params, segment)  # type: ignore[index]
+        if len(todo) == len(segments):
+            new = built.arrays(first_block)
+        else:
+            parts = list(zip(*segments))  # type: ignore[arg-type]
+            sizes = np.fromiter(map(len, parts[0]), dtype=np.int64, count=len(segments))
+            blocks = np.repeat(np.arange(first_block, n_blocks), sizes)
+            new = (blocks << 32 | np.concatenate(parts[0]), *(np.concatenate(p) for p in parts[1:]))
+        old = (self._key, self._row, self._weight, self._tf, self._doc_len)
+        self._key, self._row, self._weight, self._tf, self._doc_len = (
+            b if not len(a) else np.concatenate([a, b]) for a, b in zip(old, new)
+        )
+        self._blocks_done = n_blocks
+
+    def _build(self, blocks: list[int]) -> _Built:
+        """Postings of the given stored blocks (ascending), vectorised over all of them."""
+        store = self.store
+        if blocks[-1] - blocks[0] == len(blocks) - 1:  # a run of blocks: their rows are one slice
+            items = store.items[store.starts[blocks[0]]: store.starts[blocks[-1] + 1]]
+        else:
+            items = [d for b in blocks for d in store.items[store.starts[b]: store.starts[b + 1]]]
+        block_sizes = np.asarray([store.starts[b + 1] - store.starts[b] for b in blocks], dtype=np.int64)
+        starts = np.cumsum(block_sizes) - block_sizes
+        bags = self.tokens.bags_of(items)
         doc_len = bags.lengths
-        starts = np.asarray(store.starts[first_block:], dtype=np.int64) - row0
-        block_sizes = np.diff(starts)
         row_of = np.repeat(np.arange(len(doc_len)), bags.entries)  # row of each bag entry
         block_of_row = np.repeat(np.arange(len(block_sizes)), block_sizes)
         # bag entries grouped by (block, term), rows ascending within a group; an entry is
@@ -113,12 +181,7 @@ class ProfileBM25:
         row_norm = self.k1 * (1 - self.b + self.b * doc_len / avgdl[block_of_row])
         p_row, tf = row_of[pos], bags.counts[pos]
         weight = idf[np.cumsum(new_key) - 1] * (tf * (self.k1 + 1) / (tf + row_norm[p_row]))
-        new = ((p_block + first_block) << 32 | p_term, p_row - starts[p_block], weight, tf, doc_len)
-        old = (self._key, self._row, self._weight, self._tf, self._doc_len)
-        self._key, self._row, self._weight, self._tf, self._doc_len = (
-            b if not len(a) else np.concatenate([a, b]) for a, b in zip(old, new)
-        )
-        self._blocks_done = n_blocks
+        return _Built(p_block, p_term, p_row - starts[p_block], weight, tf, doc_len, block_sizes)
 
     def scores(self, user: User, query_text: str) -> np.ndarray:
         """BM25 score of each of the user's history items (in history order) for the query."""

@@ -34,6 +34,7 @@ class ProfileStore:
         self.items: list[Document] = []
         self.owners: list[str] = []  # user id of each row
         self.starts: list[int] = [0]  # block b holds rows starts[b]:starts[b + 1]
+        self.block_users: list[str] = []  # user id of each block
         # user id -> (block, the history object stored, its content key); content is compared,
         # never hashed, so a history seen again costs one pass over its strings
         self._users: dict[str, tuple[int, tuple[Document, ...], UserKey]] = {}
@@ -82,6 +83,7 @@ class ProfileStore:
         self.items.extend(user.history)
         self.owners.extend([user.id] * len(user.history))
         self._users[user.id] = (block, user.history, key)
+        self.block_users.append(user.id)
         self.starts.append(len(self.items))
         return block
 
@@ -109,6 +111,13 @@ class ProfileStore:
         current = self._users
         return [b if current[u.id][0] == b else None for u, b in zip(users, found)]
 
+    def current(self, block: int) -> tuple[str, UserKey] | None:
+        """(user id, history content key) of a block that is its user's current history;
+        None for a retired block."""
+        user_id = self.block_users[block]
+        entry = self._users.get(user_id)
+        return (user_id, entry[2]) if entry is not None and entry[0] == block else None
+
     def rows(self, user: User) -> slice:
         block = self.block(user)
         return slice(self.starts[block], self.starts[block + 1])
@@ -127,6 +136,7 @@ class ProfileStore:
         self.owners = [self.owners[i] for i in kept.tolist()]
         self.starts = [0, *np.cumsum(sizes).tolist()]
         self._users = {uid: (int(block_map[b]), history, key) for uid, (b, history, key) in self._users.items()}
+        self.block_users = [self.block_users[b] for b in live]
         self.dead_rows = 0
         self._remaps.append((block_map, kept))
         self.generation += 1

@@ -1,12 +1,15 @@
 """Token ids of texts, cached by content: a text is tokenized once, however often the history
 holding it is (re-)indexed.
 
-`TokenCache` maps a text's key -- in a process the text itself, in a user store its content
-hash (`content_hash`: sha256 of the UTF-8 bytes) -- to the text's bag of words as rank_bm25 sees it -- its distinct term ids in order of first occurrence,
-their counts, and its token count -- which is all per-profile BM25 needs (rank_bm25 keeps one
+`TokenCache` maps a text's key -- in a process the text itself (or a document's title and
+text), in a user store its content hash (`content_hash`: sha256 of the UTF-8 bytes) -- to the
+text's bag of words as rank_bm25 sees it: its distinct term ids in order of first occurrence,
+their counts and its token count, which is all per-profile BM25 needs (rank_bm25 keeps one
 insertion-ordered Counter per document). One cache serves one tokenizer; its vocabulary
 (`terms`, term id = position) and bags are plain data (`export` / `load`), so a user store can
-keep them beside its items and a later process tokenizes nothing it has seen.
+keep them beside its items and a later process tokenizes nothing it has seen. `postings`
+keeps, per user id, the BM25 postings of that user's current history over this vocabulary,
+so a fresh index re-uses every history that did not change.
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ class TokenCache:
         self.vocab = _Vocabulary([])
         self._bags: dict[Hashable, tuple[np.ndarray, int]] = {}
         self.tokenized = 0  # texts tokenized so far (cache misses), for tests and benchmarks
+        # user id -> (history content key, (k1, b, epsilon), that history's BM25 postings over
+        # this vocabulary): derived data a user store keeps per user, replaced when the
+        # history changes (filled and read by ProfileBM25)
+        self.postings: dict[str, tuple[Hashable, tuple[float, float, float], tuple[np.ndarray, ...]]] = {}
 
     def __len__(self) -> int:
         return len(self._bags)

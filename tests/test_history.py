@@ -191,8 +191,23 @@ def test_profile_store_compacts_retired_rows_and_indexes_follow():
     assert len(store.items) == len(store) + store.dead_rows
     users = list(current.values())
     assert_scores_equal_reference(retriever, users, ["w1 w9 w10"] * len(users))
+    items.sync()
+    encoded = encoder.texts_encoded
     for user in users:  # embeddings followed the compactions without re-encoding old rows
-        np.testing.assert_allclose(items.of(user), encoder.encode([d.full_text for d in user.history]), atol=1e-6)
+        np.testing.assert_allclose(items.of(user), HashEncoder().encode([d.full_text for d in user.history]), atol=1e-6)
+    assert encoder.texts_encoded == encoded
+
+
+def test_item_embeddings_do_not_re_encode_a_history_that_comes_back():
+    from personarag.personal.profiles import ItemEmbeddings, ProfileStore
+
+    store, encoder = ProfileStore(), HashEncoder()
+    items = ItemEmbeddings(store, lambda texts: encoder.encode(list(texts)))
+    first = make_users()[4]
+    longer = User(first.id, first.history + (Document("extra", "a brand new text"),))
+    for user in (first, longer, first, longer):  # e.g. a train-split pool and a dev-split query
+        np.testing.assert_allclose(items.of(user), HashEncoder().encode([d.full_text for d in user.history]), atol=1e-6)
+    assert encoder.texts_encoded == len({d.full_text for d in longer.history})
 
 
 def test_token_cache_tokenizes_each_text_once_and_round_trips_through_export():
@@ -367,7 +382,8 @@ def test_history_dense_encodes_each_item_once_and_ranks_by_inner_product():
     retriever = HistoryRetriever("dense:hash", encoder=encoder)
     queries = [Query(f"q{i}", "bright strings", user=u) for i, u in enumerate(users)]
     rankings = retriever.retrieve(queries, k=100)
-    items = sum(len(u.history) for u in users)
+    items = len({d.full_text for u in users for d in u.history})  # each distinct text once
+    assert items < sum(len(u.history) for u in users)
     assert encoder.texts_encoded == items + len(queries)
     retriever.retrieve(queries, k=100)
     assert encoder.texts_encoded == items + 2 * len(queries)  # items not re-encoded

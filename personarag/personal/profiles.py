@@ -63,7 +63,8 @@ def make_tokenizer(name: str, stemmer: str | None = None) -> Callable[[str], lis
 
 
 class ItemEmbeddings:
-    """Unit-normalised embeddings of stored rows, each row encoded once."""
+    """Unit-normalised embeddings of stored rows; a text already embedded (in another row, or
+    in a history the store retired and took back) is copied, not encoded again."""
 
     def __init__(self, store: ProfileStore, encode: Callable[[Sequence[str]], np.ndarray]) -> None:
         self.store = store
@@ -72,6 +73,7 @@ class ItemEmbeddings:
         self._matrix: np.ndarray | None = None
         self._n = 0
         self._generation = store.generation
+        self._row_of: dict[tuple[str | None, str], int] = {}  # (title, text) -> a row holding it
 
     def sync(self) -> None:
         remap = self.store.remap_since(self._generation)
@@ -80,16 +82,38 @@ class ItemEmbeddings:
             self._matrix = self._concatenated()[kept[kept < self._n]]
             self._blocks, self._n = [self._matrix], int((kept < self._n).sum())
             self._generation = self.store.generation
+            self._row_of = {(d.title, d.text): i for i, d in enumerate(self.store.items[: self._n])}
         if self._n == len(self.store.items):
             return
-        texts = [d.full_text for d in self.store.items[self._n:]]
-        self._blocks.append(normalize(np.asarray(self.encode(texts), dtype=np.float32)))
+        docs = self.store.items[self._n:]
+        keys = [(d.title, d.text) for d in docs]
+        fresh: dict[tuple[str | None, str], int] = {}  # new texts, each once, in order
+        for key in keys:
+            if key not in self._row_of:
+                fresh.setdefault(key, len(fresh))
+        encoded = np.zeros((0, 0), np.float32)
+        if fresh:
+            texts = [f"{title}\n{text}" if title else text for title, text in fresh]  # Document.full_text
+            encoded = normalize(np.asarray(self.encode(texts), dtype=np.float32))
+        if len(fresh) == len(keys):
+            block = encoded
+        else:
+            old = self._concatenated()
+            dim = old.shape[1] if old.size else encoded.shape[1]
+            block = np.empty((len(keys), dim), dtype=np.float32)
+            for i, key in enumerate(keys):
+                block[i] = encoded[fresh[key]] if key in fresh else old[self._row_of[key]]
+        for i, key in enumerate(keys):
+            self._row_of.setdefault(key, self._n + i)
+        self._blocks.append(block)
         self._n = len(self.store.items)
         self._matrix = None
 
     def _concatenated(self) -> np.ndarray:
+        if not self._blocks:
+            return np.zeros((0, 0), np.float32)
         if self._matrix is None:
-            self._matrix = np.concatenate(self._blocks) if self._blocks else np.zeros((0, 0), np.float32)
+            self._matrix = np.concatenate(self._blocks)
             self._blocks = [self._matrix]
         return self._matrix
 

@@ -180,7 +180,7 @@ class ProfileBM25:
         avgdl = sums / np.maximum(block_sizes, 1)
         row_norm = self.k1 * (1 - self.b + self.b * doc_len / avgdl[block_of_row])
         p_row, tf = row_of[pos], bags.counts[pos]
-        weight = idf[np.cumsum(new_key) - 1] * (tf * (self.k1 + 1) / (tf + row_norm[p_row]))
+        weight = np.repeat(idf, df) * (tf * (self.k1 + 1) / (tf + row_norm[p_row]))  # a key's postings are adjacent
         return _Built(p_block, p_term, p_row - starts[p_block], weight, tf, doc_len, block_sizes)
 
     def scores(self, user: User, query_text: str) -> np.ndarray:

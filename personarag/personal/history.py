@@ -1,9 +1,12 @@
 """Retrieval from the query user's own history (the LaMP setting), plus recency and random baselines.
 
 Candidates come from `query.user.history`, so these retrievers need no corpus
-(`needs_corpus = False`: the Pipeline skips `index`). Nothing is rebuilt per example: every
-distinct history is indexed once, on first use, and extended as new users arrive; each
-query is scored against its own user's rows only.
+(`needs_corpus = False`: the Pipeline skips `index`). Nothing is rebuilt per example: each
+user's history is indexed once, on first use, and the index is extended as new users
+arrive; a user id that comes with a changed history (an item added, removed or edited)
+gets that history indexed in place of the old one, other users untouched. Each query is
+scored against its own user's rows only. Item texts are tokenized once per content
+(`personal.tokens.TokenCache`, which can be shared between retrievers).
 
 - `history:bm25` computes BM25 statistics (idf, avgdl) over the user's own history, as the
   LaMP / CFRAG reference code does by building `rank_bm25.BM25Okapi(profile)` per query; with
@@ -30,7 +33,9 @@ import numpy as np
 
 from personarag.errors import InputError
 from personarag.retrievers.base import Retriever
-from personarag.personal.profiles import ItemEmbeddings, ProfileBM25, ProfileStore, make_tokenizer, sort_dates, tokenizer_name
+from personarag.personal.profiles import (
+    ItemEmbeddings, ProfileBM25, ProfileStore, make_tokenizer, sort_dates, tokenizer_name,
+)
 from personarag.personal.tokens import TokenCache
 from personarag.types import Corpus, Query, Ranking, ScoredDoc, StageTrace
 

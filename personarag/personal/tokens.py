@@ -38,7 +38,7 @@ def _hash_of_key(key: Hashable) -> bytes:
 
 
 def content_hash(text: str) -> bytes:
-    """The cache key of a text: sha256 of its UTF-8 bytes (lone surrogates kept as-is)."""
+    """The key a store files a text's bag under: sha256 of its UTF-8 bytes (lone surrogates kept)."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
@@ -67,7 +67,8 @@ class _Vocabulary(dict):
 
 
 class TokenCache:
-    """Bags of words of texts keyed by content hash, over one tokenizer's vocabulary."""
+    """Bags of words of texts over one tokenizer's vocabulary, keyed by the text (or a
+    document's title and text) in a process, by `content_hash` when a store supplies keys."""
 
     def __init__(self, tokenizer: Callable[[str], list[str]], name: str = "") -> None:
         self.tokenize = tokenizer

@@ -179,7 +179,7 @@ class ProfileBM25:
         sums = np.bincount(block_of_row, weights=doc_len, minlength=len(block_sizes))
         avgdl = sums / np.maximum(block_sizes, 1)
         row_norm = self.k1 * (1 - self.b + self.b * doc_len / avgdl[block_of_row])
-        p_row, tf = row_of[pos], bags.counts[pos]
+        p_row, tf = row_of[pos], bags.counts[pos].astype(np.float64)
         weight = np.repeat(idf, df) * (tf * (self.k1 + 1) / (tf + row_norm[p_row]))  # a key's postings are adjacent
         return _Built(p_block, p_term, p_row - starts[p_block], weight, tf, doc_len, block_sizes)
 

@@ -25,7 +25,7 @@ import numpy as np
 from personarag.errors import InputError
 from personarag.types import Document
 
-_TF_BITS = 32  # a bag entry packs term << 32 | count into one int64
+_TF_BITS = 32  # an exported bag entry packs term << 32 | count into one int64
 
 
 def _hash_of_key(key: Hashable) -> bytes:
@@ -47,8 +47,8 @@ class Bags:
     """Bags of several texts, concatenated: `terms[i]` occurs `counts[i]` times in the text
     `np.repeat(arange(n), entries)[i]`; each text's terms in order of first occurrence."""
 
-    terms: np.ndarray  # int64 term ids
-    counts: np.ndarray  # float64 occurrences
+    terms: np.ndarray  # int32 term ids
+    counts: np.ndarray  # int32 occurrences
     entries: np.ndarray  # int64 distinct terms per text
     lengths: np.ndarray  # float64 tokens per text
 
@@ -74,7 +74,7 @@ class TokenCache:
         self.tokenize = tokenizer
         self.name = name  # the tokenizer's description; a stored cache is only valid for it
         self.vocab = _Vocabulary([])
-        self._bags: dict[Hashable, tuple[np.ndarray, int]] = {}
+        self._bags: dict[Hashable, tuple[np.ndarray, np.ndarray, int]] = {}  # key -> (terms, counts, length)
         self.tokenized = 0  # texts tokenized so far (cache misses), for tests and benchmarks
         # user id -> (history content key, (k1, b, epsilon), that history's BM25 postings over
         # this vocabulary): derived data a user store keeps per user, replaced when the
@@ -107,24 +107,24 @@ class TokenCache:
         missing = {key: i for i, key in enumerate(keys) if key not in cached}
         if missing:
             self._add((key, text_at(i)) for key, i in missing.items())
-        packed_lengths = [cached[key] for key in keys]
-        packed = [p for p, _ in packed_lengths]
-        entries = np.fromiter(map(len, packed), dtype=np.int64, count=len(packed))
-        flat = np.concatenate(packed) if packed else np.zeros(0, dtype=np.int64)
+        bags = [cached[key] for key in keys]
+        if not bags:
+            return Bags(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0))
+        terms, counts, lengths = zip(*bags)
         return Bags(
-            flat >> _TF_BITS,
-            (flat & ((1 << _TF_BITS) - 1)).astype(np.float64),
-            entries,
-            np.fromiter((n for _, n in packed_lengths), dtype=np.float64, count=len(packed)),
+            np.concatenate(terms),
+            np.concatenate(counts),
+            np.fromiter(map(len, terms), dtype=np.int64, count=len(bags)),
+            np.fromiter(lengths, dtype=np.float64, count=len(bags)),
         )
 
     def _add(self, items: Iterable[tuple[Hashable, str]]) -> None:
         term_id = self.vocab.__getitem__
         for key, text in items:
             tokens = Counter(self.tokenize(text))  # insertion-ordered: first occurrence first
-            ids = np.fromiter(map(term_id, tokens), dtype=np.int64, count=len(tokens))
-            tf = np.fromiter(tokens.values(), dtype=np.int64, count=len(tokens))
-            self._bags[key] = (ids << _TF_BITS | tf, int(tf.sum()))
+            ids = np.fromiter(map(term_id, tokens), dtype=np.int32, count=len(tokens))
+            tf = np.fromiter(tokens.values(), dtype=np.int32, count=len(tokens))
+            self._bags[key] = (ids, tf, int(tf.sum()))
             self.tokenized += 1
 
     def lookup(self, tokens: Sequence[str]) -> np.ndarray:
@@ -133,7 +133,10 @@ class TokenCache:
 
     def export(self) -> tuple[list[str], dict[bytes, tuple[np.ndarray, int]]]:
         """(vocabulary, content hash -> (packed bag, token count)): what a store persists."""
-        return list(self.terms), {_hash_of_key(key): bag for key, bag in self._bags.items()}
+        return list(self.terms), {
+            _hash_of_key(key): (terms.astype(np.int64) << _TF_BITS | counts, length)
+            for key, (terms, counts, length) in self._bags.items()
+        }
 
     def load(self, terms: Sequence[str], bags: dict[bytes, tuple[np.ndarray, int]]) -> None:
         """Adopt an exported vocabulary and bags (into an empty cache of the same tokenizer)."""
@@ -146,4 +149,6 @@ class TokenCache:
             packed = np.asarray(packed, dtype=np.int64)
             if len(packed) and int((packed >> _TF_BITS).max()) >= len(self.terms):
                 raise InputError(f"bag {key.hex()[:12]} names a term id beyond the vocabulary ({len(self.terms)})")
-            self._bags[key] = (packed, int(length))
+            self._bags[key] = (
+                (packed >> _TF_BITS).astype(np.int32), (packed & ((1 << _TF_BITS) - 1)).astype(np.int32), int(length)
+            )

@@ -201,13 +201,30 @@ def test_profile_store_compacts_retired_rows_and_indexes_follow():
 def test_item_embeddings_do_not_re_encode_a_history_that_comes_back():
     from personarag.personal.profiles import ItemEmbeddings, ProfileStore
 
-    store, encoder = ProfileStore(), HashEncoder()
+    store, encoder = ProfileStore(replace=True), HashEncoder()
     items = ItemEmbeddings(store, lambda texts: encoder.encode(list(texts)))
     first = make_users()[4]
     longer = User(first.id, first.history + (Document("extra", "a brand new text"),))
     for user in (first, longer, first, longer):  # e.g. a train-split pool and a dev-split query
         np.testing.assert_allclose(items.of(user), HashEncoder().encode([d.full_text for d in user.history]), atol=1e-6)
     assert encoder.texts_encoded == len({d.full_text for d in longer.history})
+    assert store.dead_rows == 3 * len(first.history) + 1  # three histories retired, in turn
+
+
+def test_profile_store_without_replace_keeps_every_history_of_an_id_side_by_side():
+    # the collaborative pool may hold a user's train profile while a query brings the dev one
+    from personarag.personal.profiles import ProfileBM25, ProfileStore
+
+    store = ProfileStore()
+    first = make_users()[4]
+    longer = User(first.id, first.history + (Document("extra", "bright amp"),))
+    bm25 = ProfileBM25(store, str.split)
+    for _ in range(2):
+        got = bm25.scores_many([first, longer], ["bright amp", "bright amp"])
+        for user, scores in zip((first, longer), got):
+            reference = BM25Okapi([d.full_text.split() for d in user.history]).get_scores("bright amp".split())
+            assert scores.tolist() == reference.tolist()
+    assert store.n_blocks == 2 and store.dead_rows == 0 and first in store and longer in store
 
 
 def test_token_cache_tokenizes_each_text_once_and_round_trips_through_export():

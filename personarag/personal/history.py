@@ -161,7 +161,7 @@ class HistoryRetriever(_UserHistoryRetriever):
             raise InputError(f"the token cache holds {tokens.name!r} tokens; this retriever tokenizes with {name!r}")
         self._tokenize = make_tokenizer(tokenizer, stemmer) if tokens is None else tokens.tokenize
         tokens = TokenCache(self._tokenize, name) if tokens is None else tokens
-        self.store = ProfileStore()
+        self.store = ProfileStore(replace=True)  # one history per user id: a changed one replaces it
         self.bm25 = ProfileBM25(self.store, self._tokenize, k1=k1, b=b, epsilon=epsilon, tokens=tokens)
         models = {p.partition(":")[2] for p in self.parts if p.startswith("dense:")}
         if len(models) > 1:

@@ -1,9 +1,12 @@
 """Retrieval from the query user's own history (the LaMP setting), plus recency and random baselines.
 
 Candidates come from `query.user.history`, so these retrievers need no corpus
-(`needs_corpus = False`: the Pipeline skips `index`). Nothing is rebuilt per example: every
-distinct history is indexed once, on first use, and extended as new users arrive; each
-query is scored against its own user's rows only.
+(`needs_corpus = False`: the Pipeline skips `index`). Nothing is rebuilt per example: each
+user's history is indexed once, on first use, and the index is extended as new users
+arrive; a user id that comes with a changed history (an item added, removed or edited)
+gets that history indexed in place of the old one, other users untouched. Each query is
+scored against its own user's rows only. Item texts are tokenized once per content
+(`personal.tokens.TokenCache`, which can be shared between retrievers).
 
 - `history:bm25` computes BM25 statistics (idf, avgdl) over the user's own history, as the
   LaMP / CFRAG reference code does by building `rank_bm25.BM25Okapi(profile)` per query; with
@@ -30,7 +33,10 @@ import numpy as np
 
 from personarag.errors import InputError
 from personarag.retrievers.base import Retriever
-from personarag.personal.profiles import ItemEmbeddings, ProfileBM25, ProfileStore, make_tokenizer, sort_dates
+from personarag.personal.profiles import (
+    ItemEmbeddings, ProfileBM25, ProfileStore, make_tokenizer, sort_dates, tokenizer_name,
+)
+from personarag.personal.tokens import TokenCache
 from personarag.types import Corpus, Query, Ranking, ScoredDoc, StageTrace
 
 logger = logging.getLogger(__name__)
@@ -76,13 +82,17 @@ def _rank_scores(n: int) -> np.ndarray:
 
 
 class RecencyRetriever(_UserHistoryRetriever):
-    """The user's newest items first, by `meta["date"]` (ISO dates compare as text); undated
-    items last, in history order; equal dates keep history order. Score: 1 / (1 + rank)."""
+    """The user's newest items first, by `meta["date"]` (parsed by `personal.dates.parse_date`:
+    YYYY, YYYY-MM, YYYY-MM-DD with or without zero padding, optionally with a time); undated
+    items last, in history order; equal dates keep history order; an unreadable date is an
+    InputError naming the query, user and item. Score: 1 / (1 + rank)."""
 
     spec_name = "recency"
 
     def _rank(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
-        order = np.asarray(sort_dates(query.user.history), dtype=np.int64)  # type: ignore[union-attr]
+        user = query.user
+        where = f"query {query.id!r}, user {user.id!r}"  # type: ignore[union-attr]
+        order = np.asarray(sort_dates(user.history, where), dtype=np.int64)  # type: ignore[union-attr]
         scores = np.empty(len(order))
         scores[order] = _rank_scores(len(order))
         return order, scores
@@ -116,6 +126,9 @@ class HistoryRetriever(_UserHistoryRetriever):
     "words" = lowercased word tokens), `stemmer` (PyStemmer language or None). Dense options:
     `batch_size`, `device`, `encoder` (an object with the `SentenceEncoder.encode` signature,
     used instead of loading MODEL; for tests). Fusion: `rrf_k`, `weights` (one per part).
+    `tokens`: a `TokenCache` for the same tokenizer (`tokenizer_name(tokenizer, stemmer)`),
+    shared with other retrievers or loaded from a user store; texts it holds are not tokenized
+    again. It is state, not configuration, so `config()` leaves it out.
     """
 
     spec_name = "history"
@@ -134,6 +147,7 @@ class HistoryRetriever(_UserHistoryRetriever):
         rrf_k: int = 60,
         weights: Sequence[float] | None = None,
         encoder: Any = None,
+        tokens: TokenCache | None = None,
     ) -> None:
         self.parts, self.fusion = parse_history_spec(retriever)
         if weights is not None and len(weights) != len(self.parts):
@@ -142,9 +156,13 @@ class HistoryRetriever(_UserHistoryRetriever):
         self.rrf_k = rrf_k
         self.batch_size = batch_size
         self.device = device
-        self._tokenize = make_tokenizer(tokenizer, stemmer)
-        self.store = ProfileStore()
-        self.bm25 = ProfileBM25(self.store, self._tokenize, k1=k1, b=b, epsilon=epsilon)
+        name = tokenizer_name(tokenizer, stemmer)
+        if tokens is not None and tokens.name != name:
+            raise InputError(f"the token cache holds {tokens.name!r} tokens; this retriever tokenizes with {name!r}")
+        self._tokenize = make_tokenizer(tokenizer, stemmer) if tokens is None else tokens.tokenize
+        tokens = TokenCache(self._tokenize, name) if tokens is None else tokens
+        self.store = ProfileStore(replace=True)  # one history per user id: a changed one replaces it
+        self.bm25 = ProfileBM25(self.store, self._tokenize, k1=k1, b=b, epsilon=epsilon, tokens=tokens)
         models = {p.partition(":")[2] for p in self.parts if p.startswith("dense:")}
         if len(models) > 1:
             raise InputError(f"history fusion over one dense model at most, got {sorted(models)}")
@@ -161,6 +179,14 @@ class HistoryRetriever(_UserHistoryRetriever):
             self._encoder = load_sentence_encoder(self.model, self.device)  # type: ignore[arg-type]
         return self._encoder
 
+    def config(self) -> dict[str, Any]:
+        params = self._construction_params  # type: ignore[has-type]
+        self._construction_params = {k: v for k, v in params.items() if k != "tokens"}
+        try:
+            return super().config()
+        finally:
+            self._construction_params = params
+
     def _encode(self, task: str) -> Callable[[Sequence[str]], np.ndarray]:
         def run(texts: Sequence[str]) -> np.ndarray:
             return self.encoder.encode(list(texts), batch_size=self.batch_size, task=task)
@@ -168,10 +194,9 @@ class HistoryRetriever(_UserHistoryRetriever):
         return run
 
     def _prepare(self, queries: list[Query]) -> None:
-        self.store.add(q.user for q in queries if q.user is not None)
-        if "bm25" in self.parts:
-            self.bm25.sync()
+        # BM25 stores and indexes the batch's histories when it scores them (one pass)
         if self.model is not None:
+            self.store.add(q.user for q in queries if q.user is not None)
             if self.embeddings is None:
                 self.embeddings = ItemEmbeddings(self.store, self._encode("document"))
             self.embeddings.sync()

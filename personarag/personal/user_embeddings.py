@@ -3,36 +3,23 @@
 `profile_embedding` is the mean of the item embeddings, optionally recency-weighted: item
 weights decay exponentially with the item's recency rank (`by="rank"`: newest first, by
 `meta["date"]`, undated last) or with its age in years before the user's newest dated item
-(`by="date"`; undated items get the oldest dated item's weight). The result is unit-normalised,
-so inner products between users, and between users and items, are cosines.
+(`by="date"`; undated items get the oldest dated item's weight). Dates are read by
+`personal.dates.parse_date`; an unreadable one is an InputError naming the item. The result
+is unit-normalised, so inner products between users, and between users and items, are cosines.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from personarag.errors import InputError
-from personarag.personal.profiles import normalize, sort_dates
+from personarag.personal.dates import item_dates, parse_date, sort_dates  # noqa: F401  (parse_date re-exported)
+from personarag.personal.profiles import normalize
 from personarag.types import Document
 
 RECENCY_BY = ("rank", "date")
-_DATE = re.compile(r"^\s*(\d{4})(?:-(\d{1,2}))?(?:-(\d{1,2}))?")
-
-
-def parse_date(value: object) -> dt.date | None:
-    """YYYY, YYYY-MM or YYYY-MM-DD (what LaMP profiles carry) as a date; None if absent or unreadable."""
-    match = _DATE.match(str(value)) if value not in (None, "") else None
-    if match is None:
-        return None
-    year, month, day = int(match.group(1)), int(match.group(2) or 1), int(match.group(3) or 1)
-    try:
-        return dt.date(year, month, day)
-    except ValueError:
-        return None
 
 
 def recency_weights(history: Sequence[Document], decay: float, by: str = "rank") -> np.ndarray:
@@ -48,12 +35,12 @@ def recency_weights(history: Sequence[Document], decay: float, by: str = "rank")
         age = np.empty(n)
         age[np.asarray(sort_dates(history))] = np.arange(n)
     else:
-        dates = [parse_date(d.meta.get("date")) for d in history]
+        dates = item_dates(history)
         known = [d for d in dates if d is not None]
         if not known:
             return np.ones(n)
         newest = max(known)
-        ages = [(newest - d).days / 365.25 if d is not None else None for d in dates]
+        ages = [(newest - d).total_seconds() / 86400 / 365.25 if d is not None else None for d in dates]
         oldest = max(a for a in ages if a is not None)
         age = np.asarray([oldest if a is None else a for a in ages])
     return np.exp(-decay * age)

@@ -1,0 +1,154 @@
+"""Token ids of texts, cached by content: a text is tokenized once, however often the history
+holding it is (re-)indexed.
+
+`TokenCache` maps a text's key -- in a process the text itself (or a document's title and
+text), in a user store its content hash (`content_hash`: sha256 of the UTF-8 bytes) -- to the
+text's bag of words as rank_bm25 sees it: its distinct term ids in order of first occurrence,
+their counts and its token count, which is all per-profile BM25 needs (rank_bm25 keeps one
+insertion-ordered Counter per document). One cache serves one tokenizer; its vocabulary
+(`terms`, term id = position) and bags are plain data (`export` / `load`), so a user store can
+keep them beside its items and a later process tokenizes nothing it has seen. `postings`
+keeps, per user id, the BM25 postings of that user's current history over this vocabulary,
+so a fresh index re-uses every history that did not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+
+import numpy as np
+
+from personarag.errors import InputError
+from personarag.types import Document
+
+_TF_BITS = 32  # an exported bag entry packs term << 32 | count into one int64
+
+
+def _hash_of_key(key: Hashable) -> bytes:
+    if isinstance(key, bytes):
+        return key
+    if isinstance(key, str):
+        return content_hash(key)
+    title, text = key  # type: ignore[misc]  # a document's (title, text), as Document.full_text joins them
+    return content_hash(f"{title}\n{text}" if title else text)
+
+
+def content_hash(text: str) -> bytes:
+    """The key a store files a text's bag under: sha256 of its UTF-8 bytes (lone surrogates kept)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass(frozen=True)
+class Bags:
+    """Bags of several texts, concatenated: `terms[i]` occurs `counts[i]` times in the text
+    `np.repeat(arange(n), entries)[i]`; each text's terms in order of first occurrence."""
+
+    terms: np.ndarray  # int32 term ids
+    counts: np.ndarray  # int32 occurrences
+    entries: np.ndarray  # int64 distinct terms per text
+    lengths: np.ndarray  # float64 tokens per text
+
+
+class _Vocabulary(dict):
+    """term -> id; an unseen term gets the next id (looked up in C, numbered in Python once)."""
+
+    def __init__(self, terms: list[str]) -> None:
+        super().__init__((t, i) for i, t in enumerate(terms))
+        self.terms = terms
+
+    def __missing__(self, term: str) -> int:
+        ident = self[term] = len(self.terms)
+        self.terms.append(term)
+        return ident
+
+
+class TokenCache:
+    """Bags of words of texts over one tokenizer's vocabulary, keyed by the text (or a
+    document's title and text) in a process, by `content_hash` when a store supplies keys."""
+
+    def __init__(self, tokenizer: Callable[[str], list[str]], name: str = "") -> None:
+        self.tokenize = tokenizer
+        self.name = name  # the tokenizer's description; a stored cache is only valid for it
+        self.vocab = _Vocabulary([])
+        self._bags: dict[Hashable, tuple[np.ndarray, np.ndarray, int]] = {}  # key -> (terms, counts, length)
+        self.tokenized = 0  # texts tokenized so far (cache misses), for tests and benchmarks
+        # user id -> (history content key, (k1, b, epsilon), that history's BM25 postings over
+        # this vocabulary): derived data a user store keeps per user, replaced when the
+        # history changes (filled and read by ProfileBM25)
+        self.postings: dict[str, tuple[Hashable, tuple[float, float, float], tuple[np.ndarray, ...]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._bags)
+
+    @property
+    def terms(self) -> list[str]:
+        return self.vocab.terms
+
+    def bags(self, texts: Sequence[str], keys: Sequence[Hashable] | None = None) -> Bags:
+        """The bags of `texts` (in order), tokenizing only texts not cached yet. `keys`, one per
+        text: what the cache files each under -- a content hash a user store supplies, or by
+        default the text itself (Python hashes a string object once, so a repeated lookup is
+        free). Keys of both kinds in one cache only cost extra tokenizing, never wrong bags."""
+        return self._bags_for(list(texts) if keys is None else list(keys), texts.__getitem__)
+
+    def bags_of(self, documents: Sequence[Document], keys: Sequence[Hashable] | None = None) -> Bags:
+        """`bags` of the documents' `full_text`, keyed by default by (title, text), so that a
+        cached document costs no string building or hashing."""
+        if keys is None:
+            keys = [(d.title, d.text) for d in documents]
+        return self._bags_for(list(keys), lambda i: documents[i].full_text)
+
+    def _bags_for(self, keys: list[Hashable], text_at: Callable[[int], str]) -> Bags:
+        cached = self._bags
+        missing = {key: i for i, key in enumerate(keys) if key not in cached}
+        if missing:
+            self._add((key, text_at(i)) for key, i in missing.items())
+        bags = [cached[key] for key in keys]
+        if not bags:
+            return Bags(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0))
+        terms, counts, lengths = zip(*bags)
+        return Bags(
+            np.concatenate(terms),
+            np.concatenate(counts),
+            np.fromiter(map(len, terms), dtype=np.int64, count=len(bags)),
+            np.fromiter(lengths, dtype=np.float64, count=len(bags)),
+        )
+
+    def _add(self, items: Iterable[tuple[Hashable, str]]) -> None:
+        term_id = self.vocab.__getitem__
+        for key, text in items:
+            tokens = Counter(self.tokenize(text))  # insertion-ordered: first occurrence first
+            ids = np.fromiter(map(term_id, tokens), dtype=np.int32, count=len(tokens))
+            tf = np.fromiter(tokens.values(), dtype=np.int32, count=len(tokens))
+            self._bags[key] = (ids, tf, int(tf.sum()))
+            self.tokenized += 1
+
+    def lookup(self, tokens: Sequence[str]) -> np.ndarray:
+        """Term ids of query tokens, -1 for a term no cached text contains (order kept)."""
+        return np.fromiter(map(self.vocab.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens))
+
+    def export(self) -> tuple[list[str], dict[bytes, tuple[np.ndarray, int]]]:
+        """(vocabulary, content hash -> (packed bag, token count)): what a store persists."""
+        return list(self.terms), {
+            _hash_of_key(key): (terms.astype(np.int64) << _TF_BITS | counts, length)
+            for key, (terms, counts, length) in self._bags.items()
+        }
+
+    def load(self, terms: Sequence[str], bags: dict[bytes, tuple[np.ndarray, int]]) -> None:
+        """Adopt an exported vocabulary and bags (into an empty cache of the same tokenizer)."""
+        if self.vocab or self._bags:
+            raise InputError(f"load needs an empty token cache; this one holds {len(self._bags)} texts")
+        if len(set(terms)) != len(terms):
+            raise InputError("a token cache vocabulary lists each term once; got duplicates")
+        self.vocab = _Vocabulary(list(terms))
+        for key, (packed, length) in bags.items():
+            packed = np.asarray(packed, dtype=np.int64)
+            if len(packed) and int((packed >> _TF_BITS).max()) >= len(self.terms):
+                raise InputError(f"bag {key.hex()[:12]} names a term id beyond the vocabulary ({len(self.terms)})")
+            self._bags[key] = (
+                (packed >> _TF_BITS).astype(np.int32), (packed & ((1 << _TF_BITS) - 1)).astype(np.int32), int(length)
+            )

@@ -13,7 +13,7 @@ from personarag.testing import OracleLLM, ScriptedLLM
 from personarag.rerankers.groupwise import GroupwiseReranker
 from personarag.rerankers.listwise import ListwiseReranker, window_starts
 from personarag.rerankers.pointwise import PointwiseReranker
-from personarag.rerankers.prompts import load_prompt, shipped_prompts
+from personarag.prompts import load_prompt, shipped_prompts
 from personarag.rerankers.setwise import SetwiseReranker
 from personarag.rerankers.traces import write_reasoning
 from personarag.retrievers.base import Retriever

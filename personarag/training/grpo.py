@@ -103,7 +103,7 @@ class GRPOTrainConfig:
 def build_prompts(config: GRPOTrainConfig, tokenizer: Any) -> list[dict[str, Any]]:
     """One row per training query: the conversational prompt and the shown documents' relevance."""
     from personarag.evaluation.beir import load_beir
-    from personarag.rerankers.prompts import doc_text
+    from personarag.prompts import doc_text
     from personarag.training.data import candidates_from_run, mine_candidates
 
     data = load_beir(config.dataset_dir, split=config.split)

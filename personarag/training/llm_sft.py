@@ -153,7 +153,7 @@ def chat_dicts(chat: Any) -> list[dict[str, str]]:
 
 def pointwise_rows(data: TrainingData, config: LLMSFTConfig, tokenizer: Any) -> list[dict[str, Any]]:
     """Prompt/completion rows in TRL's conversational format, one per (query, document) example."""
-    from personarag.rerankers.prompts import doc_text
+    from personarag.prompts import doc_text
     from personarag.types import Document
 
     reranker = reranker_for(config)
@@ -180,7 +180,7 @@ def permutation_text(order: list[int]) -> str:
 def listwise_rows(config: LLMSFTConfig, tokenizer: Any) -> list[dict[str, Any]]:
     """One window per training query: first-stage candidates, target order from the teacher."""
     from personarag.evaluation.beir import load_beir
-    from personarag.rerankers.prompts import doc_text
+    from personarag.prompts import doc_text
     from personarag.training.data import candidates_from_run, mine_candidates
 
     data = load_beir(config.dataset_dir, split=config.split)

@@ -24,6 +24,7 @@ class Pipeline:
     Stages: at most one retriever first (fuse several with `rrf:` or `wsum:`), then any
     number of rerankers, then at most one generator. A pipeline without a retriever starts
     each query with an empty candidate list (the "no retrieval" baseline of LaMP).
+    `rerank_depth` is the depth of the rerankers that carry none of their own (`depth=`).
     """
 
     def __init__(

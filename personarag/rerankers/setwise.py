@@ -73,7 +73,7 @@ class SetwiseReranker(LLMReranker):
             query=ranking.query.text, documents=block, num=len(ids), labels=", ".join(labels), first_label=labels[0]
         )
         choice, parsed = parse_choice(completion.text, labels)
-        log.answer(f"choice among {len(ids)}", completion.text)
+        log.answer("choice among candidates " + ", ".join(str(i + 1) for i in ids), completion.text)
         log.problems.extend(f"choice among {len(ids)}: {p}" for p in parsed.problems)
         if choice is None:
             log.problems.append(f"choice among {len(ids)}: no label read, took the candidate ranked highest in the input")

@@ -11,20 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from personarag.commands.train_common import add_training_arguments
+
 GROUP = "train"
 NAME = "cross-encoder"
 HELP = "fine-tune a cross-encoder reranker (qrels positives + mined hard negatives) with dev-set model selection"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from personarag.training.common import add_config_arguments
     from personarag.training.cross_encoder import CrossEncoderTrainConfig
 
-    parser.add_argument("--config", metavar="FILE", help="YAML file of options; flags override it")
-    add_config_arguments(parser, CrossEncoderTrainConfig)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its last checkpoint")
-    mode.add_argument("--overwrite", action="store_true", help="delete the previous run in OUTPUT_DIR and start again")
+    add_training_arguments(parser, CrossEncoderTrainConfig)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,20 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from personarag.commands.train_common import add_training_arguments
+
 GROUP = "train"
 NAME = "grpo"
 HELP = "GRPO of a reasoning reranker: nDCG@k (listwise) or choice (setwise) reward plus a format reward"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from personarag.training.common import add_config_arguments
     from personarag.training.grpo import GRPOTrainConfig
 
-    parser.add_argument("--config", metavar="FILE", help="YAML file of options; flags override it")
-    add_config_arguments(parser, GRPOTrainConfig)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its last checkpoint")
-    mode.add_argument("--overwrite", action="store_true", help="delete the previous run in OUTPUT_DIR and start again")
+    add_training_arguments(parser, GRPOTrainConfig)
 
 
 def run(args: argparse.Namespace) -> int:

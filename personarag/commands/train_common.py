@@ -1,12 +1,17 @@
-"""What the `personarag train ...` commands share: flags from a config dataclass, --resume /
---overwrite, and the LLM SFT commands (`train pointwise`, `train listwise`) built from one kind."""
+"""What the `personarag train ...` commands share: flags from the trainer's config dataclass,
+--resume / --overwrite, and one run that prints the trainer's report. A command module is
+`add_arguments, run = training_command(...)` plus its report."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+
+Report = Callable[[Any, Any], str]
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, config_cls: type, *, skip: tuple[str, ...] = ()) -> None:
@@ -20,33 +25,44 @@ def add_training_arguments(parser: argparse.ArgumentParser, config_cls: type, *,
     mode.add_argument("--overwrite", action="store_true", help="delete the previous run in OUTPUT_DIR and start again")
 
 
-def llm_sft_command(kind: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
-    """`(add_arguments, run)` of the LLM SFT command for `kind` ("pointwise" or "listwise")."""
+def training_command(
+    module: str, config_name: str, train_name: str, report: Report, *, fixed: Mapping[str, Any] | None = None
+) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
+    """`(add_arguments, run)` of a command that trains with `module.train_name(config, resume=, overwrite=)`.
+
+    The config is `module.config_name` from `--config` and the flags; `fixed` options are set by the
+    command itself (no flag; they override the config file). `report(config, result)` is printed.
+    The module is imported only when the command is used, so `personarag --help` stays fast.
+    """
+    fixed = dict(fixed or {})
+
+    def config_cls() -> type:
+        return getattr(importlib.import_module(module), config_name)
 
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        from personarag.training.llm_sft import LLMSFTConfig
-
-        add_training_arguments(parser, LLMSFTConfig, skip=("kind",))
+        add_training_arguments(parser, config_cls(), skip=tuple(fixed))
 
     def run(args: argparse.Namespace) -> int:
-        return run_llm_sft(args, kind)
+        from personarag.training.common import load_config
+
+        cls = config_cls()
+        flags = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls) if f.name not in fixed}
+        config = load_config(cls, args.config, **flags, **fixed)
+        result = getattr(importlib.import_module(module), train_name)(config, resume=args.resume, overwrite=args.overwrite)
+        sys.stdout.write(report(config, result))
+        return 0
 
     return add_arguments, run
 
 
-def run_llm_sft(args: Any, kind: str) -> int:
-    """The subcommand sets `kind` (a `kind:` key in the config file is overridden by it)."""
-    import dataclasses
-
-    from personarag.training.common import load_config
-    from personarag.training.llm_sft import LLMSFTConfig, train_llm_sft
-
-    flags = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(LLMSFTConfig) if f.name != "kind"}
-    config = load_config(LLMSFTConfig, args.config, kind=kind, **flags)
-    result = train_llm_sft(config, resume=args.resume, overwrite=args.overwrite)
-    sys.stdout.write(
+def llm_sft_report(config: Any, result: Any) -> str:
+    return (
         f"trained a LoRA adapter on {result.rows} rows ({result.dropped} too long) in {result.seconds:.0f} s, "
         f"train loss {result.train_loss:.4f}\n"
-        f"saved to {result.output_dir}; rerank with the spec {kind}:{config.base}+{result.output_dir}\n"
+        f"saved to {result.output_dir}; rerank with the spec {config.kind}:{config.base}+{result.output_dir}\n"
     )
-    return 0
+
+
+def llm_sft_command(kind: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
+    """The LLM SFT command for `kind` ("pointwise" or "listwise"); the command sets `kind`."""
+    return training_command("personarag.training.llm_sft", "LLMSFTConfig", "train_llm_sft", llm_sft_report, fixed={"kind": kind})

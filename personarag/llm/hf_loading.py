@@ -1,4 +1,5 @@
-"""Loading helpers for the transformers backend: GGUF conversion cache, dtype and device choice.
+"""Loading helpers for the transformers and vLLM backends: GGUF conversion cache, dtype and device choice,
+model names, and token counting and prompt rendering over a Hugging Face tokenizer (`HFTokens`).
 
 GGUF: transformers dequantises a GGUF file on every `from_pretrained(gguf_file=...)`
 (~20 s for a 135M model, and ~12 s just for its tokenizer). We do that once and save
@@ -17,6 +18,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,38 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     if dtype not in _DTYPES:
         raise InputError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {dtype!r}")
     return getattr(torch, _DTYPES[dtype])
+
+
+class HFTokens:
+    """Token counting, truncation and prompt rendering over a Hugging Face tokenizer (`self.tokenizer`),
+    shared by the transformers and vLLM backends."""
+
+    tokenizer: Any
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        if max_tokens <= 0:
+            return ""
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if len(encoded.input_ids) <= max_tokens:
+            return text
+        return text[: encoded["offset_mapping"][max_tokens - 1][1]]
+
+    @property
+    def uses_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def render(self, chat: Sequence[Any]) -> list[int]:
+        """Token ids of the prompt up to where the assistant's answer starts; without a chat template,
+        plain `role: content` lines ending in `assistant:`."""
+        tok = self.tokenizer
+        if self.uses_chat_template:
+            text = tok.apply_chat_template([{"role": m.role, "content": m.content} for m in chat], tokenize=False, add_generation_prompt=True)
+            return list(tok(text, add_special_tokens=False).input_ids)
+        text = "".join(f"{m.role}: {m.content}\n" for m in chat) + "assistant:"
+        return list(tok(text).input_ids)
 
 
 def local_name(model: str) -> str:

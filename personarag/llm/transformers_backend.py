@@ -35,6 +35,7 @@ from typing import Any
 from personarag.errors import InputError, require
 from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, Message, apply_stop, split_usage
 from personarag.llm.hf_loading import (
+    HFTokens,
     check_model_arg,
     check_model_source,
     converted_gguf,
@@ -47,7 +48,7 @@ from personarag.llm.hf_loading import (
 logger = logging.getLogger(__name__)
 
 
-class TransformersLLM(LLM):
+class TransformersLLM(HFTokens, LLM):
     spec_name = "transformers"
 
     def __init__(
@@ -141,10 +142,6 @@ class TransformersLLM(LLM):
         self._load()
         return self._tokenizer
 
-    @property
-    def uses_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
     def context_limit(self) -> int | None:
         if self.max_context_tokens is not None:
             return self.max_context_tokens
@@ -163,27 +160,6 @@ class TransformersLLM(LLM):
 
     def close(self) -> None:
         self._hf = self._tokenizer = None
-
-    # ---- tokens ----------------------------------------------------------------------------
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        if max_tokens <= 0:
-            return ""
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        if len(encoded.input_ids) <= max_tokens:
-            return text
-        return text[: encoded["offset_mapping"][max_tokens - 1][1]]
-
-    def render(self, chat: Chat) -> list[int]:
-        """Token ids of the prompt up to where the assistant's answer starts."""
-        tok = self.tokenizer
-        if self.uses_chat_template:
-            text = tok.apply_chat_template([{"role": m.role, "content": m.content} for m in chat], tokenize=False, add_generation_prompt=True)
-            return list(tok(text, add_special_tokens=False).input_ids)
-        text = "".join(f"{m.role}: {m.content}\n" for m in chat) + "assistant:"
-        return list(tok(text).input_ids)
 
     def _fit(self, chat: Chat, reserve: int) -> list[int]:
         """Render, cutting the left of the last user message when the context is too small."""

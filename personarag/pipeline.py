@@ -24,6 +24,7 @@ class Pipeline:
     Stages: at most one retriever first (fuse several with `rrf:` or `wsum:`), then any
     number of rerankers, then at most one generator. A pipeline without a retriever starts
     each query with an empty candidate list (the "no retrieval" baseline of LaMP).
+    `rerank_depth` is the depth of the rerankers that carry none of their own (`depth=`).
     """
 
     def __init__(
@@ -104,8 +105,8 @@ class Pipeline:
             if not self._indexed and self.retriever.needs_corpus:
                 raise InputError("call pipeline.index(corpus) (or pass corpus=) before running it")
             rankings = self.retriever.retrieve(batch, k=self.k)
-        for reranker in self.rerankers:
-            rankings = reranker.rerank(rankings, depth=self.rerank_depth)
+        for reranker in self.rerankers:  # a stage's own depth wins over the pipeline's default
+            rankings = reranker.rerank(rankings, depth=reranker.depth or self.rerank_depth)
         return rankings
 
     def run(self, queries: Sequence[Query] | Query) -> list[Ranking] | list[Output]:

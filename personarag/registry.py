@@ -102,26 +102,45 @@ def build(spec: str | Component | Mapping[str, Any], role: str | None = None, **
     return cls(**params)
 
 
+def signature(cls: type) -> tuple[list[inspect.Parameter], bool]:
+    """The parameters `cls(...)` accepts and whether it takes any keyword at all.
+
+    A `**options` that a constructor passes on to its base class (the LLM rerankers share
+    their keyword options this way) stands for that base constructor's parameters.
+    """
+    found: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        params = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        for p in params:
+            if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name not in found:
+                found[p.name] = p
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return list(found.values()), False
+    return list(found.values()), True
+
+
 def parameters(cls: type) -> list[str]:
     """The keyword parameters `cls(...)` accepts, in signature order."""
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in list(inspect.signature(cls.__init__).parameters.values())[1:] if p.kind in kinds]
+    return [p.name for p in signature(cls)[0] if p.kind in kinds]
 
 
 def check_params(cls: type, name: str, params: Mapping[str, Any], arg: str | None = None) -> None:
     """InputError for a parameter `cls` does not take or a required one not given, listing the valid ones
     (instead of the TypeError the constructor would raise)."""
-    signature = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    accepted, open_keywords = signature(cls)
     valid = parameters(cls)
     listing = f"valid parameters of {name!r}: {', '.join(valid) or 'none'}"
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature):
+    if not open_keywords:
         unknown = [key for key in params if key not in valid]
         if unknown:
             close = difflib.get_close_matches(unknown[0], valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             which = "parameter" if len(unknown) == 1 else "parameters"
             raise InputError(f"{name!r}: unknown {which} {', '.join(map(repr, unknown))}{hint}; {listing}")
-    missing = [p.name for p in signature if p.name in valid and p.default is inspect.Parameter.empty and p.name not in params]
+    missing = [p.name for p in accepted if p.name in valid and p.default is inspect.Parameter.empty and p.name not in params]
     if missing:
         how = f" (as in '{name}:{missing[0].upper()}')" if missing[0] == arg else ""
         raise InputError(f"{name!r} needs the parameter {missing[0]!r}{how}; {listing}")

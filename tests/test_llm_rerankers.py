@@ -13,7 +13,7 @@ from personarag.testing import OracleLLM, ScriptedLLM
 from personarag.rerankers.groupwise import GroupwiseReranker
 from personarag.rerankers.listwise import ListwiseReranker, window_starts
 from personarag.rerankers.pointwise import PointwiseReranker
-from personarag.rerankers.prompts import load_prompt, shipped_prompts
+from personarag.prompts import load_prompt, shipped_prompts
 from personarag.rerankers.setwise import SetwiseReranker
 from personarag.rerankers.traces import write_reasoning
 from personarag.retrievers.base import Retriever
@@ -192,7 +192,10 @@ def test_reasoning_is_kept_on_docs_traces_and_written_as_jsonl(world, tmp_path):
     assert {r["stage"] for r in rows} == {"groupwise", "listwise"}
     per_doc = [r for r in rows if r["doc_id"] is not None and r["query_id"] == "q1" and r["stage"] == "groupwise"]
     assert [r["doc_id"] for r in per_doc] == out[0].ids
-    assert all(set(r) == {"query_id", "doc_id", "stage", "reasoning"} for r in rows)
+    reasoning_keys, answer_keys = {"query_id", "doc_id", "stage", "reasoning"}, {"query_id", "doc_id", "stage", "where", "answer"}
+    assert all(set(r) in (reasoning_keys, answer_keys) for r in rows)
+    answers = [r["answer"] for r in rows if r["stage"] == "listwise" and "answer" in r]
+    assert answers == [w["text"] for w in listwise.trace[-1].info["answers"]] and all("<think>" in a for a in answers)
 
 
 # --- prompts ------------------------------------------------------------------------------

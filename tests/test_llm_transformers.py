@@ -192,17 +192,23 @@ def gguf_cache(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_gguf_converts_once_then_loads_from_the_cache(gguf_cache):
+def test_gguf_converts_once_then_loads_from_the_cache(gguf_cache, caplog):
     gguf = smollm2_gguf()
     first = TransformersLLM(str(gguf), threads=1, cache_dir=None, gguf_cache_dir=str(gguf_cache))
-    first.hf_model
+    with caplog.at_level("WARNING", logger="personarag.llm.hf_loading"):
+        first.hf_model
     converted = list(gguf_cache.iterdir())
+    # the one conversion says where the copy goes and how to move it
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "personarag.llm.hf_loading"]
+    assert str(converted[0]) in warning and "gguf_cache_dir" in warning and "PERSONARAG_CACHE_DIR" in warning
+    caplog.clear()
     assert len(converted) == 1 and (converted[0] / "model.safetensors").is_file()
     assert "quantization_config" not in (converted[0] / "config.json").read_text()
     start = time.perf_counter()
     second = TransformersLLM(str(gguf), threads=1, cache_dir=None, gguf_cache_dir=str(gguf_cache))
     second.hf_model
     reload_seconds = time.perf_counter() - start
+    assert not [r for r in caplog.records if r.name == "personarag.llm.hf_loading" and r.levelname == "WARNING"]
     print(f"GGUF first load {first.load_seconds:.1f} s, cached load {reload_seconds:.1f} s")
     assert reload_seconds < first.load_seconds / 2
     prompt = ["Name one colour of the sky."]

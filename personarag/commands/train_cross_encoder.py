@@ -8,37 +8,21 @@ The result loads as the reranker spec `cross-encoder:OUTPUT_DIR`.
 
 from __future__ import annotations
 
-import argparse
-import sys
+from typing import Any
+
+from personarag.commands.train_common import training_command
 
 GROUP = "train"
 NAME = "cross-encoder"
 HELP = "fine-tune a cross-encoder reranker (qrels positives + mined hard negatives) with dev-set model selection"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from personarag.training.common import add_config_arguments
-    from personarag.training.cross_encoder import CrossEncoderTrainConfig
-
-    parser.add_argument("--config", metavar="FILE", help="YAML file of options; flags override it")
-    add_config_arguments(parser, CrossEncoderTrainConfig)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its last checkpoint")
-    mode.add_argument("--overwrite", action="store_true", help="delete the previous run in OUTPUT_DIR and start again")
+def report(config: Any, result: Any) -> str:
+    data = result.report
+    lines = [f"trained on {data['queries']} queries ({data['positives']} positives, {data['negatives']} negatives) in {result.seconds:.0f} s"]
+    lines += [f"dev step {row['step']}: nDCG@10 {row['ndcg@10']:.4f}" for row in result.dev_history]
+    lines.append(f"saved to {result.output_dir}; rerank with the spec cross-encoder:{result.output_dir}")
+    return "\n".join(lines) + "\n"
 
 
-def run(args: argparse.Namespace) -> int:
-    from personarag.training.common import config_from_args
-    from personarag.training.cross_encoder import CrossEncoderTrainConfig, train_cross_encoder
-
-    config = config_from_args(CrossEncoderTrainConfig, args)
-    result = train_cross_encoder(config, resume=args.resume, overwrite=args.overwrite)
-    report = result.report
-    sys.stdout.write(
-        f"trained on {report['queries']} queries ({report['positives']} positives, {report['negatives']} negatives) "
-        f"in {result.seconds:.0f} s\n"
-    )
-    for row in result.dev_history:
-        sys.stdout.write(f"dev step {row['step']}: nDCG@10 {row['ndcg@10']:.4f}\n")
-    sys.stdout.write(f"saved to {result.output_dir}; rerank with the spec cross-encoder:{result.output_dir}\n")
-    return 0
+add_arguments, run = training_command("personarag.training.cross_encoder", "CrossEncoderTrainConfig", "train_cross_encoder", report)

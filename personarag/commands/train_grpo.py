@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
+from typing import Any
+
+from personarag.commands.train_common import training_command
 
 GROUP = "train"
 NAME = "grpo"
 HELP = "GRPO of a reasoning reranker: nDCG@k (listwise) or choice (setwise) reward plus a format reward"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from personarag.training.common import add_config_arguments
-    from personarag.training.grpo import GRPOTrainConfig
-
-    parser.add_argument("--config", metavar="FILE", help="YAML file of options; flags override it")
-    add_config_arguments(parser, GRPOTrainConfig)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its last checkpoint")
-    mode.add_argument("--overwrite", action="store_true", help="delete the previous run in OUTPUT_DIR and start again")
-
-
-def run(args: argparse.Namespace) -> int:
-    from personarag.training.common import config_from_args
-    from personarag.training.grpo import GRPOTrainConfig, train_grpo
-
-    config = config_from_args(GRPOTrainConfig, args)
-    info = train_grpo(config, resume=args.resume, overwrite=args.overwrite)
+def report(config: Any, info: Any) -> str:
     last = info["reward_history"][-1] if info["reward_history"] else {}
-    sys.stdout.write(
+    return (
         f"{info['global_step']} GRPO steps over {info['rows']} prompts in {info['seconds']:.0f} s; last reward {last.get('reward')}\n"
         f"saved to {config.output_dir}; rerank with the spec {config.kind}:{config.base}+{config.output_dir}\n"
     )
-    return 0
+
+
+add_arguments, run = training_command("personarag.training.grpo", "GRPOTrainConfig", "train_grpo", report)

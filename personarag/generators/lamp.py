@@ -9,6 +9,7 @@ parses it into the task's answer space when scoring.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from personarag.errors import InputError
 from personarag.evaluation.lamp_tasks import get_task
@@ -39,27 +40,23 @@ class LaMPGenerator(LLMGenerator):
         self,
         llm: LLM | str,
         task: str = "LaMP-3",
-        max_prompt_tokens: int | None = 512,
-        max_new_tokens: int | None = None,
-        temperature: float = 0.0,
-        seed: int = 0,
-        batch_size: int = 8,
-        min_item_tokens: int = 16,
+        *,
         templates: str | Path | None = None,
         answer_mode: str = "generate",
+        **options: Any,
     ) -> None:
-        self._setup(llm, max_prompt_tokens, max_new_tokens, temperature, seed, batch_size)
+        """`options`: the keyword options of every generator (`LLMGenerator`)."""
         if answer_mode not in ("generate", "choose"):
             raise InputError(f"answer_mode must be 'generate' or 'choose', got {answer_mode!r}")
         if answer_mode == "choose" and not get_task(task).labels:
             raise InputError(f"answer_mode='choose' needs a task with a label set; {get_task(task).name} generates free text")
         self.answer_mode = answer_mode
         self.task = get_task(task).name
-        self.min_item_tokens = min_item_tokens
         self.templates = templates
         self._builder: LampPromptBuilder | None = None
         # Read the templates now so a bad template file fails at construction, not mid-run.
         self._default_new_tokens = LampPromptBuilder(self.task, templates=templates).template.max_new_tokens
+        super().__init__(llm, **options)
 
     @property
     def builder(self) -> LampPromptBuilder:

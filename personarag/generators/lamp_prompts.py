@@ -12,22 +12,16 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from personarag.errors import InputError
 from personarag.evaluation.lamp_tasks import LampTask, get_task
 from personarag.generators.budget import Fitted, Item, TokenCounter, fit_items
+from personarag.prompts import fill, placeholders, read_yaml, shipped_file
 from personarag.types import Document
 
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _KEYS = {"item", "long", "join", "with_profile", "without_profile", "instruction", "insert_after", "insert", "max_new_tokens"}
-
-
-def fill(template: str, values: Mapping[str, Any]) -> str:
-    """Replace the `{name}` placeholders found in `values`; other braces stay as they are."""
-    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template)
 
 
 def _flat(value: Any) -> str:
@@ -55,13 +49,8 @@ def read_templates(path: str | Path | None = None) -> dict[str, LampTemplate]:
 
 @lru_cache(maxsize=8)
 def _read_templates(path: str | None) -> tuple[tuple[str, LampTemplate], ...]:
-    import yaml
-
-    source = Path(path) if path is not None else Path(str(files("personarag") / "prompts" / "generation" / "lamp.yaml"))
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise InputError(f"{source}: cannot read LaMP templates: {error}") from error
+    source = Path(path) if path is not None else shipped_file("generation/lamp.yaml")
+    data = read_yaml(source, "LaMP templates")
     if not isinstance(data, Mapping):
         raise InputError(f"{source}: expected a mapping task -> template, got {type(data).__name__}")
     out = []
@@ -124,7 +113,7 @@ class LampPromptBuilder:
             values.setdefault("title", _flat(doc.title))
         if self.template.long not in values:
             values[self.template.long] = _flat(doc.text)  # a document from elsewhere: its text is the long field
-        missing = [name for name in _PLACEHOLDER.findall(self.template.item) if name not in values]
+        missing = [name for name in placeholders(self.template.item) if name not in values]
         if missing:
             raise InputError(
                 f"profile item {doc.id!r} has no {', '.join(missing)} for the {self.task.name} item template "

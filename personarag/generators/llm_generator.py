@@ -12,67 +12,42 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from personarag.errors import InputError
 from personarag.generators.base import Generator
 from personarag.generators.budget import Fitted
-from personarag.llm.base import LLM, GenerationConfig
-from personarag.types import Output, Ranking, StageTrace
+from personarag.llm.base import LLM
+from personarag.llm.stage import LLMStage, StageLog, positive_int
+from personarag.types import Output, Ranking
 
 logger = logging.getLogger(__name__)
 
 
-def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InputError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
+class LLMGenerator(LLMStage, Generator):
+    """Base of the LaMP and RAG generators; see the module docstring. The keyword options they share:
 
+    `max_prompt_tokens`: the prompt's token budget, counted with the LLM's tokenizer (None:
+    no limit). `max_new_tokens`: None takes the template's default (`default_max_new_tokens`).
+    `min_item_tokens`: the smallest share of the budget a context item gets before
+    lower-ranked items are dropped. `batch_size`: prompts per LLM call.
+    Subclasses take their own parameters and pass these on as `**options`, after
+    setting the defaults that differ.
+    """
 
-class LLMGenerator(Generator):
-    """Base of the LaMP and RAG generators; see the module docstring."""
-
-    def _setup(
+    def __init__(
         self,
         llm: LLM | str,
-        max_prompt_tokens: int | None,
-        max_new_tokens: int | None,
-        temperature: float,
-        seed: int,
-        batch_size: int,
+        *,
+        max_prompt_tokens: int | None = 512,
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+        seed: int = 0,
+        batch_size: int = 8,
+        min_item_tokens: int = 16,
     ) -> None:
-        if not isinstance(llm, (LLM, str)) or (isinstance(llm, str) and not llm.strip()):
-            raise InputError(f"llm must be an LLM object or a spec string like 'transformers:PATH', got {llm!r}")
-        _positive_int("max_prompt_tokens", max_prompt_tokens, allow_none=True)
-        _positive_int("max_new_tokens", max_new_tokens, allow_none=True)
-        _positive_int("batch_size", batch_size)
-        if not isinstance(temperature, (int, float)) or temperature < 0:
-            raise InputError(f"temperature must be a number >= 0, got {temperature!r}")
-        self._llm_arg = llm
-        self._llm: LLM | None = llm if isinstance(llm, LLM) else None
-        self.max_prompt_tokens = max_prompt_tokens
-        self.max_new_tokens = max_new_tokens
-        self.temperature = float(temperature)
-        self.seed = seed
-        self.batch_size = batch_size
-
-    @property
-    def llm(self) -> LLM:
-        if self._llm is None:
-            from personarag.llm import load_llm
-
-            self._llm = load_llm(self._llm_arg)
-        return self._llm
-
-    @property
-    def stage(self) -> str:
-        return self.spec_name or type(self).__name__
-
-    def generation_config(self) -> GenerationConfig:
-        return GenerationConfig(
-            max_new_tokens=self.max_new_tokens or self.default_max_new_tokens(),
-            temperature=self.temperature,
-            seed=self.seed,
-        )
+        self._set_llm(llm)
+        self.max_prompt_tokens = positive_int("max_prompt_tokens", max_prompt_tokens, allow_none=True)
+        self.batch_size = positive_int("batch_size", batch_size)
+        self.min_item_tokens = positive_int("min_item_tokens", min_item_tokens)
+        self._set_generation(max_new_tokens or self.default_max_new_tokens(), temperature, seed)
 
     def default_max_new_tokens(self) -> int:
         return 128
@@ -93,7 +68,7 @@ class LLMGenerator(Generator):
         return out
 
     def _generate(self, rankings: list[Ranking]) -> list[Output]:
-        config = self.generation_config()
+        config = self.generation
         outputs: list[Output] = []
         for start in range(0, len(rankings), self.batch_size):
             batch = rankings[start : start + self.batch_size]
@@ -106,20 +81,14 @@ class LLMGenerator(Generator):
             for ranking, fit, (text, usage, cached, extra) in zip(batch, fitted, results):
                 by_id = {d.doc.id: d for d in ranking.docs}
                 context = tuple(by_id[i] for i in fit.used)
-                info = {
-                    "prompt_tokens": fit.tokens,
-                    "dropped": list(fit.dropped),
-                    "truncated": list(fit.truncated),
-                    "cached": cached,
-                    **extra,
-                }
-                trace = StageTrace(self.stage, usage=usage, problems=fit.problems, info=info)
+                info = {"prompt_tokens": fit.tokens, "dropped": list(fit.dropped), "truncated": list(fit.truncated), "cached": cached, **extra}
+                log = StageLog(usages=[usage], problems=list(fit.problems), info=info)
                 outputs.append(
                     Output(
                         query=ranking.query,
                         text=text.strip(),
                         context=context,
-                        trace=ranking.trace + (trace,),
+                        trace=ranking.trace + (log.trace(self.stage),),
                         prompt=fit.text,
                     )
                 )

@@ -9,15 +9,14 @@ Spec `rag:MODEL` (MODEL is an LLM spec). The template is data
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from personarag.errors import InputError
 from personarag.generators.budget import Fitted, Item, TokenCounter, fit_items
-from personarag.generators.lamp_prompts import fill
 from personarag.generators.llm_generator import LLMGenerator
 from personarag.llm.base import LLM
+from personarag.prompts import fill, read_yaml, shipped_file
 from personarag.types import Ranking
 
 _KEYS = {"item", "long", "join", "with_context", "without_context", "max_new_tokens"}
@@ -25,13 +24,8 @@ _KEYS = {"item", "long", "join", "with_context", "without_context", "max_new_tok
 
 @lru_cache(maxsize=8)
 def read_rag_template(path: str | None = None) -> dict[str, Any]:
-    import yaml
-
-    source = Path(path) if path else Path(str(files("personarag") / "prompts" / "generation" / "rag.yaml"))
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise InputError(f"{source}: cannot read the RAG template: {error}") from error
+    source = Path(path) if path else shipped_file("generation/rag.yaml")
+    data = read_yaml(source, "RAG template")
     if not isinstance(data, dict) or set(data) - _KEYS or {"item", "with_context", "without_context"} - set(data):
         raise InputError(f"{source}: a RAG template needs keys item, with_context, without_context (allowed: {sorted(_KEYS)})")
     return data
@@ -42,20 +36,13 @@ class RAGGenerator(LLMGenerator):
 
     spec_name = "rag"
 
-    def __init__(
-        self,
-        llm: LLM | str,
-        max_prompt_tokens: int | None = 2048,
-        max_new_tokens: int | None = None,
-        temperature: float = 0.0,
-        seed: int = 0,
-        batch_size: int = 8,
-        min_item_tokens: int = 32,
-        template: str | Path | None = None,
-    ) -> None:
-        self._setup(llm, max_prompt_tokens, max_new_tokens, temperature, seed, batch_size)
-        self.min_item_tokens = min_item_tokens
+    def __init__(self, llm: LLM | str, *, template: str | Path | None = None, **options: Any) -> None:
+        """`options`: the keyword options of every generator (`LLMGenerator`), here with
+        max_prompt_tokens 2048 and min_item_tokens 32 by default."""
         self.template = read_rag_template(str(template) if template else None)
+        options.setdefault("max_prompt_tokens", 2048)
+        options.setdefault("min_item_tokens", 32)
+        super().__init__(llm, **options)
 
     def default_max_new_tokens(self) -> int:
         return int(self.template.get("max_new_tokens", 128))

@@ -1,4 +1,5 @@
-"""Loading helpers for the transformers backend: GGUF conversion cache, dtype and device choice.
+"""Loading helpers for the transformers and vLLM backends: GGUF conversion cache, dtype and device choice,
+model names, and token counting and prompt rendering over a Hugging Face tokenizer (`HFTokens`).
 
 GGUF: transformers dequantises a GGUF file on every `from_pretrained(gguf_file=...)`
 (~20 s for a 135M model, and ~12 s just for its tokenizer). We do that once and save
@@ -17,6 +18,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +91,13 @@ def converted_gguf(model: str, gguf_file: str, cache_root: str | os.PathLike | N
     transformers = require("transformers", "llm", purpose="loading GGUF models")
     torch = require("torch", "llm")
     start = time.perf_counter()
-    logger.info("converting %s to a safetensors cache at %s (once)", source, target)
+    # A warning, once per GGUF: the float32 copy is several times the GGUF's size (2.4 GB for a 0.6B model)
+    # and would otherwise appear silently under the home folder.
+    logger.warning(
+        "dequantising %s (%.2f GB) once into a float32 safetensors copy at %s; later loads read that copy. "
+        "Put it elsewhere with TransformersLLM(gguf_cache_dir=...) or $%s (then under $%s/gguf)",
+        source, source.stat().st_size / 1e9, target, ENV_VAR, ENV_VAR,
+    )
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
     model_obj = transformers.AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=torch.float32)
     # The dequantised weights are plain tensors now; without this save_pretrained would
@@ -111,7 +119,8 @@ def converted_gguf(model: str, gguf_file: str, cache_root: str | os.PathLike | N
         else:
             shutil.rmtree(target, ignore_errors=True)
             os.rename(staging, target)
-    logger.info("converted %s in %.1f s", source.name, time.perf_counter() - start)
+    size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+    logger.info("converted %s in %.1f s: %.2f GB at %s", source.name, time.perf_counter() - start, size / 1e9, target)
     return target
 
 
@@ -131,6 +140,50 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     if dtype not in _DTYPES:
         raise InputError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {dtype!r}")
     return getattr(torch, _DTYPES[dtype])
+
+
+class HFTokens:
+    """Token counting, truncation and prompt rendering over a Hugging Face tokenizer (`self.tokenizer`),
+    shared by the transformers and vLLM backends."""
+
+    tokenizer: Any
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        if max_tokens <= 0:
+            return ""
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if len(encoded.input_ids) <= max_tokens:
+            return text
+        return text[: encoded["offset_mapping"][max_tokens - 1][1]]
+
+    @property
+    def uses_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def render(self, chat: Sequence[Any]) -> list[int]:
+        """Token ids of the prompt up to where the assistant's answer starts; without a chat template,
+        plain `role: content` lines ending in `assistant:`."""
+        tok = self.tokenizer
+        if self.uses_chat_template:
+            text = tok.apply_chat_template([{"role": m.role, "content": m.content} for m in chat], tokenize=False, add_generation_prompt=True)
+            return list(tok(text, add_special_tokens=False).input_ids)
+        text = "".join(f"{m.role}: {m.content}\n" for m in chat) + "assistant:"
+        return list(tok(text).input_ids)
+
+
+def local_name(model: str) -> str:
+    """A model's name in cache keys: the resolved path of a local folder or file, else the hub name as given."""
+    local = Path(model).expanduser()
+    return str(local.resolve()) if local.exists() else model
+
+
+def check_model_arg(model: object) -> str:
+    if not isinstance(model, str) or not model.strip():
+        raise InputError(f"model must be a local path or hub name, got {model!r}")
+    return model
 
 
 def weights_fingerprint(path: Path) -> str:

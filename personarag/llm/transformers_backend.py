@@ -19,6 +19,9 @@
 - `adapter`: a LoRA adapter folder (peft) applied on top of the base and merged; the spec
   `transformers:BASE+ADAPTER` sets it (e.g. `pointwise:BASE+ADAPTER` after
   `personarag train pointwise`). It is part of `model_name`, hence of cache keys.
+- A GGUF file is dequantised once into a float32 copy (several times its size) under
+  `gguf_cache_dir` (default `$PERSONARAG_CACHE_DIR/gguf`, else `~/.cache/personarag/gguf`);
+  the first conversion logs a warning that names the folder.
 """
 
 from __future__ import annotations
@@ -31,12 +34,21 @@ from typing import Any
 
 from personarag.errors import InputError, require
 from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, Message, apply_stop, split_usage
-from personarag.llm.hf_loading import check_model_source, converted_gguf, resolve_device, resolve_dtype, weights_fingerprint
+from personarag.llm.hf_loading import (
+    HFTokens,
+    check_model_arg,
+    check_model_source,
+    converted_gguf,
+    local_name,
+    resolve_device,
+    resolve_dtype,
+    weights_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 
 
-class TransformersLLM(LLM):
+class TransformersLLM(HFTokens, LLM):
     spec_name = "transformers"
 
     def __init__(
@@ -56,9 +68,7 @@ class TransformersLLM(LLM):
         gguf_cache_dir: str | None = None,
         adapter: str | None = None,
     ) -> None:
-        if not isinstance(model, str) or not model:
-            raise InputError(f"model must be a local path or hub name, got {model!r}")
-        if adapter is None and "+" in model:
+        if adapter is None and "+" in check_model_arg(model):
             model, adapter = model.rsplit("+", 1)
             if not model or not adapter:
                 raise InputError(f"expected BASE+ADAPTER, got {model}+{adapter!r}")
@@ -86,13 +96,9 @@ class TransformersLLM(LLM):
     # ---- loading -------------------------------------------------------------------------
     @property
     def model_name(self) -> str:
-        local = Path(self.model).expanduser()
-        base = str(local.resolve()) if local.exists() else self.model
+        base = local_name(self.model)
         name = f"{base}/{self.gguf_file}" if self.gguf_file else base
-        if self.adapter:
-            adapter = Path(self.adapter).expanduser()
-            name += "+" + (str(adapter.resolve()) if adapter.exists() else self.adapter)
-        return name
+        return name + f"+{local_name(self.adapter)}" if self.adapter else name
 
     def validate(self) -> None:
         super().validate()
@@ -136,10 +142,6 @@ class TransformersLLM(LLM):
         self._load()
         return self._tokenizer
 
-    @property
-    def uses_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
     def context_limit(self) -> int | None:
         if self.max_context_tokens is not None:
             return self.max_context_tokens
@@ -158,27 +160,6 @@ class TransformersLLM(LLM):
 
     def close(self) -> None:
         self._hf = self._tokenizer = None
-
-    # ---- tokens ----------------------------------------------------------------------------
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        if max_tokens <= 0:
-            return ""
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        if len(encoded.input_ids) <= max_tokens:
-            return text
-        return text[: encoded["offset_mapping"][max_tokens - 1][1]]
-
-    def render(self, chat: Chat) -> list[int]:
-        """Token ids of the prompt up to where the assistant's answer starts."""
-        tok = self.tokenizer
-        if self.uses_chat_template:
-            text = tok.apply_chat_template([{"role": m.role, "content": m.content} for m in chat], tokenize=False, add_generation_prompt=True)
-            return list(tok(text, add_special_tokens=False).input_ids)
-        text = "".join(f"{m.role}: {m.content}\n" for m in chat) + "assistant:"
-        return list(tok(text).input_ids)
 
     def _fit(self, chat: Chat, reserve: int) -> list[int]:
         """Render, cutting the left of the last user message when the context is too small."""

@@ -20,10 +20,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from personarag.errors import InputError, MissingExtraError
 from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, apply_stop, split_usage
+from personarag.llm.hf_loading import HFTokens, check_model_arg, check_model_source, local_name, weights_fingerprint
 
 
 def import_vllm() -> Any:
@@ -39,7 +41,7 @@ def import_vllm() -> Any:
     return vllm
 
 
-class VLLMLLM(LLM):
+class VLLMLLM(HFTokens, LLM):
     spec_name = "vllm"
 
     def __init__(
@@ -56,9 +58,7 @@ class VLLMLLM(LLM):
         engine_options: dict[str, Any] | None = None,
         cache_dir: str | None = "auto",
     ) -> None:
-        if not isinstance(model, str) or not model:
-            raise InputError(f"model must be a local path or hub name, got {model!r}")
-        self.model, self.tokenizer_name, self.dtype = model, tokenizer, dtype
+        self.model, self.tokenizer_name, self.dtype = check_model_arg(model), tokenizer, dtype
         self.max_model_len, self.tensor_parallel_size = max_model_len, tensor_parallel_size
         self.gpu_memory_utilization, self.enforce_eager, self.seed = gpu_memory_utilization, enforce_eager, seed
         self.engine_options = dict(engine_options or {})
@@ -68,21 +68,13 @@ class VLLMLLM(LLM):
 
     @property
     def model_name(self) -> str:
-        from pathlib import Path
-
-        local = Path(self.model).expanduser()
-        return str(local.resolve()) if local.exists() else self.model
+        return local_name(self.model)
 
     def extra_key(self) -> dict[str, Any]:
-        from personarag.llm.hf_loading import weights_fingerprint
-        from pathlib import Path
-
         local = Path(self.model).expanduser()
         return {"weights": weights_fingerprint(local) if local.exists() else None, "dtype": self.dtype, "max_model_len": self.max_model_len}
 
     def validate(self) -> None:
-        from personarag.llm.hf_loading import check_model_source
-
         super().validate()
         check_model_source(self.model)
 
@@ -112,22 +104,6 @@ class VLLMLLM(LLM):
 
     def close(self) -> None:
         self._engine = None
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        if max_tokens <= 0:
-            return ""
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return text if len(encoded.input_ids) <= max_tokens else text[: encoded["offset_mapping"][max_tokens - 1][1]]
-
-    def render(self, chat: Chat) -> list[int]:
-        tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": m.role, "content": m.content} for m in chat], tokenize=False, add_generation_prompt=True)
-            return list(tok(text, add_special_tokens=False).input_ids)
-        return list(tok("".join(f"{m.role}: {m.content}\n" for m in chat) + "assistant:").input_ids)
 
     def _sampling(self, **options: Any) -> Any:
         return import_vllm().SamplingParams(**options)

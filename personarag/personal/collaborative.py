@@ -35,6 +35,7 @@ import numpy as np
 
 from personarag.errors import InputError
 from personarag.retrievers.base import Retriever
+from personarag.retrievers.fusion import minmax
 from personarag.personal.profiles import ItemEmbeddings, ProfileBM25, ProfileStore, make_tokenizer, normalize
 from personarag.types import Corpus, Document, Query, Ranking, ScoredDoc, StageTrace, User
 
@@ -223,9 +224,7 @@ class CollaborativeRetriever(Retriever):
         if bm25 is None:
             rel = embeddings @ q_vec
         else:
-            rel = np.asarray(relevance, dtype=np.float64)
-            span = rel.max() - rel.min() if len(rel) else 0.0
-            rel = (rel - rel.min()) / span if span > 0 else np.zeros_like(rel)
+            rel = np.asarray(minmax(relevance), dtype=np.float64)
         features = np.column_stack([rel, embeddings @ u_vec, sim_col, own_col]).astype(np.float64) if docs else np.zeros((0, len(FEATURES)))
         return Candidates(query, tuple(docs), tuple(doc_owner), features, tuple(similar))
 

@@ -16,7 +16,8 @@ scored against its own user's rows only. Item texts are tokenized once per conte
 - `history:dense:MODEL` encodes every history item once and ranks the user's items by inner
   product with the query embedding (cosine: embeddings are normalised).
 - `history:rrf:A+B` / `history:wsum:A+B` fuse the two over the user's items (A, B among
-  `bm25` and `dense:MODEL`; wsum min-max normalises each score list first).
+  `bm25` and `dense:MODEL`; wsum min-max normalises each score list first with
+  `retrievers.fusion.minmax`, all equal -> 1).
 
 A query whose user has an empty history gets an empty ranking (the collaborative retriever
 falls back to similar users); a query without a user is an input error.
@@ -33,6 +34,7 @@ import numpy as np
 
 from personarag.errors import InputError
 from personarag.retrievers.base import Retriever
+from personarag.retrievers.fusion import minmax
 from personarag.personal.profiles import (
     ItemEmbeddings, ProfileBM25, ProfileStore, make_tokenizer, sort_dates, tokenizer_name,
 )
@@ -230,8 +232,7 @@ class HistoryRetriever(_UserHistoryRetriever):
                     ranks[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
                     total += weight / (self.rrf_k + ranks)
                 else:
-                    span = scores.max() - scores.min()
-                    total += weight * ((scores - scores.min()) / span if span > 0 else np.zeros_like(scores))
+                    total += weight * np.asarray(minmax(scores))
         return [(np.argsort(-total, kind="stable"), total) for total in fused]
 
 

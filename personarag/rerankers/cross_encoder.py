@@ -13,9 +13,9 @@ import logging
 from typing import Any
 
 from personarag.errors import InputError, require
-from personarag.rerankers.base import Reranker
+from personarag.llm.stage import positive_int
+from personarag.rerankers.base import Reranker, check_depth
 from personarag.rerankers.interpolation import check_weight, interpolate
-from personarag.rerankers.llm_base import positive_int
 from personarag.types import Ranking, ScoredDoc, StageTrace
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ class CrossEncoderReranker(Reranker):
 
     `activation`: "default" keeps the model's own (sigmoid for one-label models saved
     by sentence-transformers), "sigmoid" or "identity" (raw logits) override it;
-    the order is the same for any monotone activation.
+    the order is the same for any monotone activation. `depth`: this stage's own depth
+    (see Reranker).
     """
 
     spec_name = "cross-encoder"
@@ -43,6 +44,7 @@ class CrossEncoderReranker(Reranker):
         activation: str = "default",
         show_progress_bar: bool | None = None,
         first_stage_weight: float = 0.0,
+        depth: int | None = None,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise InputError(f"model must be a hub name or a local path, got {model!r}")
@@ -55,6 +57,7 @@ class CrossEncoderReranker(Reranker):
         self.device = device
         self.show_progress_bar = show_progress_bar
         self.first_stage_weight = check_weight(first_stage_weight)
+        self.depth = check_depth(depth)
         self._model: Any = None
 
     @property

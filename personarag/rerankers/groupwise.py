@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from personarag.llm.base import LLM, Chat, GenerationConfig
-from personarag.rerankers.llm_base import LLMReranker, QueryLog, positive_int
+from personarag.llm.base import LLM, Chat
+from personarag.rerankers.llm_base import LLMReranker, StageLog, positive_int
 from personarag.rerankers.parsing import parse_group_scores
 from personarag.types import Ranking, ScoredDoc
 
@@ -31,30 +31,17 @@ class GroupwiseReranker(LLMReranker):
     default_prompt = "groupwise"
     required_placeholders = ("query", "documents")
 
-    def __init__(
-        self,
-        llm: LLM | str,
-        *,
-        group_size: int = 10,
-        k: int = 10,
-        second_pass: int = 0,
-        reasoning: bool = False,
-        prompt: Any = None,
-        max_doc_tokens: int | None = 256,
-        max_new_tokens: int | None = None,
-        reasoning_tokens: int = 1024,
-        temperature: float = 0.0,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, llm: LLM | str, *, group_size: int = 10, k: int = 10, second_pass: int = 0, **options: Any) -> None:
+        """`options`: the keyword options of every LLM reranker (`LLMReranker`)."""
         self.group_size = positive_int("group_size", group_size, 1)
         self.k = positive_int("k", k)
         self.second_pass = positive_int("second_pass", second_pass, 0)
-        self._setup(llm, prompt, max_doc_tokens, reasoning)
-        answer_tokens = 8 * group_size + 16
-        self.max_new_tokens = max_new_tokens or answer_tokens + (positive_int("reasoning_tokens", reasoning_tokens) if reasoning else 0)
-        self.generation = GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=temperature, seed=seed)
+        super().__init__(llm, **options)
 
-    def _score_groups(self, rankings: list[Ranking], groups: list[list[list[int]]], logs: list[QueryLog], label: str) -> list[dict[int, tuple[float, str | None]]]:
+    def answer_tokens(self) -> int:
+        return 8 * self.group_size + 16
+
+    def _score_groups(self, rankings: list[Ranking], groups: list[list[list[int]]], logs: list[StageLog], label: str) -> list[dict[int, tuple[float, str | None]]]:
         """Score every group (lists of candidate indices) of every query in one generate call."""
         prompts: list[Chat] = []
         owners: list[tuple[int, list[int]]] = []
@@ -70,6 +57,7 @@ class GroupwiseReranker(LLMReranker):
             logs[q].add(completion.usage)
             values, parsed = parse_group_scores(completion.text, len(group), 0, self.k)
             where = f"{label} group of candidates {group[0] + 1}..{group[-1] + 1}" if label == "first pass" else f"{label} group"
+            logs[q].answer(where, completion.text)
             logs[q].problems.extend(f"{where}: {p}" for p in parsed.problems)
             if parsed.reasoning:
                 logs[q].reasoning.append(parsed.reasoning)
@@ -78,7 +66,7 @@ class GroupwiseReranker(LLMReranker):
         return scores
 
     def _rerank_many(self, rankings: list[Ranking]) -> list[Ranking]:
-        logs = [QueryLog() for _ in rankings]
+        logs = [StageLog() for _ in rankings]
         g = self.group_size
         first_groups = [[list(range(s, min(s + g, len(r.docs)))) for s in range(0, len(r.docs), g)] for r in rankings]
         first = self._score_groups(rankings, first_groups, logs, "first pass")

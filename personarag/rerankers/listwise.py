@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from personarag.llm.base import LLM, GenerationConfig
-from personarag.rerankers.llm_base import Algorithm, LLMReranker, QueryLog, by_rank, drive, positive_int
+from personarag.errors import InputError
+from personarag.llm.base import LLM
+from personarag.rerankers.llm_base import Algorithm, LLMReranker, StageLog, by_rank, drive, positive_int
 from personarag.rerankers.parsing import parse_permutation
 from personarag.types import Ranking
-from personarag.errors import InputError
 
 
 def window_starts(n: int, window: int, stride: int) -> list[tuple[int, int]]:
@@ -42,34 +42,20 @@ class ListwiseReranker(LLMReranker):
     default_prompt = "listwise"
     required_placeholders = ("query", "documents")
 
-    def __init__(
-        self,
-        llm: LLM | str,
-        *,
-        window: int = 20,
-        stride: int = 10,
-        passes: int = 1,
-        reasoning: bool = False,
-        prompt: Any = None,
-        max_doc_tokens: int | None = 256,
-        max_new_tokens: int | None = None,
-        reasoning_tokens: int = 1024,
-        temperature: float = 0.0,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, llm: LLM | str, *, window: int = 20, stride: int = 10, passes: int = 1, **options: Any) -> None:
+        """`options`: the keyword options of every LLM reranker (`LLMReranker`)."""
         self.window = positive_int("window", window, 2)
         self.stride = positive_int("stride", stride)
         if stride >= window:
             raise InputError(f"stride must be smaller than window (windows must overlap), got window={window}, stride={stride}")
         self.passes = positive_int("passes", passes)
-        self._setup(llm, prompt, max_doc_tokens, reasoning)
-        # about 5 tokens per "[12] > " plus slack; reasoning gets its own budget
-        answer_tokens = 6 * window + 16
-        self.max_new_tokens = max_new_tokens or answer_tokens + (positive_int("reasoning_tokens", reasoning_tokens) if reasoning else 0)
-        self.generation = GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=temperature, seed=seed)
+        super().__init__(llm, **options)
+
+    def answer_tokens(self) -> int:
+        return 6 * self.window + 16  # about 5 tokens per "[12] > " plus slack
 
     def _rerank_many(self, rankings: list[Ranking]) -> list[Ranking]:
-        logs = [QueryLog() for _ in rankings]
+        logs = [StageLog() for _ in rankings]
         algorithms = [self._sort(r, log) for r, log in zip(rankings, logs)]
         results = drive(self.llm, algorithms, self.generation, logs)
         out = []
@@ -78,7 +64,7 @@ class ListwiseReranker(LLMReranker):
             out.append(ranking.with_stage(by_rank(docs, order, reasonings), log.trace(self.stage)))
         return out
 
-    def _sort(self, ranking: Ranking, log: QueryLog) -> Algorithm[tuple[list[int], dict[str, str]]]:
+    def _sort(self, ranking: Ranking, log: StageLog) -> Algorithm[tuple[list[int], dict[str, str]]]:
         docs = [s.doc for s in ranking.docs]
         texts = self._texts(ranking.docs)
         order = list(range(len(docs)))
@@ -93,6 +79,7 @@ class ListwiseReranker(LLMReranker):
                 completion = yield self.template.render(query=ranking.query.text, documents=block, num=len(ids))
                 permutation, parsed = parse_permutation(completion.text, len(ids))
                 where = f"pass {pass_number}, window {start + 1}-{end}"
+                log.answer(where, completion.text)
                 log.problems.extend(f"{where}: {p}" for p in parsed.problems)
                 order[start:end] = [ids[j] for j in permutation]
                 if parsed.reasoning:

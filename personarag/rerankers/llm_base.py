@@ -11,85 +11,71 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from personarag.errors import InputError
 from personarag.llm.base import LLM, Chat, Completion, GenerationConfig
-from personarag.rerankers.base import Reranker
-from personarag.rerankers.prompts import PromptTemplate, doc_text, load_prompt
-from personarag.types import Document, Ranking, ScoredDoc, StageTrace, Usage
+from personarag.llm.stage import LLMStage, StageLog, positive_int
+from personarag.prompts import PromptTemplate, doc_text, load_prompt
+from personarag.rerankers.base import Reranker, check_depth
+from personarag.types import Document, Ranking, ScoredDoc, StageTrace
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Algorithm = Generator[Chat, Completion, T]
 
-
-@dataclass
-class QueryLog:
-    """Usage, problems and reasoning gathered for one query during one rerank call."""
-
-    usages: list[Usage] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, usage: Usage) -> None:
-        self.usages.append(usage)
-
-    def trace(self, stage: str) -> StageTrace:
-        return StageTrace(
-            stage=stage,
-            usage=Usage.total(self.usages),
-            problems=tuple(self.problems),
-            reasoning="\n\n".join(self.reasoning) if self.reasoning else None,
-            info=dict(self.info),
-        )
+__all__ = ["Algorithm", "LLMReranker", "StageLog", "by_rank", "drive", "positive_int"]
 
 
-def positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-class LLMReranker(Reranker):
-    """Base of pointwise / listwise / setwise / groupwise rerankers.
+class LLMReranker(LLMStage, Reranker):
+    """Base of pointwise / listwise / setwise / groupwise rerankers; the keyword options they all take.
 
     `llm` is an LLM object or a spec resolved by `personarag.llm.load_llm` on first use
     (`"transformers:PATH"`, `"vllm:MODEL"`, `"openai:MODEL"`, a bare path).
+    `prompt`: a shipped template name, a YAML path, a template string or a PromptTemplate
+    (None: the reranker's default, its `-reason` variant with `reasoning=True`).
     `max_doc_tokens` is the per-document budget: each candidate's text is cut to that
     many tokens with `LLM.truncate` before it enters a prompt, so a window of long
     documents still fits the model's context (None: no truncation).
+    `max_new_tokens`: None takes what the answer format needs (`answer_tokens`), plus
+    `reasoning_tokens` with `reasoning=True`. `depth`: this stage's own depth (see Reranker).
+    Subclasses take their own parameters and pass these on as `**options`.
     """
 
     default_prompt: str = ""
     required_placeholders: tuple[str, ...] = ("query",)
 
-    def _setup(self, llm: LLM | str, prompt: Any, max_doc_tokens: int | None, reasoning: bool = False) -> None:
-        if not isinstance(llm, (LLM, str)) or (isinstance(llm, str) and not llm.strip()):
-            raise InputError(f"llm must be an LLM object or a spec string like 'transformers:PATH', got {llm!r}")
-        if max_doc_tokens is not None:
-            positive_int("max_doc_tokens", max_doc_tokens)
-        self._llm_arg = llm
-        self._llm: LLM | None = llm if isinstance(llm, LLM) else None
-        self.max_doc_tokens = max_doc_tokens
+    def __init__(
+        self,
+        llm: LLM | str,
+        *,
+        reasoning: bool = False,
+        prompt: Any = None,
+        max_doc_tokens: int | None = 256,
+        max_new_tokens: int | None = None,
+        reasoning_tokens: int = 1024,
+        temperature: float = 0.0,
+        seed: int = 0,
+        depth: int | None = None,
+    ) -> None:
+        self._set_llm(llm)
+        self.max_doc_tokens = positive_int("max_doc_tokens", max_doc_tokens, allow_none=True)
+        self.depth = check_depth(depth)
         self.reasoning = bool(reasoning)
         default = self.default_prompt + ("-reason" if reasoning else "")
         self.template: PromptTemplate = load_prompt(prompt, default, self.required_placeholders)
+        if max_new_tokens is None:
+            extra = positive_int("reasoning_tokens", reasoning_tokens) if reasoning else 0
+            max_new_tokens = self.answer_tokens() + extra
+        self._set_generation(max_new_tokens, temperature, seed, self.n_samples())
 
-    @property
-    def llm(self) -> LLM:
-        if self._llm is None:
-            from personarag.llm import load_llm
+    def answer_tokens(self) -> int:
+        """The new tokens an answer needs without reasoning (when max_new_tokens is None)."""
+        return 256
 
-            self._llm = load_llm(self._llm_arg)
-        return self._llm
-
-    @property
-    def stage(self) -> str:
-        return self.spec_name or type(self).__name__
+    def n_samples(self) -> int:
+        """Answers drawn per prompt."""
+        return 1
 
     def _texts(self, docs: Sequence[ScoredDoc]) -> dict[str, str]:
         """Prompt text of each candidate (by doc id), truncated to the per-doc budget."""
@@ -124,7 +110,7 @@ class LLMReranker(Reranker):
         raise NotImplementedError
 
 
-def drive(llm: LLM, algorithms: Sequence[Algorithm[T]], config: GenerationConfig, logs: Sequence[QueryLog]) -> list[T]:
+def drive(llm: LLM, algorithms: Sequence[Algorithm[T]], config: GenerationConfig, logs: Sequence[StageLog]) -> list[T]:
     """Run one generator per query to completion, batching their prompts step by step."""
     results: list[Any] = [None] * len(algorithms)
     pending: dict[int, Chat] = {}

@@ -25,8 +25,8 @@ import math
 from typing import Any
 
 from personarag.errors import InputError
-from personarag.llm.base import LLM, Chat, GenerationConfig
-from personarag.rerankers.llm_base import LLMReranker, QueryLog, positive_int
+from personarag.llm.base import LLM, Chat
+from personarag.rerankers.llm_base import LLMReranker, StageLog, positive_int
 from personarag.rerankers.parsing import parse_score
 from personarag.types import Ranking, ScoredDoc
 
@@ -55,13 +55,12 @@ class PointwiseReranker(LLMReranker):
         mode: str = "yesno",
         k: int = 3,
         samples: int = 1,
-        prompt: Any = None,
-        max_doc_tokens: int | None = 512,
-        max_new_tokens: int = 1024,
-        temperature: float | None = None,
-        seed: int = 0,
         case_variants: bool = True,
+        **options: Any,
     ) -> None:
+        """`options`: the keyword options of every LLM reranker (`LLMReranker`), here with
+        max_doc_tokens 512, max_new_tokens 1024 and temperature 0.7 when samples > 1 by default;
+        `reasoning` does not apply (use mode='reason')."""
         if mode not in MODES:
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
@@ -71,12 +70,18 @@ class PointwiseReranker(LLMReranker):
         self.samples = positive_int("samples", samples)
         if samples > 1 and mode != "reason":
             raise InputError(f"samples={samples} applies to mode='reason' only (the other modes read exact probabilities)")
+        if options.get("reasoning"):
+            raise InputError("a pointwise reranker reasons with mode='reason', not reasoning=True")
         self.case_variants = bool(case_variants)
         self.default_prompt = f"pointwise-{mode}"
-        self._setup(llm, prompt, max_doc_tokens)
-        if temperature is None:
-            temperature = 0.7 if samples > 1 else 0.0
-        self.generation = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, n=samples, seed=seed)
+        options.setdefault("max_doc_tokens", 512)
+        options.setdefault("max_new_tokens", 1024)
+        if options.get("temperature") is None:
+            options["temperature"] = 0.7 if samples > 1 else 0.0
+        super().__init__(llm, **options)
+
+    def n_samples(self) -> int:
+        return self.samples
 
     @property
     def answers(self) -> list[str]:
@@ -88,7 +93,7 @@ class PointwiseReranker(LLMReranker):
         return answers
 
     def _rerank_many(self, rankings: list[Ranking]) -> list[Ranking]:
-        logs = [QueryLog() for _ in rankings]
+        logs = [StageLog() for _ in rankings]
         prompts: list[Chat] = []
         owners: list[tuple[int, int]] = []
         for q, ranking in enumerate(rankings):
@@ -121,7 +126,7 @@ class PointwiseReranker(LLMReranker):
                 out.setdefault(form(negative), 0.0)
         return list(out), list(out.values())
 
-    def _score(self, prompts: list[Chat], owners: list[tuple[int, int]], logs: list[QueryLog]) -> dict[tuple[int, int], tuple[float, None]]:
+    def _score(self, prompts: list[Chat], owners: list[tuple[int, int]], logs: list[StageLog]) -> dict[tuple[int, int], tuple[float, None]]:
         answers, values = self._scored_answers()
         results = self.llm.score(prompts, answers)
         judged: dict[tuple[int, int], tuple[float, None]] = {}
@@ -141,7 +146,7 @@ class PointwiseReranker(LLMReranker):
                 judged[(q, d)] = (sum(v * p for v, p in zip(values, probs)), None)
         return judged
 
-    def _reason(self, prompts: list[Chat], owners: list[tuple[int, int]], logs: list[QueryLog]) -> dict[tuple[int, int], tuple[float, str | None]]:
+    def _reason(self, prompts: list[Chat], owners: list[tuple[int, int]], logs: list[StageLog]) -> dict[tuple[int, int], tuple[float, str | None]]:
         completions = self.llm.generate(prompts, self.generation)
         judged: dict[tuple[int, int], tuple[float, str | None]] = {}
         for (q, d), completion in zip(owners, completions):

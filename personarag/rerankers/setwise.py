@@ -22,8 +22,8 @@ import string
 from typing import Any
 
 from personarag.errors import InputError
-from personarag.llm.base import LLM, GenerationConfig
-from personarag.rerankers.llm_base import Algorithm, LLMReranker, QueryLog, by_rank, drive, positive_int
+from personarag.llm.base import LLM
+from personarag.rerankers.llm_base import Algorithm, LLMReranker, StageLog, by_rank, drive, positive_int
 from personarag.rerankers.parsing import parse_choice
 from personarag.types import Ranking
 
@@ -36,21 +36,8 @@ class SetwiseReranker(LLMReranker):
     default_prompt = "setwise"
     required_placeholders = ("query", "documents")
 
-    def __init__(
-        self,
-        llm: LLM | str,
-        *,
-        c: int = 4,
-        top_k: int = 10,
-        method: str = "heapsort",
-        reasoning: bool = False,
-        prompt: Any = None,
-        max_doc_tokens: int | None = 256,
-        max_new_tokens: int | None = None,
-        reasoning_tokens: int = 1024,
-        temperature: float = 0.0,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, llm: LLM | str, *, c: int = 4, top_k: int = 10, method: str = "heapsort", **options: Any) -> None:
+        """`options`: the keyword options of every LLM reranker (`LLMReranker`)."""
         self.c = positive_int("c", c, 2)
         if c > len(LABELS):
             raise InputError(f"c must be at most {len(LABELS)} (one letter label each), got {c}")
@@ -58,12 +45,13 @@ class SetwiseReranker(LLMReranker):
         if method not in METHODS:
             raise InputError(f"method must be one of {METHODS}, got {method!r}")
         self.method = method
-        self._setup(llm, prompt, max_doc_tokens, reasoning)
-        self.max_new_tokens = max_new_tokens or 8 + (positive_int("reasoning_tokens", reasoning_tokens) if reasoning else 0)
-        self.generation = GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=temperature, seed=seed)
+        super().__init__(llm, **options)
+
+    def answer_tokens(self) -> int:
+        return 8
 
     def _rerank_many(self, rankings: list[Ranking]) -> list[Ranking]:
-        logs = [QueryLog() for _ in rankings]
+        logs = [StageLog() for _ in rankings]
         sort = self._heapsort if self.method == "heapsort" else self._bubblesort
         algorithms = [sort(r, log) for r, log in zip(rankings, logs)]
         results = drive(self.llm, algorithms, self.generation, logs)
@@ -76,7 +64,7 @@ class SetwiseReranker(LLMReranker):
             out.append(ranking.with_stage(by_rank(docs, order, reasonings), log.trace(self.stage)))
         return out
 
-    def _choose(self, ranking: Ranking, texts: dict[str, str], ids: list[int], log: QueryLog, reasonings: dict[str, str]) -> Algorithm[int]:
+    def _choose(self, ranking: Ranking, texts: dict[str, str], ids: list[int], log: StageLog, reasonings: dict[str, str]) -> Algorithm[int]:
         """Ask which of the candidates `ids` is most relevant; the answer is a position in `ids`."""
         docs = ranking.docs
         labels = LABELS[: len(ids)]
@@ -85,6 +73,7 @@ class SetwiseReranker(LLMReranker):
             query=ranking.query.text, documents=block, num=len(ids), labels=", ".join(labels), first_label=labels[0]
         )
         choice, parsed = parse_choice(completion.text, labels)
+        log.answer("choice among candidates " + ", ".join(str(i + 1) for i in ids), completion.text)
         log.problems.extend(f"choice among {len(ids)}: {p}" for p in parsed.problems)
         if choice is None:
             log.problems.append(f"choice among {len(ids)}: no label read, took the candidate ranked highest in the input")
@@ -95,7 +84,7 @@ class SetwiseReranker(LLMReranker):
             reasonings[docs[ids[choice]].doc.id] = parsed.reasoning
         return choice
 
-    def _heapsort(self, ranking: Ranking, log: QueryLog) -> Algorithm[tuple[list[int], dict[str, str]]]:
+    def _heapsort(self, ranking: Ranking, log: StageLog) -> Algorithm[tuple[list[int], dict[str, str]]]:
         texts = self._texts(ranking.docs)
         n = len(ranking.docs)
         heap = list(range(n))  # heap slots hold indices into ranking.docs
@@ -127,7 +116,7 @@ class SetwiseReranker(LLMReranker):
                 yield from sift(0, size)
         return top, reasonings
 
-    def _bubblesort(self, ranking: Ranking, log: QueryLog) -> Algorithm[tuple[list[int], dict[str, str]]]:
+    def _bubblesort(self, ranking: Ranking, log: StageLog) -> Algorithm[tuple[list[int], dict[str, str]]]:
         texts = self._texts(ranking.docs)
         n = len(ranking.docs)
         order = list(range(n))

@@ -5,7 +5,10 @@
 `ScoredDoc.reasoning`) is attributed to the last stage of the ranking that produced it
 (the stage whose docs these are); stage-level reasoning (a listwise window, a setwise
 comparison, every stage's `StageTrace.reasoning`) is written with `doc_id: null`.
-Rows come in ranking order, so the file is stable for one run.
+The raw model answers a stage kept (`StageTrace.info["answers"]`: listwise windows,
+setwise choices, groupwise groups, with or without reasoning) follow as rows
+`{"query_id", "doc_id": null, "stage", "where", "answer"}`, so what the model said is
+readable without the LLM cache. Rows come in ranking order, so the file is stable for one run.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ def reasoning_rows(rankings: Iterable[Ranking]) -> list[dict[str, str | None]]:
         for trace in ranking.trace:
             if trace.reasoning:
                 rows.append({"query_id": qid, "doc_id": None, "stage": trace.stage, "reasoning": trace.reasoning})
+            for answer in trace.info.get("answers", ()):
+                rows.append({"query_id": qid, "doc_id": None, "stage": trace.stage, "where": answer["where"], "answer": answer["text"]})
         last_stage = ranking.trace[-1].stage if ranking.trace else None
         for scored in ranking.docs:
             if scored.reasoning:

@@ -28,7 +28,14 @@ NORMALIZATIONS = ("minmax", "zscore")
 
 
 def minmax(scores: Sequence[float]) -> list[float]:
-    """Scores mapped to [0, 1] (all equal -> 1); a non-finite score maps to 0."""
+    """The toolkit's one min-max normalisation, per query: (s - min) / (max - min) in [0, 1].
+
+    All finite scores equal -> each is 1 (a part that cannot tell its candidates apart gives
+    them full credit, so they stay above documents it did not return, which count 0); a
+    non-finite score (nan, +-inf) -> 0 and is left out of min and max. Used by `wsum:` fusion,
+    history retrieval's `wsum:` parts, the collaborative retriever's BM25 relevance and
+    reranker interpolation. Takes any sequence of numbers, numpy arrays included.
+    """
     finite = [s for s in scores if math.isfinite(s)]
     if not finite:
         return [0.0] * len(scores)

@@ -3,7 +3,7 @@
 It reads the prompts the shipped reranker templates produce: the query from the line
 `Query: ...`, the candidates from lines `[LABEL] text` (or `Document: text` for
 pointwise prompts). Candidates are recognised by text — the first `key_chars`
-characters of `personarag.rerankers.prompts.doc_text(doc)` — which only a test oracle
+characters of `personarag.prompts.doc_text(doc)` — which only a test oracle
 may do; production code keys everything by id. So per-document budgets must keep at
 least `key_chars` characters (about 20 tokens).
 
@@ -35,7 +35,7 @@ from typing import Any
 
 from personarag.errors import InputError
 from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig
-from personarag.rerankers.prompts import doc_text
+from personarag.prompts import doc_text
 from personarag.types import Document, Query, Usage
 
 _QUERY_LINE = re.compile(r"^(?:Search )?Query: (.*)$", re.MULTILINE)

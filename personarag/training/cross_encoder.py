@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from personarag.errors import InputError, require
 from personarag.training import common
+from personarag.training.trainer import resume_training, start_run, trainer_arguments
 from personarag.training.cross_encoder_dev import (
     DEV_METRIC,
     dev_candidates,
@@ -114,9 +115,7 @@ def train_cross_encoder(config: CrossEncoderTrainConfig, *, resume: bool = False
     """Fine-tune `config.base` into a cross-encoder saved under `config.output_dir`."""
     require("sentence_transformers", "train", purpose="cross-encoder training")
     require("datasets", "train", purpose="cross-encoder training")
-    out = common.prepare_output_dir(config.output_dir, config.to_dict(), overwrite=overwrite, resume=resume)
-    common.set_threads(config.threads)
-    common.set_seed(config.seed)
+    out = start_run(config, resume=resume, overwrite=overwrite)
     started, cpu_started = time.perf_counter(), time.process_time()
 
     train_data, dev = _load_data(config)
@@ -128,39 +127,24 @@ def train_cross_encoder(config: CrossEncoderTrainConfig, *, resume: bool = False
 
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
-    args = CrossEncoderTrainingArguments(
-        output_dir=str(out / common.CHECKPOINTS),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
+    args = CrossEncoderTrainingArguments(**trainer_arguments(
+        config, out,
         per_device_eval_batch_size=max(32, config.batch_size),
-        gradient_accumulation_steps=config.gradient_accumulation,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup,
         weight_decay=config.weight_decay,
         eval_strategy="steps" if evaluator else "no",
         eval_steps=config.eval_steps,
         eval_on_start=bool(evaluator and config.eval_before_training),
         save_strategy="steps",
         save_steps=config.eval_steps,
-        save_total_limit=config.save_total_limit,
         load_best_model_at_end=evaluator is not None,
         metric_for_best_model=f"eval_dev_{DEV_METRIC}" if evaluator else None,
         greater_is_better=True,
-        logging_steps=config.logging_steps,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=config.bf16,
         fp16=config.fp16,
-        report_to="none",
         batch_sampler="no_duplicates" if config.loss == "mnrl" else "batch_sampler",
         dataloader_drop_last=config.loss == "mnrl",
-    )
+    ))
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator)
-    checkpoint = common.last_checkpoint(out) if resume else None
-    if resume and checkpoint:
-        logger.info("resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    _, checkpoint = resume_training(trainer, out, resume=resume)
     if trainer.state.global_step == 0:
         raise InputError(
             f"no training step ran: {len(dataset)} rows, batch_size {config.batch_size}"

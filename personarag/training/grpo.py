@@ -15,7 +15,6 @@ The LoRA adapter is saved in OUTPUT_DIR and loads as `listwise:BASE+OUTPUT_DIR`
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
 from dataclasses import dataclass
@@ -23,23 +22,26 @@ from pathlib import Path
 from typing import Any
 
 from personarag.errors import InputError, require
-from personarag.training import common
 from personarag.training.llm_sft import (
+    LoRATrainingOptions,
+    adapter_arguments,
     chat_dicts,
     load_causal_lm,
     load_tokenizer,
     lora_config,
     resolve_base,
+    train_adapter,
     truncate,
     write_adapter_card,
 )
+from personarag.training.trainer import start_run
 from personarag.training.rewards import FormatReward, ListwiseNDCGReward, SetwiseReward
 
 KINDS = ("listwise", "setwise")
 
 
-@dataclass
-class GRPOTrainConfig:
+@dataclass(kw_only=True)
+class GRPOTrainConfig(LoRATrainingOptions):
     """Options of `personarag train grpo` (YAML keys and flags share these names)."""
 
     output_dir: str
@@ -62,23 +64,9 @@ class GRPOTrainConfig:
     max_completion_length: int = 256
     temperature: float = 1.0
     beta: float = 0.0  # KL weight to the reference model (0: no reference model kept)
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: str = "all-linear"
-    epochs: float = 1.0
-    max_steps: int = -1
     batch_size: int = 4  # completions per device step; a multiple of num_generations
-    gradient_accumulation: int = 1
     learning_rate: float = 1e-5
     warmup: float = 0.0
-    gradient_checkpointing: bool = False
-    logging_steps: int = 10
-    save_steps: int = 100
-    save_total_limit: int = 2
-    seed: int = 0
-    threads: int | None = None
-    bf16: bool = False
     use_vllm: bool = False
     vllm_mode: str = "colocate"
     vllm_gpu_memory_utilization: float = 0.3
@@ -96,14 +84,11 @@ class GRPOTrainConfig:
         if self.window < 2:
             raise InputError(f"window must be >= 2, got {self.window}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 def build_prompts(config: GRPOTrainConfig, tokenizer: Any) -> list[dict[str, Any]]:
     """One row per training query: the conversational prompt and the shown documents' relevance."""
     from personarag.evaluation.beir import load_beir
-    from personarag.rerankers.prompts import doc_text
+    from personarag.prompts import doc_text
     from personarag.training.data import candidates_from_run, mine_candidates
 
     data = load_beir(config.dataset_dir, split=config.split)
@@ -174,9 +159,7 @@ def train_grpo(
     require("trl", "train", purpose="GRPO training")
     peft = require("peft", "train", purpose="LoRA adapters")
     datasets = require("datasets", "train")
-    out = common.prepare_output_dir(config.output_dir, config.to_dict(), overwrite=overwrite, resume=resume)
-    common.set_threads(config.threads)
-    common.set_seed(config.seed)
+    out = start_run(config, resume=resume, overwrite=overwrite)
     started = time.perf_counter()
     base = resolve_base(config.base)
     tokenizer = load_tokenizer(base)
@@ -188,40 +171,23 @@ def train_grpo(
 
     from trl import GRPOConfig, GRPOTrainer
 
-    args = GRPOConfig(
-        output_dir=str(out / common.CHECKPOINTS),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup,
+    args = GRPOConfig(**adapter_arguments(
+        config, out,
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
         beta=config.beta,
         reward_weights=weights,
-        gradient_checkpointing=config.gradient_checkpointing,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=config.bf16,
         use_vllm=config.use_vllm,
         vllm_mode=config.vllm_mode,
         vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
-        report_to="none",
-    )
+    ))
     trainer = GRPOTrainer(
         model=load_causal_lm(base, config.bf16), reward_funcs=reward_funcs, args=args,
         train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
         peft_config=lora_config(peft, config),
     )
-    checkpoint = common.last_checkpoint(out) if resume else None
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
+    result, checkpoint = train_adapter(trainer, tokenizer, out, resume=resume)
     history = [
         {k: row[k] for k in row if k == "step" or k.startswith("rewards/") or k in ("reward", "loss")}
         for row in trainer.state.log_history if "reward" in row
@@ -232,6 +198,5 @@ def train_grpo(
         "train_loss": result.training_loss, "reward_history": history, "seconds": round(time.perf_counter() - started, 1),
         "resumed_from": checkpoint,
     }
-    common.write_run_file(out, info)
     write_adapter_card(Path(out), config, info, example=None)
     return info

@@ -30,6 +30,7 @@ from typing import Any
 
 from personarag.errors import InputError, require
 from personarag.training import common
+from personarag.training.trainer import resume_training, start_run, trainer_arguments
 from personarag.training.data import TrainingData, build_from_beir, read_examples
 
 logger = logging.getLogger(__name__)
@@ -38,8 +39,34 @@ KINDS = ("pointwise", "listwise")
 POINTWISE_MODES = ("yesno", "fine", "reason")
 
 
-@dataclass
-class LLMSFTConfig:
+@dataclass(kw_only=True)
+class LoRATrainingOptions:
+    """The LoRA and trainer options of the LLM trainers (SFT here, GRPO)."""
+
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: str = "all-linear"
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4
+    gradient_accumulation: int = 1
+    learning_rate: float = 2e-4
+    warmup: float = 0.05
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    save_steps: int = 100
+    save_total_limit: int = 2
+    seed: int = 0
+    threads: int | None = None
+    bf16: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(kw_only=True)
+class LLMSFTConfig(LoRATrainingOptions):
     """Options of `personarag train pointwise|listwise` (YAML keys and flags share these names)."""
 
     output_dir: str
@@ -62,24 +89,7 @@ class LLMSFTConfig:
     window: int = 10  # listwise: candidates per prompt
     shuffle_window: bool = True  # listwise: present the window in a seeded random order
     max_doc_tokens: int = 128
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: str = "all-linear"
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 4
-    gradient_accumulation: int = 1
-    learning_rate: float = 2e-4
-    warmup: float = 0.05
     max_length: int = 1024
-    gradient_checkpointing: bool = False
-    logging_steps: int = 10
-    save_steps: int = 100
-    save_total_limit: int = 2
-    seed: int = 0
-    threads: int | None = None
-    bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -94,9 +104,6 @@ class LLMSFTConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,7 @@ def chat_dicts(chat: Any) -> list[dict[str, str]]:
 
 def pointwise_rows(data: TrainingData, config: LLMSFTConfig, tokenizer: Any) -> list[dict[str, Any]]:
     """Prompt/completion rows in TRL's conversational format, one per (query, document) example."""
-    from personarag.rerankers.prompts import doc_text
+    from personarag.prompts import doc_text
     from personarag.types import Document
 
     reranker = reranker_for(config)
@@ -180,7 +187,7 @@ def permutation_text(order: list[int]) -> str:
 def listwise_rows(config: LLMSFTConfig, tokenizer: Any) -> list[dict[str, Any]]:
     """One window per training query: first-stage candidates, target order from the teacher."""
     from personarag.evaluation.beir import load_beir
-    from personarag.rerankers.prompts import doc_text
+    from personarag.prompts import doc_text
     from personarag.training.data import candidates_from_run, mine_candidates
 
     data = load_beir(config.dataset_dir, split=config.split)
@@ -245,9 +252,7 @@ def train_llm_sft(config: LLMSFTConfig, *, resume: bool = False, overwrite: bool
     require("trl", "train", purpose="LLM reranker SFT")
     peft = require("peft", "train", purpose="LoRA adapters")
     datasets = require("datasets", "train")
-    out = common.prepare_output_dir(config.output_dir, config.to_dict(), overwrite=overwrite, resume=resume)
-    common.set_threads(config.threads)
-    common.set_seed(config.seed)
+    out = start_run(config, resume=resume, overwrite=overwrite)
     started = time.perf_counter()
     base = resolve_base(config.base)
     tokenizer = load_tokenizer(base)
@@ -268,41 +273,19 @@ def train_llm_sft(config: LLMSFTConfig, *, resume: bool = False, overwrite: bool
 
     from trl import SFTConfig, SFTTrainer
 
-    args = SFTConfig(
-        output_dir=str(out / common.CHECKPOINTS),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup,
-        max_length=config.max_length,
-        completion_only_loss=True,
-        gradient_checkpointing=config.gradient_checkpointing,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=config.bf16,
-        report_to="none",
-    )
+    args = SFTConfig(**adapter_arguments(config, out, max_length=config.max_length, completion_only_loss=True))
     model = load_causal_lm(base, config.bf16)
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
         peft_config=lora_config(peft, config),
     )
-    checkpoint = common.last_checkpoint(out) if resume else None
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
+    result, checkpoint = train_adapter(trainer, tokenizer, out, resume=resume)
     seconds = time.perf_counter() - started
     info = {
         "status": "done", "data": report, "rows": len(rows), "rows_dropped_too_long": dropped, "base_resolved": base,
         "global_step": trainer.state.global_step, "train_loss": result.training_loss, "seconds": round(seconds, 1),
         "resumed_from": checkpoint,
     }
-    common.write_run_file(out, info)
     write_adapter_card(out, config, info, example=rows[0])
     return SFTResult(out, len(rows), dropped, seconds, result.training_loss)
 
@@ -343,7 +326,24 @@ def lora_config(peft: Any, config: Any) -> Any:
     )
 
 
+def adapter_arguments(config: Any, out: Path, **specific: Any) -> dict[str, Any]:
+    """TrainingArguments keywords of the LoRA trainers (SFT, GRPO): the shared ones plus checkpointing."""
+    return trainer_arguments(
+        config, out, gradient_checkpointing=config.gradient_checkpointing, save_steps=config.save_steps, **specific
+    )
+
+
+def train_adapter(trainer: Any, tokenizer: Any, out: Path, *, resume: bool) -> tuple[Any, str | None]:
+    """Train (resuming when asked), then save the adapter and the tokenizer in `out`."""
+    result, checkpoint = resume_training(trainer, out, resume=resume)
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    return result, checkpoint
+
+
 def write_adapter_card(out: Path, config: Any, info: dict[str, Any], example: dict[str, Any] | None = None) -> None:
+    """The run file (`common.write_run_file`) and a README model card for the adapter in `out`."""
+    common.write_run_file(out, info)
     spec_kind = getattr(config, "kind", "listwise")
     lines = [
         "---", "library_name: peft", "tags: [reranker, lora, personarag]", "---",

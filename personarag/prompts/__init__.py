@@ -1,6 +1,9 @@
-"""Prompt templates for the LLM rerankers: YAML data shipped in `personarag/prompts/`.
+"""Prompt templates: YAML data shipped in `personarag/prompts/`, one loader and one `fill`.
 
-A template has a `user` message (required), an optional `system` message, a `doc`
+`read_yaml` reads every template file (reranker templates here, the LaMP and RAG
+generation templates under `generation/`); `fill` replaces placeholders for all of them.
+
+A reranker template has a `user` message (required), an optional `system` message, a `doc`
 line format for each candidate, and for score-based modes the candidate `answers`.
 Placeholders are `{name}`; only the names a reranker supplies are replaced, in one
 pass over the template, so braces inside documents or inside the template's own
@@ -38,6 +41,11 @@ def doc_text(doc: Document) -> str:
     return " ".join(doc.full_text.split())
 
 
+def placeholders(template: str) -> list[str]:
+    """The `{name}` placeholders of a template, in order."""
+    return _PLACEHOLDER.findall(template)
+
+
 def fill(template: str, values: Mapping[str, Any]) -> str:
     """Replace the `{name}` placeholders whose name is in `values`; leave every other brace alone."""
     return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template)
@@ -53,9 +61,9 @@ class PromptTemplate:
     description: str = ""
 
     def placeholders(self) -> set[str]:
-        found = set(_PLACEHOLDER.findall(self.user))
+        found = set(placeholders(self.user))
         if self.system:
-            found |= set(_PLACEHOLDER.findall(self.system))
+            found |= set(placeholders(self.system))
         return found
 
     def render_docs(self, items: Iterable[tuple[str, str]]) -> str:
@@ -109,14 +117,24 @@ def _from_mapping(data: Any, name: str, source: str) -> PromptTemplate:
     )
 
 
-def _read_yaml(path: Path, name: str) -> PromptTemplate:
+def shipped_file(name: str) -> Path:
+    """The path of a shipped template file, e.g. `generation/rag.yaml`."""
+    return Path(str(files("personarag") / "prompts" / name))
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """The YAML content of a template file; an InputError naming the file and `what` it should hold."""
     import yaml
 
+    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML: {error}") from error
-    return _from_mapping(data, name, str(path))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise InputError(f"{path}: cannot read the {what}: {error}") from error
+
+
+def _read_yaml(path: Path, name: str) -> PromptTemplate:
+    return _from_mapping(read_yaml(path, "prompt template"), name, str(path))
 
 
 def load_prompt(prompt: str | PromptTemplate | Mapping[str, Any] | None, default: str, required: Sequence[str] = ()) -> PromptTemplate:

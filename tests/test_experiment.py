@@ -289,3 +289,16 @@ def test_no_library_module_imports_the_commands():
             if any(n == "personarag.commands" or n.startswith("personarag.commands.") for n in names):
                 offenders.append(f"{path.relative_to(package.parent)}:{node.lineno}")
     assert offenders == []
+
+
+def test_reasoning_jsonl_keeps_the_raw_listwise_answers(tmp_path):
+    """What the model said is readable from the run folder, without reasoning and without the cache."""
+    from personarag.rerankers.listwise import ListwiseReranker
+
+    data = RankingDataset.from_beir(load_beir(BEIR))
+    answer = "[2] > [1] > [3]"
+    reranker = ListwiseReranker(ScriptedLLM(default=answer), window=3, stride=2)
+    Experiment([Pipeline(["test-exp-overlap", reranker], k=3)], data, ["MRR@10"], output_dir=tmp_path, progress=False).run()
+    rows = lines(tmp_path / "reasoning.jsonl")
+    assert {r["query_id"] for r in rows} == {q.id for q in data.queries}
+    assert all(r["stage"] == "listwise" and r["answer"] == answer and r["doc_id"] is None for r in rows)

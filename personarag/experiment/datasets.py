@@ -19,6 +19,7 @@ from typing import Any
 
 from personarag.errors import InputError
 from personarag.experiment import artifacts
+from personarag.rerankers.traces import reasoning_rows
 from personarag.types import Document, Query, Ranking, Usage
 
 logger = logging.getLogger(__name__)
@@ -120,8 +121,7 @@ class RankingDataset:
         for query, ranking in zip(queries, rankings):
             if ranking.query.id != query.id:
                 raise InputError(f"the pipeline returned {ranking.query.id!r} for query {query.id!r}")
-            reasoning = [[t.stage, None, t.reasoning] for t in ranking.trace if t.reasoning]
-            reasoning += [["rerank", d.doc.id, d.reasoning] for d in ranking.docs if d.reasoning]
+            reasoning = reasoning_rows([ranking])  # reasoning and the raw model answers
             record = {"id": query.id, "docs": [[d.doc.id, d.score] for d in ranking.docs],
                       "trace": _trace_json(ranking.trace), "usage": dataclasses.asdict(ranking.usage)}
             if reasoning:
@@ -152,8 +152,7 @@ class RankingDataset:
             os.replace(temp, out / "run.trec")
         finally:
             temp.unlink(missing_ok=True)
-        rows = [{"query_id": q.id, "stage": stage, "doc_id": doc_id, "reasoning": text}
-                for q in self.queries if q.id in done for stage, doc_id, text in done[q.id].get("reasoning", ())]
+        rows = [row for q in self.queries if q.id in done for row in done[q.id].get("reasoning", ())]
         if rows:
             artifacts.write_text(out / "reasoning.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
             return ["run.trec", "reasoning.jsonl"]

@@ -51,11 +51,20 @@ _LIBRARIES = {
 class BM25Retriever(Retriever):
     """BM25 with a choice of backend; `k1`/`b` default to Pyserini's 0.9/0.4.
 
-    Tokenization options (`lowercase`, `stopwords`, `stemmer`) mean the same for bm25s and
-    rank_bm25; for lucene they map onto Lucene's English analyzer (see `retrievers/lucene.py`).
+    Tokenization options (`splitter`, `lowercase`, `stopwords`, `stemmer`) mean the same for
+    bm25s and rank_bm25; for lucene they map onto Lucene's English analyzer (see
+    `retrievers/lucene.py`). `splitter="lucene"` with `stemmer="lucene_porter"` (and the default
+    stopwords "en") tokenizes as Lucene's EnglishAnalyzer does, so bm25s reproduces Pyserini's
+    BM25 baselines (see `retrievers/tokenization.py`). `splitter=None` is the backend's own:
+    bm25s's runs of two or more word characters for bm25s and rank_bm25, Lucene's StandardTokenizer for lucene.
+    `doc_lengths="lucene"` (bm25s only) scores with document lengths rounded as Lucene stores
+    them (one byte each): with the Lucene splitter and stemmer, bm25s then ranks as Lucene does
+    (SciFact nDCG@10 0.6789, Pyserini's). None: the backend's own ("exact"; Lucene's for lucene).
     `method`/`idf_method` choose bm25s's variant and apply to that backend only.
     `n_threads`: 0 runs queries one after another, -1 on every CPU (bm25s and lucene).
     `index_dir`: where the lucene backend writes its index (a temporary folder when None).
+    `heap`: the lucene backend's Java heap bound (-Xmx, e.g. "512m", "4g"; None: the JVM's
+    default, a quarter of RAM); see `retrievers/lucene.py`. Ignored by the other backends.
     """
 
     spec_name: ClassVar[str] = "bm25"
@@ -71,8 +80,11 @@ class BM25Retriever(Retriever):
         lowercase: bool = True,
         stopwords: str | Sequence[str] | None = "en",
         stemmer: str | None = "english",
+        splitter: str | None = None,
+        doc_lengths: str | None = None,
         n_threads: int = 0,
         index_dir: str | None = None,
+        heap: str | None = "2g",
         show_progress: bool | None = None,
     ) -> None:
         if backend == "auto":
@@ -104,18 +116,24 @@ class BM25Retriever(Retriever):
         if backend == "lucene":
             from personarag.retrievers import lucene
 
-            lucene.check_options(lowercase=lowercase, stopwords=stopwords, stemmer=stemmer)
+            lucene.check_options(lowercase=lowercase, stopwords=stopwords, stemmer=stemmer, splitter=splitter)
+            if doc_lengths not in (None, "lucene"):
+                raise InputError(f"Lucene stores document lengths in one byte; doc_lengths must be None or 'lucene', got {doc_lengths!r}")
             self._backend = lucene.LuceneBackend(
-                k1=self.k1, b=self.b, stemmer=stemmer, stopwords=stopwords, n_threads=n_threads, index_dir=index_dir
-            )
+                k1=self.k1, b=self.b, stemmer=stemmer, stopwords=stopwords, n_threads=n_threads, index_dir=index_dir,
+                heap=heap,
+            )  # fmt: skip
         else:
             tokenization.make_stemmer(stemmer)  # validates the name now rather than at index time
-            tokens = TokenOptions(lowercase, tokenization.check_stopwords(stopwords), stemmer)
+            splitter = tokenization.check_splitter("bm25s" if splitter is None else splitter)
+            tokens = TokenOptions(lowercase, tokenization.check_stopwords(stopwords), stemmer, splitter)
             if backend == "bm25s":
                 self._backend = Bm25sBackend(
                     k1=self.k1, b=self.b, method=method, idf_method=idf_method, tokens=tokens,
-                    n_threads=n_threads, show_progress=self.show_progress,
+                    n_threads=n_threads, show_progress=self.show_progress, doc_lengths=doc_lengths or "exact",
                 )  # fmt: skip
+            elif doc_lengths not in (None, "exact"):
+                raise InputError(f"rank_bm25 uses exact document lengths; doc_lengths must be None or 'exact', got {doc_lengths!r}")
             else:
                 self._backend = RankBm25Backend(k1=self.k1, b=self.b, tokens=tokens, show_progress=self.show_progress)
         self._ids: list[str] = []

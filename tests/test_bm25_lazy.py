@@ -90,3 +90,17 @@ def test_saved_and_loaded_index_gives_lazy_rankings_too(retriever, tmp_path):
     loaded = BM25Retriever.load(retriever.save(tmp_path / "index"), mmap=True)
     mine, theirs = loaded.retrieve(QUERIES, k=7), retriever.retrieve(QUERIES, k=7)
     assert mine == theirs and [r.docs for r in mine] == [r.docs for r in theirs]
+
+
+def test_sort_by_score_then_position_equals_lexsort():
+    import numpy as np
+
+    from personarag.retrievers.bm25_backends import sort_by_score_then_position
+
+    rng = np.random.default_rng(7)
+    scores = rng.choice(np.array([-1.5, -0.25, 0.0, 0.5, 0.5000001, 2.0, 7.25, 1e30], dtype=np.float32), size=(40, 60))
+    positions = np.stack([rng.permutation(10**6)[:60] for _ in range(40)])
+    got_positions, got_scores = sort_by_score_then_position(positions, scores)
+    order = np.lexsort((positions, -scores), axis=-1)
+    assert np.array_equal(got_positions, np.take_along_axis(positions, order, axis=-1))
+    assert np.array_equal(got_scores, np.take_along_axis(scores, order, axis=-1)) and got_scores.dtype == np.float32

@@ -78,11 +78,23 @@ def build_raw_bm25s(dataset: Any, args: argparse.Namespace) -> Search:
     return search
 
 
-def personarag_bm25(backend: str) -> Callable[[Any, argparse.Namespace], Search]:
+#: the lucene backend's `heap` (--lucene-heap); "none" leaves the JVM's own default (a quarter of RAM)
+LUCENE_HEAP = ["2g"]
+#: BM25Retriever options that make bm25s tokenize and normalize lengths as Lucene (Pyserini's 0.6789)
+LUCENE_ANALYSIS = {"splitter": "lucene", "stemmer": "lucene_porter", "doc_lengths": "lucene"}
+
+
+def _heap() -> str | None:
+    return None if LUCENE_HEAP[0] == "none" else LUCENE_HEAP[0]
+
+
+def personarag_bm25(backend: str, **options: Any) -> Callable[[Any, argparse.Namespace], Search]:
     def build(dataset: Any, args: argparse.Namespace) -> Search:
         from personarag.retrievers.bm25 import BM25Retriever
 
-        retriever = BM25Retriever(backend, n_threads=args.threads, show_progress=False)
+        if backend == "lucene":
+            options["heap"] = _heap()
+        retriever = BM25Retriever(backend, n_threads=args.threads, show_progress=False, **options)
         retriever.index(dataset.corpus)
         return lambda queries, k: retriever.retrieve(queries, k=k)
 
@@ -97,7 +109,7 @@ def _prepare_rank_bm25() -> None:
 def _prepare_lucene() -> None:
     from personarag.retrievers import lucene
 
-    lucene.lucene_searcher_class()  # starts the JVM and imports pyserini (~20 s, not counted)
+    lucene.lucene_searcher_class(_heap())  # starts the JVM and imports pyserini (~20 s, not counted)
 
 
 def _lucene_unavailable() -> str | None:
@@ -164,6 +176,7 @@ def personarag_dense(index: str) -> Callable[[Any, argparse.Namespace], Search]:
 SYSTEMS: list[System] = [
     System("bm25s (raw API)", build_raw_bm25s, _prepare_bm25s),
     System("personarag bm25s", personarag_bm25("bm25s"), _prepare_bm25s),
+    System("personarag bm25s lucene-an", personarag_bm25("bm25s", **LUCENE_ANALYSIS), _prepare_bm25s),
     System("personarag rank_bm25", personarag_bm25("rank_bm25"), _prepare_rank_bm25),
     System("personarag lucene", personarag_bm25("lucene"), _prepare_lucene, _lucene_unavailable),
     # all-MiniLM-L6-v2; flat encodes the corpus (its build s is encoding), ivf/hnsw reuse those cached
@@ -238,7 +251,7 @@ def measure(system: System, args: argparse.Namespace) -> dict[str, Any]:
 
 def run_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, str(args.data), "--k", *map(str, args.k), "--repeats", str(args.repeats),
-               "--threads", str(args.threads), "--child", name]  # fmt: skip
+               "--threads", str(args.threads), "--lucene-heap", args.lucene_heap, "--child", name]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -253,8 +266,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="bm25s n_threads / Lucene threads (0: one)")
     parser.add_argument("--only", nargs="*", help="system names to run (default: all)")
+    parser.add_argument("--lucene-heap", default=LUCENE_HEAP[0], help="the lucene backend's Java heap (-Xmx), or none")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    LUCENE_HEAP[0] = args.lucene_heap
     if not (args.data / "corpus.jsonl").is_file():
         print(f"skipped: no BEIR SciFact at {args.data} (pass its folder as the first argument)")
         return
@@ -274,8 +289,9 @@ def main() -> None:
     def qps(name: str, k: int, key: str = "qps") -> float | None:
         return results.get(name, {}).get("by_k", {}).get(str(k), {}).get(key)
 
-    print(f"BEIR SciFact test: {args.data}, threads={args.threads}, best of {args.repeats} passes")
-    header = (f"| {'system':<22} | {'k':>4} | {'index build s':>13} | {'queries/s':>9} | {'q/s, all read':>13} | "
+    print(f"BEIR SciFact test: {args.data}, threads={args.threads}, best of {args.repeats} passes, "
+          f"lucene heap={args.lucene_heap}; lucene-an: bm25s with {LUCENE_ANALYSIS}")  # fmt: skip
+    header = (f"| {'system':<26} | {'k':>4} | {'index build s':>13} | {'queries/s':>9} | {'q/s, all read':>13} | "
               f"{'peak memory MB':>14} | {'nDCG@10':>7} | {'vs raw bm25s':>12} | {'all read, vs raw':>16} | "
               f"{'vs rank_bm25':>12} |")  # fmt: skip
     print(header)
@@ -283,12 +299,12 @@ def main() -> None:
     for k in args.k:
         for name, row in results.items():
             if "by_k" not in row:
-                print(f"| {name:<22} | {k:>4} | skipped: {row.get('skipped') or row.get('error')}")
+                print(f"| {name:<26} | {k:>4} | skipped: {row.get('skipped') or row.get('error')}")
                 continue
             this = row["by_k"][str(k)]
             pairs = ((this["qps"], qps(RAW, k)), (this["qps_read"], qps(RAW, k, "qps_read")), (this["qps"], qps(REFERENCE, k)))
             ratios = [f"{mine / base:.2f}x" if base else "-" for mine, base in pairs]
-            print(f"| {name:<22} | {k:>4} | {row['build_s']:>13.2f} | {this['qps']:>9.1f} | {this['qps_read']:>13.1f} | "
+            print(f"| {name:<26} | {k:>4} | {row['build_s']:>13.2f} | {this['qps']:>9.1f} | {this['qps_read']:>13.1f} | "
                   f"{row['peak_mb']:>14.1f} | {this['ndcg10']:>7.4f} | {ratios[0]:>12} | {ratios[1]:>16} | "
                   f"{ratios[2]:>12} |")  # fmt: skip
     for k in args.k:

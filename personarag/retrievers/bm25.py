@@ -36,6 +36,7 @@ from personarag.errors import InputError, UnknownSpecError
 from personarag.retrievers import docstore, tokenization
 from personarag.retrievers.base import Retriever
 from personarag.retrievers.bm25_backends import BM25S_METHODS, Bm25sBackend, Hits, RankBm25Backend, TokenOptions
+from personarag.retrievers.lucene import DEFAULT_HEAP  # a light module: pyserini is imported on first use
 from personarag.types import Corpus, Document, Query, Ranking, ScoredDoc, StageTrace
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class BM25Retriever(Retriever):
         doc_lengths: str | None = None,
         n_threads: int = 0,
         index_dir: str | None = None,
-        heap: str | None = "2g",
+        heap: str | None = DEFAULT_HEAP,
         show_progress: bool | None = None,
     ) -> None:
         if backend == "auto":
@@ -122,7 +123,9 @@ class BM25Retriever(Retriever):
 
             lucene.check_options(lowercase=lowercase, stopwords=stopwords, stemmer=stemmer, splitter=splitter)
             if doc_lengths not in (None, "lucene"):
-                raise InputError(f"Lucene stores document lengths in one byte; doc_lengths must be None or 'lucene', got {doc_lengths!r}")
+                raise InputError(
+                    f"Lucene stores document lengths in one byte; doc_lengths must be None or 'lucene', got {doc_lengths!r}"
+                )
             self._backend = lucene.LuceneBackend(
                 k1=self.k1, b=self.b, stemmer=stemmer, stopwords=stopwords, n_threads=n_threads, index_dir=index_dir,
                 heap=heap,
@@ -137,7 +140,9 @@ class BM25Retriever(Retriever):
                     n_threads=n_threads, show_progress=self.show_progress, doc_lengths=doc_lengths or "exact",
                 )  # fmt: skip
             elif doc_lengths not in (None, "exact"):
-                raise InputError(f"rank_bm25 uses exact document lengths; doc_lengths must be None or 'exact', got {doc_lengths!r}")
+                raise InputError(
+                    f"rank_bm25 uses exact document lengths; doc_lengths must be None or 'exact', got {doc_lengths!r}"
+                )
             else:
                 self._backend = RankBm25Backend(k1=self.k1, b=self.b, tokens=tokens, show_progress=self.show_progress)
         self._ids: list[str] = []

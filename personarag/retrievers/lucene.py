@@ -69,7 +69,9 @@ class LuceneError(PersonaragError, RuntimeError):
 
 def check_options(*, lowercase: bool, stopwords: Any, stemmer: Any, splitter: Any = None) -> None:
     if splitter not in (None, "lucene"):
-        raise InputError(f"the lucene backend splits text with Lucene's StandardTokenizer; splitter must be None or 'lucene', got {splitter!r}")
+        raise InputError(
+            f"the lucene backend splits text with Lucene's StandardTokenizer; splitter must be None or 'lucene', got {splitter!r}"
+        )
     if lowercase is not True:
         raise InputError("the lucene backend always lowercases (Lucene's analyzer does); lowercase must be True")
     if stopwords not in LUCENE_STOPWORDS:
@@ -142,7 +144,9 @@ def start_jvm(heap: str | None = DEFAULT_HEAP) -> None:
 
     if jnius_config.vm_running:
         if _started_heap and _started_heap[0] != heap:
-            logger.warning("the JVM already runs with heap=%r; heap=%r cannot apply (a JVM starts once per process)", _started_heap[0], heap)
+            logger.warning(
+                "the JVM already runs with heap=%r; heap=%r cannot apply (a JVM starts once per process)", _started_heap[0], heap
+            )
         return
     home = java_home()
     jnius_config.add_classpath(str(anserini_jar()))
@@ -247,7 +251,8 @@ class LuceneBackend:
                     out.write(json.dumps({"id": doc_id, "contents": text}, ensure_ascii=False) + "\n")
                     written += 1
         command = [
-            str(home / "bin" / "java"), *java_options(home, self.heap), "-cp", str(anserini_jar()), "io.anserini.index.IndexCollection",
+            str(home / "bin" / "java"), *java_options(home, self.heap), "-cp", str(anserini_jar()),
+            "io.anserini.index.IndexCollection",
             "-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
             "-input", str(collection), "-index", str(path / "index"), "-threads", str(self.threads),
             "-stemmer", LUCENE_STEMMERS[self.stemmer], "-storePositions", "-storeDocvectors",

@@ -11,7 +11,8 @@ import weakref
 import pytest
 
 from personarag import Document, Query
-from personarag.retrievers.bm25 import BM25Retriever, LazyRanking
+from personarag.retrievers.bm25 import BM25Retriever
+from personarag.retrievers.lazy_ranking import LazyRanking
 from personarag.types import Ranking, ScoredDoc, StageTrace
 
 DOCS = [Document(f"d{i}", f"apple {'banana ' * (i % 3)}cherry {i}", title=f"t{i}", meta={"i": i}) for i in range(12)]
@@ -27,9 +28,10 @@ def retriever() -> BM25Retriever:
 
 def eager(ranking: LazyRanking) -> Ranking:
     """The same ranking built the plain way, from its ids and scores (read without building it)."""
-    documents, positions, scores = ranking.__dict__["_pending"][:3]
+    pending = ranking.__dict__["_pending"]
     by_id = {doc.id: doc for doc in DOCS}
-    docs = tuple(ScoredDoc(by_id[documents[i].id], float(s)) for i, s in zip(positions.tolist(), scores.tolist()))
+    hits = zip(pending.positions.tolist(), pending.scores.tolist())
+    docs = tuple(ScoredDoc(by_id[pending.documents[i].id], float(s)) for i, s in hits)
     return Ranking(ranking.query, docs, ranking.trace)
 
 

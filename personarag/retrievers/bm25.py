@@ -16,17 +16,13 @@ took as long as the search itself); `ids` and `top(k)` need none built.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import platform
 import sys
 import time
-import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from importlib import metadata
-from itertools import repeat
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,9 +31,10 @@ import numpy as np
 from personarag.errors import InputError, UnknownSpecError
 from personarag.retrievers import docstore, tokenization
 from personarag.retrievers.base import Retriever
+from personarag.retrievers.lazy_ranking import LazyRanking
 from personarag.retrievers.bm25_backends import BM25S_METHODS, Bm25sBackend, Hits, RankBm25Backend, TokenOptions
 from personarag.retrievers.lucene import DEFAULT_HEAP  # a light module: pyserini is imported on first use
-from personarag.types import Corpus, Document, Query, Ranking, ScoredDoc, StageTrace
+from personarag.types import Corpus, Document, Query, Ranking, StageTrace
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +165,7 @@ class BM25Retriever(Retriever):
         hits = self._backend.search([query.text for query in queries], k)
         depth = min(k, len(self._ids))
         rankings: list[Ranking] = []
-        batch: list[weakref.ref[LazyRanking]] = []
+        batch = LazyRanking.new_batch()
         for query, found in zip(queries, hits):
             positions, scores = _order(found, depth, len(self._ids))
             info: dict[str, Any] = {"backend": self.backend, "k1": self.k1, "b": self.b}
@@ -176,7 +173,7 @@ class BM25Retriever(Retriever):
             if found.query_terms is not None:
                 info["query_terms"] = found.query_terms
             trace = (StageTrace(stage="bm25", info=info),)
-            rankings.append(LazyRanking.pending(query, self._docs, positions, scores, trace, batch))
+            rankings.append(LazyRanking.pending(query, self._docs, self._ids, positions, scores, trace, batch))
         return rankings
 
     # -- persistence ------------------------------------------------------------------------
@@ -238,105 +235,6 @@ class BM25Retriever(Retriever):
             raise InputError(f"{directory}: {len(ids)} ids, {len(docs)} documents, {retriever._backend.num_docs} indexed")
         retriever._ids, retriever._docs, retriever._saved_at = ids, docs, directory
         return retriever
-
-
-class LazyRanking(Ranking):
-    """A `Ranking` whose `docs` are built on first use from corpus positions and scores.
-
-    It behaves as the Ranking with those docs: equal to it (either way round), the same
-    repr, pickled and copied as a plain Ranking; `dataclasses.replace` and `with_stage` give
-    ordinary rankings. `ids` and `top(k)` read the positions and build no ScoredDoc. The
-    first `docs` read builds those of every ranking of the same `retrieve` call still alive,
-    with the cyclic GC paused once: one at a time, GC passes between them cost half again.
-    """
-
-    @classmethod
-    def pending(
-        cls, query: Query, documents: Sequence[Document], positions: np.ndarray, scores: np.ndarray,
-        trace: tuple[StageTrace, ...], batch: list[weakref.ref[LazyRanking]] | None = None,
-    ) -> LazyRanking:  # fmt: skip
-        """A ranking to build later; `batch` (weak references, shared) lists the rankings built with it."""
-        ranking = object.__new__(cls)
-        object.__setattr__(ranking, "query", query)
-        object.__setattr__(ranking, "trace", tuple(trace))
-        batch = [] if batch is None else batch
-        batch.append(weakref.ref(ranking))
-        object.__setattr__(ranking, "_pending", (documents, positions, scores, batch))
-        return ranking
-
-    def __getattr__(self, name: str) -> Any:  # only called while `docs` is not built yet
-        pending = self.__dict__.get("_pending") if name == "docs" else None
-        if pending is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        with _gc_paused():
-            for ref in pending[3]:
-                ranking = ref()
-                if ranking is not None:
-                    ranking._build()
-            self._build()
-        return self.__dict__["docs"]
-
-    def _build(self) -> None:
-        pending = self.__dict__.get("_pending")
-        if pending is not None:
-            object.__setattr__(self, "docs", _scored_docs(*pending[:3]))
-            self.__dict__.pop("_pending", None)
-
-    @property
-    def ids(self) -> list[str]:
-        pending = self.__dict__.get("_pending")
-        if pending is None:
-            return super().ids
-        documents, positions = pending[:2]
-        return [documents[i].id for i in positions.tolist()]
-
-    def top(self, k: int) -> Ranking:
-        pending = self.__dict__.get("_pending")
-        if pending is None:
-            return super().top(k)
-        documents, positions, scores = pending[:3]
-        return LazyRanking.pending(self.query, documents, positions[:k], scores[:k], self.trace)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Ranking):
-            return NotImplemented
-        return (self.query, self.docs, self.trace) == (other.query, other.docs, other.trace)
-
-    def __hash__(self) -> int:
-        return hash((self.query, self.docs, self.trace))
-
-    def __repr__(self) -> str:
-        return repr(self.eager())
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return Ranking, (self.query, self.docs, self.trace)
-
-    def eager(self) -> Ranking:
-        """The plain Ranking with these docs."""
-        return Ranking(self.query, self.docs, self.trace)
-
-
-_FAST_SCORED_DOC = ScoredDoc._fields == ("doc", "score", "reasoning")
-
-
-def _scored_docs(documents: Sequence[Document], positions: np.ndarray, scores: np.ndarray) -> tuple[ScoredDoc, ...]:
-    picked = map(documents.__getitem__, positions.tolist())
-    if _FAST_SCORED_DOC:  # what ScoredDoc(doc, score) does, without a Python call per document
-        return tuple(map(tuple.__new__, repeat(ScoredDoc), zip(picked, scores.tolist(), repeat(None))))
-    return tuple(map(ScoredDoc, picked, scores.tolist()))
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while building many result objects (none of them cyclic garbage): with
-    k=1000 its repeated passes over the growing heap took half of the retrieval time."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _order(found: Hits, depth: int, num_docs: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,11 +12,15 @@ Each system runs in a fresh Python process, one after another, and reports:
 - nDCG@10, to show every system did the same job;
 - ratios measured in this same run: queries/s over raw bm25s and over personarag's rank_bm25.
 
+"personarag bm25s lucene-an" is bm25s with Lucene's analysis and document lengths (Pyserini's
+0.6789). `--lucene-heap` is the lucene backend's Java heap (`-Xmx`; "none": the JVM's default).
+
 Systems are entries of `SYSTEMS`: a name, a `build(dataset, args)` that indexes and returns a
 `search(queries)` function, and optional `prepare()` / `unavailable()` hooks. To add one (e.g.
 dense retrieval), write its build function and append a `System(...)` line.
 
     .venv/bin/python benchmarks/bench_retrieval.py [DATA_DIR] [--k 10 100 1000] [--repeats 3] [--only NAME ...]
+        [--lucene-heap 2g]
 
 DATA_DIR defaults to ../shared/data/beir/scifact beside the checkout.
 """

@@ -236,7 +236,13 @@ def test_lucene_backend_takes_heap_and_lucene_options(lucene_ready):
         BM25Retriever("lucene", splitter="bm25s")
     with pytest.raises(InputError, match="doc_lengths must be None or 'lucene'"):
         BM25Retriever("lucene", doc_lengths="exact")
-    assert BM25Retriever("lucene", stemmer="lucene_porter", splitter="lucene", heap="1g")._backend.heap == "1g"
+    backend = BM25Retriever("lucene", stemmer="lucene_porter", splitter="lucene", heap="1g")._backend
+    home = lucene_ready.java_home()
+    command = backend.index_command(home, home / "in", home / "out")
+    assert command[0] == str(home / "bin" / "java") and command[1] == "-Xmx1g"  # the indexing child's heap
+    assert command[command.index("-memoryBuffer") + 1] == "512" and command[command.index("-stemmer") + 1] == "porter"
+    unbounded = BM25Retriever("lucene", heap=None)._backend.index_command(home, home / "in", home / "out")
+    assert not any(part.startswith("-Xmx") for part in unbounded) and "-memoryBuffer" not in unbounded
 
 
 CHILD = """

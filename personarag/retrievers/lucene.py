@@ -250,17 +250,8 @@ class LuceneBackend:
                 if text.strip():  # Anserini skips blank documents; they can match nothing anyway
                     out.write(json.dumps({"id": doc_id, "contents": text}, ensure_ascii=False) + "\n")
                     written += 1
-        command = [
-            str(home / "bin" / "java"), *java_options(home, self.heap), "-cp", str(anserini_jar()),
-            "io.anserini.index.IndexCollection",
-            "-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
-            "-input", str(collection), "-index", str(path / "index"), "-threads", str(self.threads),
-            "-stemmer", LUCENE_STEMMERS[self.stemmer], "-storePositions", "-storeDocvectors",
-        ] + (["-keepStopwords"] if self.stopwords is None else [])  # fmt: skip
-        if self.heap is not None:  # Anserini buffers up to 4 GB of documents in the heap before it writes
-            command += ["-memoryBuffer", str(max(16, heap_mb(self.heap) // 2))]
         logger.info("indexing %d documents with Anserini into %s", len(ids), path)
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run(self.index_command(home, collection, path / "index"), capture_output=True, text=True)
         shutil.rmtree(collection)
         logger.debug("Anserini output:\n%s", done.stdout[-4000:])
         output = done.stdout + done.stderr
@@ -271,6 +262,19 @@ class LuceneBackend:
         (path / _MARKER).write_text(json.dumps({"documents": len(ids), "indexed": written}))
         self.path = path
         self._open(ids)
+
+    def index_command(self, home: Path, collection: Path, index: Path) -> list[str]:
+        """The child `java` process that runs Anserini's IndexCollection over `collection` into `index`."""
+        command = [
+            str(home / "bin" / "java"), *java_options(home, self.heap), "-cp", str(anserini_jar()),
+            "io.anserini.index.IndexCollection",
+            "-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
+            "-input", str(collection), "-index", str(index), "-threads", str(self.threads),
+            "-stemmer", LUCENE_STEMMERS[self.stemmer], "-storePositions", "-storeDocvectors",
+        ] + (["-keepStopwords"] if self.stopwords is None else [])  # fmt: skip
+        if self.heap is not None:  # Anserini buffers up to 4096 MB of documents in the heap before it writes
+            command += ["-memoryBuffer", str(max(16, heap_mb(self.heap) // 2))]
+        return command
 
     def _open(self, ids: Sequence[str]) -> None:
         if self.path is None:

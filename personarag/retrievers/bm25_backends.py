@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from personarag.errors import require
+from personarag.errors import InputError, require
 from personarag.retrievers import tokenization
 from personarag.retrievers.tokenization import Stopwords
 
@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 #: bm25s's scoring variants (Kamphuis et al., ECIR 2020).
 BM25S_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+#: `doc_lengths`: "exact" token counts, or "lucene": rounded as Lucene stores them (see `lucene_doc_lengths`).
+DOC_LENGTHS = ("exact", "lucene")
+#: the variants whose term weight is f(tf) / (tf + K(length)), so that `doc_lengths="lucene"` can rescale it.
+_RESCALABLE = ("lucene", "robertson", "atire")
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,12 @@ class TokenOptions:
     lowercase: bool = True
     stopwords: Stopwords = "en"
     stemmer: str | None = "english"
+    splitter: str = "bm25s"
 
     def tokenizer(self) -> Any:
-        return tokenization.make_tokenizer(lowercase=self.lowercase, stopwords=self.stopwords, stemmer=self.stemmer)
+        return tokenization.make_tokenizer(
+            lowercase=self.lowercase, stopwords=self.stopwords, stemmer=self.stemmer, splitter=self.splitter
+        )
 
 
 class Bm25sBackend:
@@ -60,9 +67,15 @@ class Bm25sBackend:
         tokens: TokenOptions,
         n_threads: int,
         show_progress: bool,
+        doc_lengths: str = "exact",
     ) -> None:
         require("bm25s", "bm25", purpose="the bm25s backend")
+        if doc_lengths not in DOC_LENGTHS:
+            raise InputError(f"doc_lengths must be one of {', '.join(map(repr, DOC_LENGTHS))}, got {doc_lengths!r}")
+        if doc_lengths == "lucene" and method not in _RESCALABLE:
+            raise InputError(f"doc_lengths='lucene' needs method in {', '.join(_RESCALABLE)}, got method={method!r}")
         self.k1, self.b, self.method, self.idf_method = k1, b, method, idf_method
+        self.doc_lengths = doc_lengths
         self.tokens = tokens
         self.n_threads = n_threads
         self.show_progress = show_progress
@@ -81,7 +94,27 @@ class Bm25sBackend:
         model = bm25s.BM25(k1=self.k1, b=self.b, method=self.method, idf_method=self.idf_method, backend="numpy")
         # A copy: bm25s may add its empty token to the vocabulary it is given.
         model.index((token_ids, dict(self.tokenizer.get_vocab_dict())), show_progress=self.show_progress)
+        if self.doc_lengths == "lucene":
+            self._use_lucene_lengths(model.scores, token_ids)
         self.model = model
+
+    def _use_lucene_lengths(self, scores: dict[str, Any], token_ids: list[list[int]]) -> None:
+        """Rescale bm25s's weights idf * f(tf) / (tf + K(dl)) to K(Lucene's stored dl); avgdl stays exact, as in Lucene."""
+        lengths = np.fromiter(map(len, token_ids), dtype=np.int64, count=len(token_ids))
+        flat = np.fromiter((t for doc in token_ids for t in doc), dtype=np.int64, count=int(lengths.sum()))
+        # (token, document) pairs in the order of bm25s's CSC matrix: by token, then by document
+        pairs, tf = np.unique(flat * len(lengths) + np.repeat(np.arange(len(lengths)), lengths), return_counts=True)
+        docs = pairs % len(lengths)
+        if not np.array_equal(docs, scores["indices"]):
+            raise RuntimeError("bm25s's score matrix is not laid out as expected (by token, then document); "
+                               "doc_lengths='lucene' cannot apply. Please report this with your bm25s version")  # fmt: skip
+        average = lengths.mean()
+
+        def k(dl: np.ndarray) -> np.ndarray:
+            return self.k1 * (1 - self.b + self.b * dl / average)
+
+        ratio = (tf + k(lengths[docs])) / (tf + k(lucene_doc_lengths(lengths)[docs]))
+        scores["data"] = (scores["data"] * ratio).astype(scores["data"].dtype)
 
     def search(self, texts: Sequence[str], k: int) -> list[Hits]:
         query_ids = tokenization.tokenize_queries(self.tokenizer, texts)
@@ -102,9 +135,7 @@ class Bm25sBackend:
         # bm25s leaves equal scores in any order: re-sort the rows that have ties, ties by corpus position
         tied = np.flatnonzero(((scores[:, 1:] == scores[:, :-1]) & (scores[:, 1:] > 0)).any(axis=-1))
         if len(tied):
-            order = np.lexsort((positions[tied], -scores[tied]), axis=-1)
-            positions[tied] = np.take_along_axis(positions[tied], order, axis=-1)
-            scores[tied] = np.take_along_axis(scores[tied], order, axis=-1)
+            positions[tied], scores[tied] = sort_by_score_then_position(positions[tied], scores[tied])
         matched = np.count_nonzero(scores > 0, axis=-1).tolist()
         for row, i in enumerate(answerable):
             # the zero-score tail bm25s picks is arbitrary: cut it, the retriever refills it in corpus order
@@ -120,12 +151,32 @@ class Bm25sBackend:
         import bm25s
 
         self.model = bm25s.BM25.load(directory, mmap=mmap, load_corpus=False, show_progress=False)
-        self.tokenizer = tokenization.load_tokenizer(
-            directory, lowercase=self.tokens.lowercase, stopwords=self.tokens.stopwords, stemmer=self.tokens.stemmer
-        )
+        self.tokenizer = tokenization.load_tokenizer(directory, self.tokens.tokenizer())
 
     def info(self) -> dict[str, Any]:
         return {"vocabulary": len(self.model.vocab_dict), "method": self.method, "idf_method": self.idf_method}
+
+
+def sort_by_score_then_position(positions: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row by score descending, ties by position ascending: one sort of 64-bit keys (the
+    float32 score's bits made order-preserving, inverted, above the position), 5x faster than lexsort."""
+    bits = np.ascontiguousarray(scores, dtype=np.float32).view(np.uint32)
+    ascending = bits ^ np.where(bits >> 31, np.uint32(0xFFFFFFFF), np.uint32(0x80000000))  # float order as unsigned
+    keys = ((~ascending).astype(np.uint64) << np.uint64(32)) | positions.astype(np.uint64)
+    keys.sort(axis=-1)
+    descending = (keys >> np.uint64(32)).astype(np.uint32)
+    bits = ~descending ^ np.where(~descending >> 31, np.uint32(0x80000000), np.uint32(0xFFFFFFFF))
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.int64), bits.view(np.float32).astype(scores.dtype)
+
+
+def lucene_doc_lengths(lengths: np.ndarray) -> np.ndarray:
+    """Document lengths as Lucene's BM25 sees them: stored in one byte (SmallFloat.intToByte4),
+    exact below 24, above that 24 + (length - 24) cut to its 4 leading bits."""
+    free = 24
+    above = np.maximum(np.asarray(lengths, dtype=np.int64) - free, 0)
+    bits = np.frexp(above.astype(np.float64))[1]  # the bit length of each value (0 for 0)
+    shift = np.maximum(bits - 4, 0)
+    return np.where(lengths < free, lengths, free + ((above >> shift) << shift))
 
 
 class RankBm25Backend:
@@ -176,9 +227,7 @@ class RankBm25Backend:
         tokenization.save_tokenizer(self.tokenizer, directory)
 
     def load(self, directory: Path, *, mmap: bool) -> None:
-        self.tokenizer = tokenization.load_tokenizer(
-            directory, lowercase=self.tokens.lowercase, stopwords=self.tokens.stopwords, stemmer=self.tokens.stemmer
-        )
+        self.tokenizer = tokenization.load_tokenizer(directory, self.tokens.tokenizer())
         flat = np.load(directory / "token_ids.npy")
         offsets = np.load(directory / "token_offsets.npy")
         self._fit([flat[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)])

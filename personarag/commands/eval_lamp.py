@@ -5,7 +5,8 @@
 
 Data: `--questions`/`--outputs` files, or `--split dev [--split-kind time]` to use the
 official files (downloaded once into `--cache-dir`). `--retriever none` is the
-no-retrieval baseline. Writes OUT/predictions.jsonl, retrieved.jsonl, metrics.json,
+no-retrieval baseline. `--llm-option threads=1` (repeatable; or `llm_options:` in a config)
+gives options to every LLM the stages build from a spec. Writes OUT/predictions.jsonl, retrieved.jsonl, metrics.json,
 stats.json and config.json (see `personarag.evaluation.lamp_runner`); rerunning the same
 command after a crash continues where it stopped.
 """

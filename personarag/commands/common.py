@@ -30,6 +30,17 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, retriever_help: str)
     parser.add_argument("--batch-size", type=int, metavar="N", help="queries per pipeline call (default: 64)")
 
 
+def add_ranking_arguments(parser: argparse.ArgumentParser, *, retriever: str, measures: str, max_queries: str,
+                          cache_dir: str) -> None:
+    """What `eval beir` and `eval bright` share after their data flags: the pipeline, measures,
+    max_queries, cache_dir and run flags (`ranking_settings` reads them); the strings are the helps."""
+    add_pipeline_arguments(parser, retriever)
+    parser.add_argument("--measures", nargs="+", metavar="M", help=measures)
+    parser.add_argument("--max-queries", type=int, metavar="N", help=max_queries)
+    parser.add_argument("--cache-dir", metavar="DIR", help=cache_dir)
+    add_run_arguments(parser)
+
+
 def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
     """--reranker (with its own --reranker-depth) and --llm-option; `reranker_stages` and
     `llm_options` read them."""
@@ -202,6 +213,16 @@ def ranking_pipeline(settings: Mapping[str, Any], first_stage: Any = None) -> Pi
         raise InputError(f"the first stage must be a retriever, got {settings['retriever']!r}")
     check_pipeline(pipeline)  # model paths and depths
     return pipeline
+
+
+def evaluate_ranking(pipeline: Pipeline, data: Any, settings: Mapping[str, Any], out: Path, *, overwrite: bool,
+                     config: Mapping[str, Any], prefix: str) -> Any:
+    """One pipeline over a RankingDataset into `out` (resumable, see `personarag.experiment`): its result."""
+    from personarag.experiment.runner import Experiment
+
+    experiment = Experiment(pipeline, data, settings["measures"], output_dir=out, batch_size=settings["batch_size"],
+                            overwrite=overwrite, config=dict(config), prefix=prefix)
+    return next(iter(experiment.run().systems.values()))
 
 
 def read_config_file(path: str | None, allowed: Iterable[str]) -> dict[str, Any]:

@@ -36,17 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--dataset-dir", metavar="DIR", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     source.add_argument("--dataset", metavar="NAME", help="a BEIR dataset name, downloaded once into --cache-dir")
     parser.add_argument("--split", help="qrels split (default: test)")
-    common.add_pipeline_arguments(parser, "e.g. bm25, bm25:rank_bm25, dense:PATH, rrf:bm25+dense:PATH")
-    parser.add_argument("--measures", nargs="+", metavar="M", help="ir_measures names (default: nDCG@10 Recall@100 MAP MRR@10)")
-    parser.add_argument("--max-queries", type=int, metavar="N", help="evaluate only the first N judged queries")
-    parser.add_argument("--cache-dir", metavar="DIR", help="where --dataset downloads go (default: ~/.cache/personarag/beir)")
-    common.add_run_arguments(parser)
+    common.add_ranking_arguments(
+        parser, retriever="e.g. bm25, bm25:rank_bm25, dense:PATH, rrf:bm25+dense:PATH",
+        measures="ir_measures names (default: nDCG@10 Recall@100 MAP MRR@10)",
+        max_queries="evaluate only the first N judged queries",
+        cache_dir="where --dataset downloads go (default: ~/.cache/personarag/beir)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from personarag.evaluation.beir import load_beir
     from personarag.experiment.datasets import RankingDataset
-    from personarag.experiment.runner import Experiment
 
     file = common.read_run_config(args.config, "eval beir", CONFIG_KEYS)
     settings = _settings(args, file)
@@ -59,10 +59,8 @@ def run(args: argparse.Namespace) -> int:
         source = settings["dataset"] or Path(settings["dataset_dir"]).name
         dataset = load_beir(settings["dataset_dir"] or settings["dataset"], settings["split"], cache_dir=settings["cache_dir"])
         data = RankingDataset.from_beir(dataset, settings["max_queries"])
-        experiment = Experiment(pipeline, data, settings["measures"], output_dir=out, batch_size=settings["batch_size"],
-                                overwrite=args.overwrite, config=run_config,
-                                prefix="beir-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", source))
-        result = next(iter(experiment.run().systems.values()))
+        result = common.evaluate_ranking(pipeline, data, settings, out, overwrite=args.overwrite, config=run_config,
+                                         prefix="beir-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", source))
     sys.stdout.write(f"{dataset.name} ({settings['split']}, {len(data.queries)} queries), run {result.run_name}\n")
     sys.stdout.write(result.details.format_table() + "\n")
     sys.stdout.write(f"wrote {out}/run.trec, metrics.json, per_query.json, stats.json, config.json\n")

@@ -40,18 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", action="append", metavar="TASK", help="a BRIGHT task; repeat, or 'all'")
     parser.add_argument("--long-documents", action="store_true", default=None, help="use the long_documents corpus")
     parser.add_argument("--reasoning", metavar="CONFIG", help="queries from a reasoning config, e.g. gpt4_reason")
-    common.add_pipeline_arguments(parser, "e.g. bm25, dense:PATH, rrf:bm25+dense:PATH")
     parser.add_argument("--query-rewriter", metavar="LLM", help="an LLM spec that reasons about each query first")
-    parser.add_argument("--measures", nargs="+", metavar="M", help="ir_measures names (default: nDCG@10 Recall@100)")
-    parser.add_argument("--max-queries", type=int, metavar="N", help="only the first N queries of each task")
-    parser.add_argument("--cache-dir", metavar="DIR", help="Hugging Face datasets cache for hub downloads")
-    common.add_run_arguments(parser)
+    common.add_ranking_arguments(
+        parser, retriever="e.g. bm25, dense:PATH, rrf:bm25+dense:PATH",
+        measures="ir_measures names (default: nDCG@10 Recall@100)",
+        max_queries="only the first N queries of each task",
+        cache_dir="Hugging Face datasets cache for hub downloads",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from personarag.evaluation.bright import load_bright
     from personarag.experiment.datasets import RankingDataset
-    from personarag.experiment.runner import Experiment
     from personarag.types import Usage
 
     file = common.read_run_config(args.config, "eval bright", CONFIG_KEYS)
@@ -74,10 +74,8 @@ def run(args: argparse.Namespace) -> int:
                                reasoning=settings["reasoning"], cache_dir=settings["cache_dir"])
             data = RankingDataset.from_bright(task, settings["max_queries"], source=settings["dataset_dir"])
             task_config = {key: value for key, value in run_config.items() if key not in ("tasks", "pipeline")}
-            experiment = Experiment(pipeline, data, settings["measures"], output_dir=out / task_name,
-                                    batch_size=settings["batch_size"], overwrite=args.overwrite,
-                                    config={**task_config, "task": task_name}, prefix=f"bright-{task_name}")
-            result = next(iter(experiment.run().systems.values()))
+            result = common.evaluate_ranking(pipeline, data, settings, out / task_name, overwrite=args.overwrite,
+                                             config={**task_config, "task": task_name}, prefix=f"bright-{task_name}")
             usage = usage + result.usage
             metrics[task_name] = result.metrics
             sys.stdout.write(f"{task_name}: {len(data.queries)} queries, {len(task.corpus)} documents\n")

@@ -30,12 +30,13 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, retriever_help: str)
     parser.add_argument("--batch-size", type=int, metavar="N", help="queries per pipeline call (default: 64)")
 
 
-def add_ranking_arguments(parser: argparse.ArgumentParser, *, retriever: str, measures: str, max_queries: str,
+def add_ranking_arguments(parser: argparse.ArgumentParser, default_measures: Iterable[str], *, max_queries: str,
                           cache_dir: str) -> None:
     """What `eval beir` and `eval bright` share after their data flags: the pipeline, measures,
-    max_queries, cache_dir and run flags (`ranking_settings` reads them); the strings are the helps."""
-    add_pipeline_arguments(parser, retriever)
-    parser.add_argument("--measures", nargs="+", metavar="M", help=measures)
+    max_queries, cache_dir and run flags (`ranking_settings` reads them); the strings are helps."""
+    add_pipeline_arguments(parser, "e.g. bm25, bm25:rank_bm25, dense:PATH, rrf:bm25+dense:PATH")
+    parser.add_argument("--measures", nargs="+", metavar="M",
+                        help=f"ir_measures names (default: {' '.join(default_measures)})")
     parser.add_argument("--max-queries", type=int, metavar="N", help=max_queries)
     parser.add_argument("--cache-dir", metavar="DIR", help=cache_dir)
     add_run_arguments(parser)
@@ -120,6 +121,11 @@ def with_llm_options(stages: Iterable[Any], options: Mapping[str, Any]) -> list[
     return configured
 
 
+# the config keys `ranking_settings` reads (eval beir and eval bright add their data keys)
+RANKING_KEYS = (
+    "retriever", "rerankers", "llm_options", "k", "rerank_depth", "measures", "batch_size", "max_queries",
+    "output_dir", "cache_dir",
+)
 PIPELINE_KEYS = ("personarag_config", "stages", "k", "rerank_depth", "context_k")
 # keys a run writes into its config.json, so that file can be passed back as --config
 RECORDED_KEYS = ("command", "run_name", "versions", "pipeline", "data")

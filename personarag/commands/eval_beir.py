@@ -10,7 +10,6 @@ after a crash or a kill redoes only the unfinished queries.
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import sys
 from pathlib import Path
@@ -18,17 +17,13 @@ from typing import Any
 
 from personarag.commands import common
 from personarag.errors import InputError
+from personarag.evaluation.metrics import DEFAULT_MEASURES
 
 GROUP = "eval"
 NAME = "beir"
 HELP = "retrieve (and rerank) a BEIR dataset split, write the TREC run and its metrics"
 
-logger = logging.getLogger(__name__)
-
-CONFIG_KEYS = (
-    "dataset", "dataset_dir", "split", "retriever", "rerankers", "k", "rerank_depth", "measures",
-    "batch_size", "max_queries", "output_dir", "cache_dir", "llm_options",
-)
+CONFIG_KEYS = ("dataset", "dataset_dir", "split", *common.RANKING_KEYS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,20 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--dataset-dir", metavar="DIR", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     source.add_argument("--dataset", metavar="NAME", help="a BEIR dataset name, downloaded once into --cache-dir")
     parser.add_argument("--split", help="qrels split (default: test)")
-    common.add_ranking_arguments(
-        parser, retriever="e.g. bm25, bm25:rank_bm25, dense:PATH, rrf:bm25+dense:PATH",
-        measures="ir_measures names (default: nDCG@10 Recall@100 MAP MRR@10)",
-        max_queries="evaluate only the first N judged queries",
-        cache_dir="where --dataset downloads go (default: ~/.cache/personarag/beir)",
-    )
+    common.add_ranking_arguments(parser, DEFAULT_MEASURES, max_queries="evaluate only the first N judged queries",
+                                 cache_dir="where --dataset downloads go (default: ~/.cache/personarag/beir)")
 
 
 def run(args: argparse.Namespace) -> int:
     from personarag.evaluation.beir import load_beir
     from personarag.experiment.datasets import RankingDataset
 
-    file = common.read_run_config(args.config, "eval beir", CONFIG_KEYS)
-    settings = _settings(args, file)
+    settings = _settings(args, common.read_run_config(args.config, "eval beir", CONFIG_KEYS))
     with common.claimed_output_dir(settings["output_dir"]) as out:
         pipeline = common.ranking_pipeline(settings)
         run_config = {
@@ -68,8 +58,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace, file: dict[str, Any]) -> dict[str, Any]:
-    from personarag.evaluation.metrics import DEFAULT_MEASURES
-
     if args.dataset or args.dataset_dir:  # a source on the command line replaces the file's
         dataset, dataset_dir = args.dataset, args.dataset_dir
     else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,7 @@ GROUP = "eval"
 NAME = "bright"
 HELP = "retrieve (and rerank) BRIGHT tasks, remove excluded ids, write runs and per-task and average metrics"
 
-logger = logging.getLogger(__name__)
-
-CONFIG_KEYS = (
-    "dataset_dir", "tasks", "long_documents", "reasoning", "retriever", "query_rewriter", "rerankers", "k",
-    "rerank_depth", "measures", "batch_size", "max_queries", "output_dir", "cache_dir", "llm_options",
-)
+CONFIG_KEYS = ("dataset_dir", "tasks", "long_documents", "reasoning", "query_rewriter", *common.RANKING_KEYS)
 DEFAULT_MEASURES = ("nDCG@10", "Recall@100")
 
 
@@ -41,12 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--long-documents", action="store_true", default=None, help="use the long_documents corpus")
     parser.add_argument("--reasoning", metavar="CONFIG", help="queries from a reasoning config, e.g. gpt4_reason")
     parser.add_argument("--query-rewriter", metavar="LLM", help="an LLM spec that reasons about each query first")
-    common.add_ranking_arguments(
-        parser, retriever="e.g. bm25, dense:PATH, rrf:bm25+dense:PATH",
-        measures="ir_measures names (default: nDCG@10 Recall@100)",
-        max_queries="only the first N queries of each task",
-        cache_dir="Hugging Face datasets cache for hub downloads",
-    )
+    common.add_ranking_arguments(parser, DEFAULT_MEASURES, max_queries="only the first N queries of each task",
+                                 cache_dir="Hugging Face datasets cache for hub downloads")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from personarag.experiment.datasets import RankingDataset
     from personarag.types import Usage
 
-    file = common.read_run_config(args.config, "eval bright", CONFIG_KEYS)
-    settings = _settings(args, file)
+    settings = _settings(args, common.read_run_config(args.config, "eval bright", CONFIG_KEYS))
     with common.claimed_output_dir(settings["output_dir"]) as out:
         pipeline = common.ranking_pipeline(settings, _first_stage(settings))
         run_config = {

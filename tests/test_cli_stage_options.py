@@ -142,3 +142,21 @@ def test_llm_options_in_a_config_must_be_a_mapping(tmp_path, capsys):
     config.write_text("llm_options: threads=1\n")
     assert main(["eval", "beir", "--config", str(config), *BEIR_FLAGS, "--output-dir", str(tmp_path / "o")]) == 2
     assert "llm_options in the config must be a mapping" in capsys.readouterr().err
+
+
+def test_eval_lamp_takes_the_per_reranker_depth_too(tmp_path):
+    config = tmp_path / "lamp.yaml"
+    config.write_text(yaml.safe_dump({
+        "task": "LaMP-3", "questions": str(LAMP3 / "dev_questions.json"), "retriever": "recency",
+        "generator": {"spec": "lamp", "params": {"llm": {"spec": "scripted", "params": {"default": "4"}}}},
+        "k": 3, "depth": 3,
+    }))
+    plain, out = tmp_path / "plain", tmp_path / "out"
+    assert main(["eval", "lamp", "--config", str(config), "--output-dir", str(plain)]) == 0
+    flags = ["--reranker", "test-deep-reverse", "--reranker-depth", "2"]
+    assert main(["eval", "lamp", "--config", str(config), *flags, "--output-dir", str(out)]) == 0
+    before = {r["id"]: [d for d, _ in r["retrieved"]] for r in lines(plain / "retrieved.jsonl")}
+    after = {r["id"]: [d for d, _ in r["retrieved"]] for r in lines(out / "retrieved.jsonl")}
+    assert any(len(docs) == 3 for docs in before.values())
+    assert after == {q: docs[:2][::-1] + docs[2:] for q, docs in before.items()}  # only the top 2 reversed
+    assert json.loads((out / "config.json").read_text())["rerankers"] == [{"spec": "test-deep-reverse", "params": {"depth": 2}}]

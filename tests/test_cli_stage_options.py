@@ -160,3 +160,15 @@ def test_eval_lamp_takes_the_per_reranker_depth_too(tmp_path):
     assert any(len(docs) == 3 for docs in before.values())
     assert after == {q: docs[:2][::-1] + docs[2:] for q, docs in before.items()}  # only the top 2 reversed
     assert json.loads((out / "config.json").read_text())["rerankers"] == [{"spec": "test-deep-reverse", "params": {"depth": 2}}]
+
+
+def test_eval_bright_gives_the_llm_options_to_the_query_rewriter(tmp_path):
+    out = tmp_path / "out"
+    args = ["eval", "bright", "--dataset-dir", str(FIXTURES / "bright_mini"), "--task", "biology", "--retriever", "bm25",
+            "--k", "3", "--query-rewriter", "scripted", "--llm-option", "default=moon orientation of moths",
+            "--output-dir", str(out)]
+    assert main(args) == 0
+    rows = lines(out / "biology" / "reasoning.jsonl")
+    assert rows and all(r["stage"] == "rewrite" and r["reasoning"] == "moon orientation of moths" for r in rows)
+    first = json.loads((out / "config.json").read_text())["pipeline"]["stages"][0]
+    assert first["params"]["llm"] == {"spec": "scripted", "params": {"default": "moon orientation of moths"}}

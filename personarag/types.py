@@ -14,6 +14,13 @@ from typing import Any, NamedTuple
 from personarag.errors import InputError
 
 
+def check_id(value: object, what: str) -> str:
+    """`value` when it is a non-empty string, as every id must be; an InputError naming `what` otherwise."""
+    if not isinstance(value, str) or not value:
+        raise InputError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Document:
     id: str
@@ -22,8 +29,7 @@ class Document:
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise InputError(f"Document id must be a non-empty string, got {self.id!r}")
+        check_id(self.id, "Document id")
         if not isinstance(self.text, str):
             raise InputError(f"Document {self.id!r}: text must be a string, got {type(self.text).__name__}")
 
@@ -39,8 +45,7 @@ class User:
     history: tuple[Document, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise InputError(f"User id must be a non-empty string, got {self.id!r}")
+        check_id(self.id, "User id")
         object.__setattr__(self, "history", tuple(self.history))
 
 
@@ -52,8 +57,7 @@ class Query:
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise InputError(f"Query id must be a non-empty string, got {self.id!r}")
+        check_id(self.id, "Query id")
         if not isinstance(self.text, str) or not self.text.strip():
             raise InputError(f"Query {self.id!r}: text must be a non-empty string, got {self.text!r}")
 

@@ -101,6 +101,19 @@ def test_invalid_utf8_in_beir_files_names_file_and_line(tmp_path, name, good):
         reader(path)
 
 
+def test_invalid_utf8_in_a_run_file_or_training_examples_names_file_and_line(tmp_path):
+    from personarag.evaluation import Run
+    from personarag.training.data import read_examples
+
+    run = write(tmp_path / "run.trec", b"q1 Q0 d1 1 2.0 r\nq1 Q0 d\xff 2 1.0 r\n")
+    with pytest.raises(InputError, match=r"run\.trec:2: not valid UTF-8"):
+        Run.read_trec(run)
+    example = b'{"query_id": "q", "query_text": "t", "doc_id": "d", "doc_text": "t", "label": 1}\n'
+    examples = write(tmp_path / "examples.jsonl", example + example.replace(b'"t"', b'"\xe9"', 1))
+    with pytest.raises(InputError, match=r"examples\.jsonl:2: not valid UTF-8"):
+        read_examples(examples)
+
+
 def test_invalid_utf8_in_a_yaml_config_names_file_and_line(tmp_path):
     path = write(tmp_path / "run.yaml", b"k: 10\nretriever: bm25\nname: caf\xe9\n")
     with pytest.raises(InputError, match=r"run\.yaml:3: not valid UTF-8"):

@@ -10,7 +10,6 @@ after a crash or a kill redoes only the unfinished queries.
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import sys
 from pathlib import Path
@@ -18,17 +17,13 @@ from typing import Any
 
 from personarag.commands import common
 from personarag.errors import InputError
+from personarag.evaluation.metrics import DEFAULT_MEASURES
 
 GROUP = "eval"
 NAME = "beir"
 HELP = "retrieve (and rerank) a BEIR dataset split, write the TREC run and its metrics"
 
-logger = logging.getLogger(__name__)
-
-CONFIG_KEYS = (
-    "dataset", "dataset_dir", "split", "retriever", "rerankers", "k", "rerank_depth", "measures",
-    "batch_size", "max_queries", "output_dir", "cache_dir",
-)
+CONFIG_KEYS = ("dataset", "dataset_dir", "split", *common.RANKING_KEYS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,31 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--dataset-dir", metavar="DIR", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     source.add_argument("--dataset", metavar="NAME", help="a BEIR dataset name, downloaded once into --cache-dir")
     parser.add_argument("--split", help="qrels split (default: test)")
-    common.add_pipeline_arguments(parser, "e.g. bm25, bm25:rank_bm25, dense:PATH, rrf:bm25+dense:PATH")
-    parser.add_argument("--measures", nargs="+", metavar="M", help="ir_measures names (default: nDCG@10 Recall@100 MAP MRR@10)")
-    parser.add_argument("--max-queries", type=int, metavar="N", help="evaluate only the first N judged queries")
-    parser.add_argument("--cache-dir", metavar="DIR", help="where --dataset downloads go (default: ~/.cache/personarag/beir)")
-    common.add_run_arguments(parser)
+    common.add_ranking_arguments(parser, DEFAULT_MEASURES, max_queries="evaluate only the first N judged queries",
+                                 cache_dir="where --dataset downloads go (default: ~/.cache/personarag/beir)")
 
 
 def run(args: argparse.Namespace) -> int:
     from personarag.evaluation.beir import load_beir
     from personarag.experiment.datasets import RankingDataset
-    from personarag.experiment.preflight import check_pipeline
-    from personarag.experiment.runner import Experiment
-    from personarag.pipeline import Pipeline
 
-    file = common.read_config_file(args.config, CONFIG_KEYS)
-    if file.get("command", "eval beir") != "eval beir":
-        raise InputError(f"{args.config} is the config of `personarag {file['command']}`, not `eval beir`")
-    settings = _settings(args, file)
+    settings = _settings(args, common.read_run_config(args.config, "eval beir", CONFIG_KEYS))
     with common.claimed_output_dir(settings["output_dir"]) as out:
-        pipeline = Pipeline(
-            [settings["retriever"], *settings["rerankers"]], k=settings["k"], rerank_depth=settings["rerank_depth"]
-        )
-        if pipeline.retriever is None:
-            raise InputError(f"the first stage must be a retriever, got {settings['retriever']!r}")
-        check_pipeline(pipeline)  # model paths and depths, before the data is read
+        pipeline = common.ranking_pipeline(settings)
         run_config = {
             "command": "eval beir",
             **{key: settings[key] for key in ("dataset", "dataset_dir", "split", "max_queries", "measures")},
@@ -68,10 +49,8 @@ def run(args: argparse.Namespace) -> int:
         source = settings["dataset"] or Path(settings["dataset_dir"]).name
         dataset = load_beir(settings["dataset_dir"] or settings["dataset"], settings["split"], cache_dir=settings["cache_dir"])
         data = RankingDataset.from_beir(dataset, settings["max_queries"])
-        experiment = Experiment(pipeline, data, settings["measures"], output_dir=out, batch_size=settings["batch_size"],
-                                overwrite=args.overwrite, config=run_config,
-                                prefix="beir-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", source))
-        result = next(iter(experiment.run().systems.values()))
+        result = common.evaluate_ranking(pipeline, data, settings, out, overwrite=args.overwrite, config=run_config,
+                                         prefix="beir-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", source))
     sys.stdout.write(f"{dataset.name} ({settings['split']}, {len(data.queries)} queries), run {result.run_name}\n")
     sys.stdout.write(result.details.format_table() + "\n")
     sys.stdout.write(f"wrote {out}/run.trec, metrics.json, per_query.json, stats.json, config.json\n")
@@ -79,8 +58,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace, file: dict[str, Any]) -> dict[str, Any]:
-    from personarag.evaluation.metrics import DEFAULT_MEASURES
-
     if args.dataset or args.dataset_dir:  # a source on the command line replaces the file's
         dataset, dataset_dir = args.dataset, args.dataset_dir
     else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,7 @@ GROUP = "eval"
 NAME = "bright"
 HELP = "retrieve (and rerank) BRIGHT tasks, remove excluded ids, write runs and per-task and average metrics"
 
-logger = logging.getLogger(__name__)
-
-CONFIG_KEYS = (
-    "dataset_dir", "tasks", "long_documents", "reasoning", "retriever", "query_rewriter", "rerankers", "k",
-    "rerank_depth", "measures", "batch_size", "max_queries", "output_dir", "cache_dir",
-)
+CONFIG_KEYS = ("dataset_dir", "tasks", "long_documents", "reasoning", "query_rewriter", *common.RANKING_KEYS)
 DEFAULT_MEASURES = ("nDCG@10", "Recall@100")
 
 
@@ -40,32 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", action="append", metavar="TASK", help="a BRIGHT task; repeat, or 'all'")
     parser.add_argument("--long-documents", action="store_true", default=None, help="use the long_documents corpus")
     parser.add_argument("--reasoning", metavar="CONFIG", help="queries from a reasoning config, e.g. gpt4_reason")
-    common.add_pipeline_arguments(parser, "e.g. bm25, dense:PATH, rrf:bm25+dense:PATH")
     parser.add_argument("--query-rewriter", metavar="LLM", help="an LLM spec that reasons about each query first")
-    parser.add_argument("--measures", nargs="+", metavar="M", help="ir_measures names (default: nDCG@10 Recall@100)")
-    parser.add_argument("--max-queries", type=int, metavar="N", help="only the first N queries of each task")
-    parser.add_argument("--cache-dir", metavar="DIR", help="Hugging Face datasets cache for hub downloads")
-    common.add_run_arguments(parser)
+    common.add_ranking_arguments(parser, DEFAULT_MEASURES, max_queries="only the first N queries of each task",
+                                 cache_dir="Hugging Face datasets cache for hub downloads")
 
 
 def run(args: argparse.Namespace) -> int:
     from personarag.evaluation.bright import load_bright
     from personarag.experiment.datasets import RankingDataset
-    from personarag.experiment.preflight import check_pipeline
-    from personarag.experiment.runner import Experiment
-    from personarag.pipeline import Pipeline
     from personarag.types import Usage
 
-    file = common.read_config_file(args.config, CONFIG_KEYS)
-    if file.get("command", "eval bright") != "eval bright":
-        raise InputError(f"{args.config} is the config of `personarag {file['command']}`, not `eval bright`")
-    settings = _settings(args, file)
+    settings = _settings(args, common.read_run_config(args.config, "eval bright", CONFIG_KEYS))
     with common.claimed_output_dir(settings["output_dir"]) as out:
-        pipeline = Pipeline([_first_stage(settings), *settings["rerankers"]], k=settings["k"],
-                            rerank_depth=settings["rerank_depth"])
-        if pipeline.retriever is None:
-            raise InputError(f"the first stage must be a retriever, got {settings['retriever']!r}")
-        check_pipeline(pipeline)
+        pipeline = common.ranking_pipeline(settings, _first_stage(settings))
         run_config = {
             "command": "eval bright",
             **{key: settings[key] for key in ("dataset_dir", "tasks", "long_documents", "reasoning", "max_queries", "measures")},
@@ -82,10 +63,8 @@ def run(args: argparse.Namespace) -> int:
                                reasoning=settings["reasoning"], cache_dir=settings["cache_dir"])
             data = RankingDataset.from_bright(task, settings["max_queries"], source=settings["dataset_dir"])
             task_config = {key: value for key, value in run_config.items() if key not in ("tasks", "pipeline")}
-            experiment = Experiment(pipeline, data, settings["measures"], output_dir=out / task_name,
-                                    batch_size=settings["batch_size"], overwrite=args.overwrite,
-                                    config={**task_config, "task": task_name}, prefix=f"bright-{task_name}")
-            result = next(iter(experiment.run().systems.values()))
+            result = common.evaluate_ranking(pipeline, data, settings, out / task_name, overwrite=args.overwrite,
+                                             config={**task_config, "task": task_name}, prefix=f"bright-{task_name}")
             usage = usage + result.usage
             metrics[task_name] = result.metrics
             sys.stdout.write(f"{task_name}: {len(data.queries)} queries, {len(task.corpus)} documents\n")

@@ -5,7 +5,8 @@
 
 Data: `--questions`/`--outputs` files, or `--split dev [--split-kind time]` to use the
 official files (downloaded once into `--cache-dir`). `--retriever none` is the
-no-retrieval baseline. Writes OUT/predictions.jsonl, retrieved.jsonl, metrics.json,
+no-retrieval baseline. `--llm-option threads=1` (repeatable; or `llm_options:` in a config)
+gives options to every LLM the stages build from a spec. Writes OUT/predictions.jsonl, retrieved.jsonl, metrics.json,
 stats.json and config.json (see `personarag.evaluation.lamp_runner`); rerunning the same
 command after a crash continues where it stopped.
 """
@@ -28,6 +29,7 @@ HELP = "generate for a LaMP task with retrieval from each user's profile, write 
 CONFIG_KEYS = (
     "task", "questions", "outputs", "split", "split_kind", "cache_dir", "retriever", "rerankers", "generator",
     "k", "depth", "max_prompt_tokens", "max_new_tokens", "answer_mode", "batch_size", "max_examples", "output_dir",
+    "llm_options",
 )
 
 
@@ -39,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-kind", choices=("user", "time"), help="user-based (default) or time-based official split")
     parser.add_argument("--cache-dir", metavar="DIR", help="where official files are downloaded (default: ~/.cache/personarag/lamp)")
     parser.add_argument("--retriever", metavar="SPEC", help="history:bm25, history:dense:MODEL, recency, random, collaborative:..., or none")
-    parser.add_argument("--reranker", metavar="SPEC", action="append", help="a reranker stage; repeat for several")
+    common.add_stage_arguments(parser)  # --reranker, --reranker-depth, --llm-option
     parser.add_argument("--generator", metavar="SPEC", help="lamp:LLM_SPEC, e.g. lamp:transformers:PATH (the task is passed on)")
     parser.add_argument("--k", type=int, help="profile items given to the generator (default: 5)")
     parser.add_argument("--depth", type=int, help="items retrieved before reranking (default: k, or 20 with a reranker)")
@@ -90,9 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from personarag.experiment.preflight import check_pipeline
     from personarag.pipeline import Pipeline
 
-    file = common.read_config_file(args.config, CONFIG_KEYS)
-    if file.get("command", "eval lamp") != "eval lamp":
-        raise InputError(f"{args.config} is the config of `personarag {file['command']}`, not `eval lamp`")
+    file = common.read_run_config(args.config, "eval lamp", CONFIG_KEYS)
     common.check_pipeline_section(file)
     task = common.pick(args.task, file, "task")
     if not task:
@@ -105,9 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(questions) == bool(split):
         raise InputError("give either --questions FILE [--outputs FILE] or --split train|dev|test")
     retriever = common.pick(args.retriever, file, "retriever")
-    rerankers = args.reranker if args.reranker is not None else file.get("rerankers") or []
-    if isinstance(rerankers, (str, dict)):
-        rerankers = [rerankers]
+    rerankers = common.reranker_stages(args, file)
     generator_spec = common.pick(args.generator, file, "generator")
     if retriever is None:
         raise InputError("give --retriever SPEC (history:bm25, recency, random, ... or none)")
@@ -120,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
     common.positive_ints({"k": k, "depth": depth, "batch_size": batch_size, "max_examples": max_examples},
                          "k", "depth", "batch_size", "max_examples")
 
+    no_retrieval = isinstance(retriever, str) and retriever.strip().lower() == "none"
+    *stages, generator_spec = common.with_llm_options(
+        [*([] if no_retrieval else [retriever]), *rerankers, generator_spec], common.llm_options(args, file)
+    )
+
     with common.claimed_output_dir(common.pick(args.output_dir, file, "output_dir")) as out:
         generator = build_generator(
             generator_spec, task,
@@ -127,9 +130,7 @@ def run(args: argparse.Namespace) -> int:
             max_new_tokens=common.pick(args.max_new_tokens, file, "max_new_tokens"),
             answer_mode=common.pick(args.answer_mode, file, "answer_mode"),
         )
-        no_retrieval = isinstance(retriever, str) and retriever.strip().lower() == "none"
-        stage_list = ([] if no_retrieval else [retriever]) + list(rerankers) + [generator]
-        pipeline = Pipeline(stage_list, k=depth, context_k=k)
+        pipeline = Pipeline([*stages, generator], k=depth, context_k=k)
         check_pipeline(pipeline)  # model paths, before the data is read
 
         if questions:

@@ -7,11 +7,13 @@ and TREC qrels (`qid iter docid rel`, whitespace separated).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from personarag.errors import InputError, decode_utf8
+from personarag.errors import InputError
+from personarag.evaluation.jsonl import iter_lines
+from personarag.evaluation.tables import QueryTable
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +21,7 @@ logger = logging.getLogger(__name__)
 MIN_GRADE, MAX_GRADE = -(2**31), 2**31 - 1
 
 
-class Qrels(Mapping[str, Mapping[str, int]]):
+class Qrels(QueryTable[Mapping[str, int]]):
     """Judged queries in first-seen order, each with its judged documents and their relevance."""
 
     def __init__(self, judgements: Mapping[str, Mapping[str, int]], *, source: str = "qrels") -> None:
@@ -50,46 +52,38 @@ class Qrels(Mapping[str, Mapping[str, int]]):
     def read(cls, path: str | Path) -> Qrels:
         """BEIR tsv (with header) or TREC qrels; the format is told from the number of columns."""
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"qrels file {path} does not exist")
         data: dict[str, dict[str, int]] = {}
         duplicates = 0
         columns: int | None = None
-        with path.open("rb") as handle:
-            for line_number, raw in enumerate(handle, start=1):
-                line = decode_utf8(raw, str(path), line_number).rstrip("\r\n")
-                if line_number == 1:
-                    line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
-                if not line.strip():
-                    continue
-                fields = line.split("\t") if "\t" in line else line.split()
-                fields = [f.strip() for f in fields]
-                if columns is None:
-                    if len(fields) not in (3, 4):
-                        raise InputError(
-                            f"{path}:{line_number}: expected 3 columns (BEIR: query-id, corpus-id, score) or "
-                            f"4 (TREC: qid, iter, docid, rel), got {len(fields)}: {line!r}"
-                        )
-                    columns = len(fields)
-                    if not _is_number(fields[-1]):  # a header line ("score"); "0.5" is a bad grade, not a header
-                        continue
-                if len(fields) != columns:
-                    raise InputError(f"{path}:{line_number}: expected {columns} columns, got {len(fields)}: {line!r}")
-                query_id, doc_id = fields[0], fields[1 if columns == 3 else 2]
-                relevance = _parse_int(fields[-1])
-                if relevance is None:
-                    raise InputError(f"{path}:{line_number}: relevance must be an integer, got {fields[-1]!r}")
-                if not MIN_GRADE <= relevance <= MAX_GRADE:
+        for line_number, line in iter_lines(path, "qrels file"):
+            fields = line.split("\t") if "\t" in line else line.split()
+            fields = [f.strip() for f in fields]
+            if columns is None:
+                if len(fields) not in (3, 4):
                     raise InputError(
-                        f"{path}:{line_number}: relevance {fields[-1]} is out of range; "
-                        f"grades must be integers in {MIN_GRADE}..{MAX_GRADE}"
+                        f"{path}:{line_number}: expected 3 columns (BEIR: query-id, corpus-id, score) or "
+                        f"4 (TREC: qid, iter, docid, rel), got {len(fields)}: {line!r}"
                     )
-                if not query_id or not doc_id:
-                    raise InputError(f"{path}:{line_number}: empty query or document id: {line!r}")
-                row = data.setdefault(query_id, {})
-                if doc_id in row:
-                    duplicates += 1
-                row[doc_id] = relevance
+                columns = len(fields)
+                if not _is_number(fields[-1]):  # a header line ("score"); "0.5" is a bad grade, not a header
+                    continue
+            if len(fields) != columns:
+                raise InputError(f"{path}:{line_number}: expected {columns} columns, got {len(fields)}: {line!r}")
+            query_id, doc_id = fields[0], fields[1 if columns == 3 else 2]
+            relevance = _parse_int(fields[-1])
+            if relevance is None:
+                raise InputError(f"{path}:{line_number}: relevance must be an integer, got {fields[-1]!r}")
+            if not MIN_GRADE <= relevance <= MAX_GRADE:
+                raise InputError(
+                    f"{path}:{line_number}: relevance {fields[-1]} is out of range; "
+                    f"grades must be integers in {MIN_GRADE}..{MAX_GRADE}"
+                )
+            if not query_id or not doc_id:
+                raise InputError(f"{path}:{line_number}: empty query or document id: {line!r}")
+            row = data.setdefault(query_id, {})
+            if doc_id in row:
+                duplicates += 1
+            row[doc_id] = relevance
         if not data:
             raise InputError(f"{path}: no judgements found")
         if duplicates:
@@ -116,16 +110,6 @@ class Qrels(Mapping[str, Mapping[str, int]]):
 
     def __getitem__(self, query_id: str) -> Mapping[str, int]:
         return MappingProxyType(self._data[query_id])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    @property
-    def query_ids(self) -> list[str]:
-        return list(self._data)
 
     @property
     def num_judgements(self) -> int:

@@ -10,16 +10,18 @@ resolve the same way.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from personarag.errors import InputError
+from personarag.evaluation.jsonl import iter_lines
+from personarag.evaluation.tables import QueryTable
 from personarag.types import Ranking
 
 logger = logging.getLogger(__name__)
 
 
-class Run(Mapping[str, list[tuple[str, float]]]):
+class Run(QueryTable[list[tuple[str, float]]]):
     """query id -> ranked [(doc id, score)], best first; queries in insertion order."""
 
     def __init__(self, ranked: Mapping[str, Sequence[tuple[str, float]]], *, name: str = "personarag") -> None:
@@ -76,33 +78,28 @@ class Run(Mapping[str, list[tuple[str, float]]]):
     def read_trec(cls, path: str | Path) -> Run:
         """`qid Q0 docid rank score name` per line; whitespace separated."""
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"run file {path} does not exist")
         rows: dict[str, list[tuple[int, float, str]]] = {}
         seen: dict[str, set[str]] = {}
         names: set[str] = set()
-        with path.open(encoding="utf-8", newline=None) as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                fields = line.split()
-                where = f"{path}:{line_number}"
-                if len(fields) != 6:
-                    raise InputError(f"{where}: expected 6 columns (qid Q0 docid rank score name), got {len(fields)}: {line.rstrip()!r}")
-                query_id, _, doc_id, rank_text, score_text, run_name = fields
-                try:
-                    rank = int(rank_text)
-                except ValueError:
-                    raise InputError(f"{where}: rank must be an integer, got {rank_text!r}") from None
-                try:
-                    score = float(score_text)
-                except ValueError:
-                    raise InputError(f"{where}: score must be a number, got {score_text!r}") from None
-                if doc_id in seen.setdefault(query_id, set()):
-                    raise InputError(f"{where}: document {doc_id!r} is ranked twice for query {query_id!r}")
-                seen[query_id].add(doc_id)
-                rows.setdefault(query_id, []).append((rank, score, doc_id))
-                names.add(run_name)
+        for line_number, line in iter_lines(path, "run file"):
+            fields = line.split()
+            where = f"{path}:{line_number}"
+            if len(fields) != 6:
+                raise InputError(f"{where}: expected 6 columns (qid Q0 docid rank score name), got {len(fields)}: {line.rstrip()!r}")
+            query_id, _, doc_id, rank_text, score_text, run_name = fields
+            try:
+                rank = int(rank_text)
+            except ValueError:
+                raise InputError(f"{where}: rank must be an integer, got {rank_text!r}") from None
+            try:
+                score = float(score_text)
+            except ValueError:
+                raise InputError(f"{where}: score must be a number, got {score_text!r}") from None
+            if doc_id in seen.setdefault(query_id, set()):
+                raise InputError(f"{where}: document {doc_id!r} is ranked twice for query {query_id!r}")
+            seen[query_id].add(doc_id)
+            rows.setdefault(query_id, []).append((rank, score, doc_id))
+            names.add(run_name)
         if not rows:
             raise InputError(f"{path}: the run file is empty")
         ranked = {
@@ -137,16 +134,6 @@ class Run(Mapping[str, list[tuple[str, float]]]):
 
     def __getitem__(self, query_id: str) -> list[tuple[str, float]]:
         return list(self._data[query_id])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    @property
-    def query_ids(self) -> list[str]:
-        return list(self._data)
 
     def top(self, k: int) -> Run:
         return Run({q: docs[:k] for q, docs in self._data.items()}, name=self.name)

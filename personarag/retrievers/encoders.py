@@ -195,30 +195,6 @@ def embedding_cache_key(model: str | Path, revision: str | None = None, **option
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def load_sentence_encoder(
-    model: str | Path,
-    device: str | None = None,
-    *,
-    max_seq_length: int | None = None,
-    revision: str | None = None,
-    trust_remote_code: bool = False,
-) -> SentenceEncoder:
-    """Load any sentence-transformers model by local path or hub name."""
-    return SentenceEncoder(
-        model, device, max_seq_length=max_seq_length, revision=revision, trust_remote_code=trust_remote_code
-    )
-
-
-def encode(
-    encoder: SentenceEncoder,
-    texts: Sequence[str],
-    batch_size: int = 32,
-    normalize: bool = True,
-    prompt: str | None = None,
-    task: str | None = None,
-    show_progress: bool | None = None,
-) -> np.ndarray:
-    """Function form of `SentenceEncoder.encode`."""
-    return encoder.encode(
-        texts, batch_size=batch_size, normalize=normalize, prompt=prompt, task=task, show_progress=show_progress
-    )
+def load_sentence_encoder(model: str | Path, device: str | None = None, **options: Any) -> SentenceEncoder:
+    """Load any sentence-transformers model by local path or hub name (`options`: those of SentenceEncoder)."""
+    return SentenceEncoder(model, device, **options)

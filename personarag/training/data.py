@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from personarag.errors import InputError
-from personarag.types import Corpus, Document, Query
+from personarag.types import Corpus, Document, Query, check_id
 
 if TYPE_CHECKING:
     from personarag.evaluation.qrels import Qrels
@@ -54,9 +54,7 @@ class TrainingExample:
 
     def __post_init__(self) -> None:
         for name in ("query_id", "doc_id"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise InputError(f"TrainingExample.{name} must be a non-empty string, got {value!r}")
+            check_id(getattr(self, name), f"TrainingExample.{name}")
         for name in ("query_text", "doc_text"):
             if not isinstance(getattr(self, name), str):
                 raise InputError(f"TrainingExample {self.query_id!r}/{self.doc_id!r}: {name} must be a string")
@@ -174,25 +172,18 @@ def write_examples(examples: Iterable[TrainingExample], path: str | Path) -> Pat
 
 def read_examples(path: str | Path) -> TrainingData:
     """Examples written by `write_examples` (e.g. LLM-feedback distillation output)."""
+    from personarag.evaluation.jsonl import iter_jsonl
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"training examples file {path} does not exist")
     examples = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"{path}:{line_number}: not valid JSON ({error.msg})") from error
-            missing = {"query_id", "query_text", "doc_id", "doc_text", "label"} - set(row)
-            if missing:
-                raise InputError(f"{path}:{line_number}: missing fields {sorted(missing)}")
-            try:
-                examples.append(TrainingExample(**{k: row[k] for k in TrainingExample.__dataclass_fields__ if k in row}))
-            except InputError as error:
-                raise InputError(f"{path}:{line_number}: {error}") from error
+    for line_number, row in iter_jsonl(path, "training examples file"):
+        missing = {"query_id", "query_text", "doc_id", "doc_text", "label"} - set(row)
+        if missing:
+            raise InputError(f"{path}:{line_number}: missing fields {sorted(missing)}")
+        try:
+            examples.append(TrainingExample(**{k: row[k] for k in TrainingExample.__dataclass_fields__ if k in row}))
+        except InputError as error:
+            raise InputError(f"{path}:{line_number}: {error}") from error
     return TrainingData.from_examples(examples, source=str(path))
 
 

@@ -203,7 +203,8 @@ def test_shipped_beir_configs_are_valid(path):
     config = common.read_config_file(str(path), eval_beir.CONFIG_KEYS)
     assert config["dataset"] == "scifact" and config["split"] == "test"
     assert config["output_dir"] == f"eval/results/{path.stem}"
-    name, _ = registry.split_spec(config["retriever"])
+    retriever = config["retriever"]  # a spec string, or a {spec, params} mapping
+    name, _ = registry.split_spec(retriever["spec"] if isinstance(retriever, dict) else retriever)
     if name in registry.REGISTRY:
         assert registry.REGISTRY[name].role == "retriever"
 

@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 import re
@@ -137,8 +138,16 @@ class OpenAILLM(LLM):
         tqdm = require("tqdm", "llm").tqdm
         done: dict[int, Any] = {}
         failures: list[tuple[int, BaseException]] = []
+        def answer_and_cache(position: int, chat: Chat) -> Any:
+            # cached by the worker before it takes the next request, so at most `concurrency`
+            # answers are ever uncached: a kill loses only the calls in flight
+            result = one(chat)
+            self._result_ready(position, result)
+            return result
+
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(chats))) as pool:
-            futures = {pool.submit(one, chat): i for i, chat in enumerate(chats)}
+            # each task runs in a copy of this thread's context, where the cache sink is set
+            futures = {pool.submit(contextvars.copy_context().run, answer_and_cache, i, chat): i for i, chat in enumerate(chats)}
             for future in tqdm(as_completed(futures), total=len(futures), desc=what, unit="request", disable=None if len(chats) > 1 else True):
                 if future.cancelled():
                     continue
@@ -148,8 +157,6 @@ class OpenAILLM(LLM):
                     failures.append((futures[future], error))
                     for other in futures:
                         other.cancel()
-                else:
-                    self._result_ready(futures[future], done[futures[future]])
         if failures:
             raise PartialBatchError(done, min(failures, key=lambda f: f[0])[1])
         return [done[i] for i in range(len(chats))]

@@ -90,10 +90,28 @@ class Suite:
             if sum(key in system for key in ("rerankers", "pipeline", "oracle")) > 1:
                 raise InputError(f"{source}: systems[{position}] ({system['name']}): give one of rerankers, pipeline, oracle")
         self.systems = [dict(s) for s in systems]
+        names = [s["name"] for s in self.systems]
+        if len(set(names)) != len(names):
+            raise InputError(f"{source}: system names must be distinct, got {names}")
+        self.baseline = config.get("baseline", names[0])
+        if self.baseline is not None and self.baseline not in names:
+            raise InputError(f"{source}: baseline {self.baseline!r} is not one of the systems {names}")
         published = config.get("published") or []
         if not isinstance(published, list):
             raise InputError(f"{source}: 'published' must be a list of {{name, <measure>: value, source}}")
         self.published = published
+        from personarag.experiment.report import TESTS
+
+        tests = config.get("tests") or ["t"]
+        tests = [tests] if isinstance(tests, str) else list(tests)
+        if not tests or any(t not in TESTS for t in tests):
+            raise InputError(f"{source}: unknown significance tests in {tests}; choose from {sorted(TESTS)}")
+        self.tests = tests
+        if config.get("correction", "holm") not in (None, "holm", "none"):
+            raise InputError(f"{source}: correction must be holm or none, got {config['correction']!r}")
+        self.correction = None if config.get("correction", "holm") in (None, "none") else "holm"
+        if config.get("cost", "tokens") not in ("tokens", "seconds"):
+            raise InputError(f"{source}: cost (the plot's x axis) must be tokens or seconds, got {config['cost']!r}")
         if not config.get("output_dir"):
             raise InputError(f"{source}: give output_dir (or --output-dir)")
         self.output_dir = Path(str(config["output_dir"])).expanduser()
@@ -181,7 +199,7 @@ class Suite:
         out = artifacts.check_output_dir(self.output_dir)
         data = self.load_dataset()
         pipelines, names = self.build_systems(data)
-        baseline = self.config.get("baseline", names[0])
+        baseline = self.baseline
         measures = self.config.get("measures") or list(data.default_measures)
         measures = as_measures(measures_at_level([str(m) for m in measures], self.dataset.get("relevance_level")))
         identity = {"command": "compare", "dataset": {k: self.dataset.get(k) for k in ("relevance_level",)}}
@@ -193,8 +211,7 @@ class Suite:
         records = {n: read_records(folders[n] / data.result_files[-1]) for n in names}
         table = comparison_table(
             names, {n: r.metrics for n, r in result.systems.items()}, {n: r.per_query for n, r in result.systems.items()},
-            records, measures, baseline=baseline, tests=list(self.config.get("tests") or ["t"]),
-            correction=self.config.get("correction", "holm"), published=self.published,
+            records, measures, baseline=baseline, tests=self.tests, correction=self.correction, published=self.published,
             query_ids=[q.id for q in data.queries],
         )
         table["suite"] = self.name

@@ -145,7 +145,7 @@ def to_markdown(table: Mapping[str, Any], title: str = "") -> str:
             if key == "problems" and row["kind"] == "run":
                 cells.append(f"{value} ({row['costs']['queries_with_problems']} q)")
             else:
-                cells.append("-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value))
+                cells.append(_format_cost(key, value))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if test is not None and table["baseline"] is not None:
@@ -155,6 +155,16 @@ def to_markdown(table: Mapping[str, Any], title: str = "") -> str:
                      "Costs are means per query; fallbacks: problems recorded on the traces (answers not read). "
                      "Published rows are reported numbers, not run here.)")
     return "\n".join(lines) + "\n"
+
+
+def _format_cost(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "seconds":
+        return f"{float(value):.3f}"
+    if key == "calls":
+        return f"{float(value):.1f}"
+    return f"{float(value):,.0f}" if key.endswith("tokens") else str(value)
 
 
 def delta_note(baseline: str) -> str:

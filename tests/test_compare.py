@@ -98,7 +98,8 @@ def _config(tmp_path, **extra):
             {"name": "first"},
             {"name": "oracle", "oracle": True},
             {"name": "scripted", "rerankers": [{"spec": "pointwise", "params": {
-                "llm": {"spec": "scripted", "params": {"scores": {"yes": -1.0, "no": -1.0}}}, "case_variants": False}}]},
+                "llm": {"spec": "scripted", "params": {"scores": {"yes": -1.0, "no": -1.0}, "cache_dir": str(tmp_path / "llm")}},
+                "case_variants": False}}]},
         ],
         "published": [{"name": "paper", "nDCG@10": 0.9, "prompt_tokens": 1000}],
         "output_dir": str(tmp_path / "out"),
@@ -123,6 +124,7 @@ def test_compare_runs_every_system_over_the_same_candidates(tmp_path, capsys):
     # the scripted judge scores every passage alike: the order stays, 2 calls per query (rerank depth 2)
     assert rows["scripted"]["metrics"] == rows["first"]["metrics"]
     assert rows["scripted"]["costs"]["calls"] == 2 and rows["scripted"]["costs"]["problems"] == 0
+    assert rows["scripted"]["costs"]["cached_calls"] == 0  # the warm-up asked about no real query
     assert rows["first"]["costs"]["calls"] == 0
     assert set(rows["oracle"]["tests"]["nDCG@10"]) == {"delta", "t", "randomisation"}
     assert rows["paper"]["kind"] == "published"

@@ -30,7 +30,7 @@ from personarag.errors import InputError
 from personarag.evaluation.candidates import Candidates
 from personarag.evaluation.qrels import Qrels
 from personarag.experiment.datasets import RankingDataset, _part, content_hash, ranking_records
-from personarag.types import Query, Usage
+from personarag.types import Document, Query, Ranking, ScoredDoc, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +106,13 @@ class CandidateDataset(RankingDataset):
             raise InputError(f"{self.name} scores rankings; this pipeline ends in a generator ({pipeline.generator!r})")
 
     def prepare(self, pipeline: Any) -> None:
-        """A warm-up outside the timed batches: the rerankers rerank the first query's top 2 once,
-        so loading a model is not counted in the seconds of the queries that happen to come first."""
-        if pipeline.rerankers and self.queries:
-            warm = [self.candidates[self.queries[0].id].top(min(2, pipeline.k))]
+        """A warm-up outside the timed batches: the rerankers rerank a made-up query with two made-up
+        passages once, so loading a model is not billed to the first queries' seconds (and, unlike
+        a real query, leaves no LLM cache entry that a real query would then hit)."""
+        if pipeline.rerankers:
+            docs = tuple(ScoredDoc(Document(id=f"personarag-warm-up-{i}", text=f"warm-up passage {i}"), float(-i))
+                         for i in range(2))
+            warm = [Ranking(query=Query(id="personarag-warm-up", text="warm-up query"), docs=docs)]
             for reranker in pipeline.rerankers:
                 warm = reranker.rerank(warm)
 

@@ -144,6 +144,8 @@ def to_markdown(table: Mapping[str, Any], title: str = "") -> str:
             value = row["costs"].get(key)
             if key == "problems" and row["kind"] == "run":
                 cells.append(f"{value} ({row['costs']['queries_with_problems']} q)")
+            elif key == "calls" and row["costs"].get("cached_calls"):
+                cells.append(f"{_format_cost(key, value)} (+{row['costs']['cached_calls']:.1f} cached)")
             else:
                 cells.append(_format_cost(key, value))
         lines.append("| " + " | ".join(cells) + " |")
@@ -152,7 +154,8 @@ def to_markdown(table: Mapping[str, Any], title: str = "") -> str:
         which = {"t": "paired t-test", "randomisation": "paired randomisation test"}[test]
         corrected = ", Holm-corrected across systems" if table["correction"] == "holm" else ""
         lines.append(f"({delta_note(table['baseline'])}; * p < 0.05, {which}{corrected}, over {table['queries']} queries. "
-                     "Costs are means per query; fallbacks: problems recorded on the traces (answers not read). "
+                     "Costs are means per query (calls answered from the LLM cache cost no tokens and are shown apart); "
+                     "fallbacks: problems recorded on the traces (answers not read). "
                      "Published rows are reported numbers, not run here.)")
     return "\n".join(lines) + "\n"
 

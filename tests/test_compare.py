@@ -101,7 +101,7 @@ def _config(tmp_path, **extra):
                 "llm": {"spec": "scripted", "params": {"scores": {"yes": -1.0, "no": -1.0}, "cache_dir": str(tmp_path / "llm")}},
                 "case_variants": False}}]},
         ],
-        "published": [{"name": "paper", "nDCG@10": 0.9, "prompt_tokens": 1000}],
+        "published": [{"name": "paper", "nDCG@10": 0.9, "MRR@10": 0.95, "prompt_tokens": 1000}],
         "output_dir": str(tmp_path / "out"),
         **extra,
     }
@@ -128,6 +128,7 @@ def test_compare_runs_every_system_over_the_same_candidates(tmp_path, capsys):
     assert rows["first"]["costs"]["calls"] == 0
     assert set(rows["oracle"]["tests"]["nDCG@10"]) == {"delta", "t", "randomisation"}
     assert rows["paper"]["kind"] == "published"
+    assert rows["paper"]["metrics"]["MRR(rel=2)@10"] == 0.95  # named as the run rows are
     assert "| paper (published, not run) | 0.9000 |" in printed
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "compare.md").read_text() in printed

@@ -188,6 +188,18 @@ class Suite:
             names.append(system["name"])
         return pipelines, names
 
+    def _published(self) -> list[dict[str, Any]]:
+        """Published rows with their measure names at the dataset's relevance level, as the run rows'."""
+        from personarag.experiment.candidates import at_relevance_level
+
+        level = self.dataset.get("relevance_level")
+        rows = []
+        for entry in self.published:
+            if not isinstance(entry, Mapping):
+                raise InputError(f"{self.source}: a published row must be a mapping, got {entry!r}")
+            rows.append({(k if k in _NOT_MEASURES else at_relevance_level(str(k), level)): v for k, v in entry.items()})
+        return rows
+
     # ---- running ----------------------------------------------------------------------------
     def run(self, *, overwrite: bool = False, progress: bool | None = None) -> SuiteReport:
         from personarag.experiment.candidates import measures_at_level
@@ -211,7 +223,7 @@ class Suite:
         records = {n: read_records(folders[n] / data.result_files[-1]) for n in names}
         table = comparison_table(
             names, {n: r.metrics for n, r in result.systems.items()}, {n: r.per_query for n, r in result.systems.items()},
-            records, measures, baseline=baseline, tests=self.tests, correction=self.correction, published=self.published,
+            records, measures, baseline=baseline, tests=self.tests, correction=self.correction, published=self._published(),
             query_ids=[q.id for q in data.queries],
         )
         table["suite"] = self.name
@@ -224,6 +236,9 @@ class Suite:
         artifacts.write_json(out / "compare.json", table)
         png = plot_quality_cost(table, out / "compare.png", cost=self.config.get("cost") or "tokens", title=title)
         return SuiteReport(table, markdown, (out / "compare.md", out / "compare.json", png))
+
+
+_NOT_MEASURES = frozenset({"name", "source", "calls", "prompt_tokens", "completion_tokens", "seconds"})
 
 
 def _path(value: Any) -> Path:

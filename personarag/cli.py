@@ -28,6 +28,8 @@ COMMANDS: list[str] = [
     "personarag.commands.eval_beir",
     "personarag.commands.eval_bright",
     "personarag.commands.eval_lamp",
+    "personarag.commands.eval_rerank",
+    "personarag.commands.compare",
     "personarag.commands.train_cross_encoder",
     "personarag.commands.train_pointwise",
     "personarag.commands.train_listwise",
@@ -36,7 +38,7 @@ COMMANDS: list[str] = [
 ]
 
 GROUPS: dict[str, str] = {
-    "eval": "evaluate a pipeline on a benchmark (BEIR, BRIGHT, LaMP)",
+    "eval": "evaluate a pipeline on a benchmark (BEIR, BRIGHT, LaMP, first-stage candidate files)",
     "train": "fine-tune rerankers, LLM rerankers and user encoders",
     "users": "the user store: import, export, add and delete users and their history items",
 }

@@ -1,4 +1,5 @@
-"""Running pipelines over datasets: batching, progress, per-query persistence, resume, locks, artifacts.
+"""Running pipelines over datasets: batching, progress, per-query persistence, resume, locks, artifacts;
+comparison suites over the same first-stage candidates (tables with significance tests, plots).
 
 Imports nothing heavy; `Experiment` and the dataset adapters load on first use.
 """
@@ -14,6 +15,9 @@ _LAZY = {
     "RankingDataset": "personarag.experiment.datasets",
     "LampData": "personarag.experiment.datasets",
     "Measure": "personarag.experiment.measures",
+    "CandidateDataset": "personarag.experiment.candidates",
+    "OracleReranker": "personarag.experiment.oracle",
+    "Suite": "personarag.experiment.suite",
 }
 
 

@@ -116,18 +116,7 @@ class RankingDataset:
         pipeline.index(self.corpus)
 
     def run_batch(self, pipeline: Any, queries: list[Query]) -> list[tuple[dict[str, Any], ...]]:
-        rankings: list[Ranking] = pipeline.retrieve(queries)
-        records = []
-        for query, ranking in zip(queries, rankings):
-            if ranking.query.id != query.id:
-                raise InputError(f"the pipeline returned {ranking.query.id!r} for query {query.id!r}")
-            reasoning = reasoning_rows([ranking])  # reasoning and the raw model answers
-            record = {"id": query.id, "docs": [[d.doc.id, d.score] for d in ranking.docs],
-                      "trace": _trace_json(ranking.trace), "usage": dataclasses.asdict(ranking.usage)}
-            if reasoning:
-                record["reasoning"] = reasoning
-            records.append((record,))
-        return records
+        return ranking_records(queries, pipeline.retrieve(queries))
 
     # ---- results ----------------------------------------------------------------------------
     def _run(self, done: Mapping[str, Mapping[str, Any]], name: str) -> Any:
@@ -169,6 +158,25 @@ class RankingDataset:
             "seconds": {"index": round(seconds.get("index", 0.0), 3), "retrieve": round(seconds.get("run", 0.0), 3)},
             "usage": dataclasses.asdict(usage),
         }
+
+
+def ranking_records(queries: Sequence[Query], rankings: Sequence[Ranking],
+                    seconds: float | None = None) -> list[tuple[dict[str, Any], ...]]:
+    """One rankings.jsonl record per query: the ranked ids and scores, traces, usage, reasoning;
+    with `seconds` (the batch's wall time), each query's even share of it."""
+    records = []
+    for query, ranking in zip(queries, rankings):
+        if ranking.query.id != query.id:
+            raise InputError(f"the pipeline returned {ranking.query.id!r} for query {query.id!r}")
+        reasoning = reasoning_rows([ranking])  # reasoning and the raw model answers
+        record = {"id": query.id, "docs": [[d.doc.id, d.score] for d in ranking.docs],
+                  "trace": _trace_json(ranking.trace), "usage": dataclasses.asdict(ranking.usage)}
+        if reasoning:
+            record["reasoning"] = reasoning
+        if seconds is not None:
+            record["seconds"] = round(seconds / len(queries), 6)
+        records.append((record,))
+    return records
 
 
 class LampData:

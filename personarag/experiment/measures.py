@@ -108,3 +108,35 @@ def format_table(table: Mapping[str, Mapping[str, Mapping[str, Any]]], measures:
         mark = " (baseline)" if system == baseline else ""
         lines.append(system.ljust(width) + "".join(cells) + mark)
     return "\n".join(lines)
+
+
+def paired_t_test(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided p-value of a paired t-test (as scipy.stats.ttest_rel and pyterrier's default);
+    None for < 2 pairs; 1.0 when every difference is 0, NaN-free."""
+    import numpy as np
+
+    from personarag.errors import require
+
+    if len(a) != len(b):
+        raise InputError(f"paired test needs as many values on each side, got {len(a)} and {len(b)}")
+    if len(a) < 2:
+        return None
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    spread = diff.std(ddof=1)
+    if spread == 0:
+        return 1.0 if diff.mean() == 0 else 0.0
+    t = diff.mean() / (spread / np.sqrt(len(diff)))
+    special = require("scipy.special", "report", purpose="the t distribution of the paired t-test")
+    return float(2 * special.stdtr(len(diff) - 1, -abs(t)))
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); None stays None.
+    The family is the non-None values: the systems compared with one baseline on one measure."""
+    present = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running, m = 0.0, len(present)
+    for rank, (p, index) in enumerate(present):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[index] = running
+    return adjusted

@@ -50,7 +50,7 @@ class UserIndex:
     minutes on 2 cores, so it is never chosen automatically.
     """
 
-    def __init__(self, kind: str = "auto", *, nlist: int | None = None, nprobe: int = 64, hnsw_m: int = 32,
+    def __init__(self, kind: str = "auto", *, nlist: int | None = None, nprobe: int = 32, hnsw_m: int = 32,
                  ef_search: int = 64, ef_construction: int = 100, exact_below: int = 20_000,
                  rebuild_fraction: float = 0.2, seed: int = 0) -> None:
         if kind not in KINDS:

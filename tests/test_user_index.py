@@ -215,3 +215,14 @@ def test_save_into_a_file_path_is_refused(tmp_path):
     target.write_text("x")
     with pytest.raises(InputError, match="is a file"):
         UserIndex("flat").build(["a"], np.ones((1, 4))).save(target)
+
+
+def test_ivf_trained_on_few_users_gets_its_lists_when_it_grows():
+    vectors = clustered(3000)
+    ids = [f"u{i}" for i in range(3000)]
+    index = UserIndex("ivf", nlist=64, nprobe=16).build(ids[:40], vectors[:40])  # too few users for 64 lists
+    assert index.nlist_used == 1
+    index.upsert(ids[40:], vectors[40:])
+    assert index.nlist_used == 64 and len(index) == 3000
+    exact = UserIndex("flat").build(ids, vectors)
+    assert recall(index.search(vectors[:100], 10, exclude=ids[:100]), exact.search(vectors[:100], 10, exclude=ids[:100])) >= 0.95

@@ -75,6 +75,8 @@ class UserIndex:
         self._names: dict[int, str] = {}  # int64 key -> user id, live users only
         self._owner = np.zeros(0, dtype=np.int64)  # hnsw: graph position -> key, -1 once dead
         self._position: dict[int, int] = {}  # hnsw: key -> live graph position
+        self._dead = 0
+        self._live_bits: np.ndarray | None = None  # hnsw: packed live-position bitmap, cached between writes
 
     # --- state -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -95,7 +97,7 @@ class UserIndex:
     @property
     def dead(self) -> int:
         """HNSW nodes of replaced or removed users still in the graph (0 for other kinds)."""
-        return int(np.count_nonzero(self._owner < 0))
+        return self._dead
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         """The stored (unit) embeddings of `ids`, in order; an unknown id is an InputError."""
@@ -241,6 +243,7 @@ class UserIndex:
             out._owner = np.load(directory / "positions.npy", allow_pickle=False)
             out._names = {int(k): name for k, name in zip(out._owner, ids) if k >= 0}
             out._position = {int(k): p for p, k in enumerate(out._owner) if k >= 0}
+            out._dead = int(np.count_nonzero(out._owner < 0))
             consistent = len(out._owner) == out.index.ntotal
         else:
             out._names = {user_key(name): name for name in ids}
@@ -292,6 +295,7 @@ class UserIndex:
 
     def _build(self, keys: list[int], ids: list[str], matrix: np.ndarray) -> None:
         faiss = require("faiss", "dense", purpose="the user index")
+        self._reset()
         kind = self._choose_kind(len(keys))
         spec = IndexSpec(**{**self.options, "kind": kind})
         if kind == "ivf" and spec.nlist is not None and spec.nlist > len(keys):
@@ -303,7 +307,6 @@ class UserIndex:
         elif kind == "ivf":
             index.set_direct_map_type(faiss.DirectMap.Hashtable)
         self.index, self.built_kind, self.nlist_used, self.dim = index, kind, nlist, matrix.shape[1]
-        self._names, self._owner, self._position = {}, np.zeros(0, dtype=np.int64), {}
         self._add(keys, ids, matrix)
         self._apply_search_params()
 
@@ -313,6 +316,7 @@ class UserIndex:
             self.index.add(matrix)
             self._owner = np.concatenate([self._owner, np.asarray(keys, dtype=np.int64)])
             self._position.update((k, start + n) for n, k in enumerate(keys))
+            self._live_bits = None
         else:
             self.index.add_with_ids(matrix, np.asarray(keys, dtype=np.int64))
         self._names.update(zip(keys, ids))
@@ -321,6 +325,8 @@ class UserIndex:
         faiss = require("faiss", "dense")
         if self.built_kind == "hnsw":
             self._owner[[self._position.pop(k) for k in keys]] = -1
+            self._dead += len(keys)
+            self._live_bits = None
         else:
             removed = self.index.remove_ids(faiss.IDSelectorArray(np.asarray(keys, dtype=np.int64)))
             if removed != len(keys):
@@ -337,14 +343,13 @@ class UserIndex:
         stale = kind != self.built_kind and not (self.kind == "auto" and self.built_kind == "ivf" and n >= self.exact_below // 2)
         if self.built_kind == "hnsw":
             stale = stale or self.dead > self.rebuild_fraction * len(self._owner)
-        if self.built_kind == "ivf" and self.options["nlist"] is None:
-            stale = stale or auto_nlist(n) > 2 * (self.nlist_used or 1)  # grown about 4x since k-means
+        if self.built_kind == "ivf":  # grown about 4x since k-means (or trained on fewer users than nlist)
+            wanted = self.options["nlist"] or auto_nlist(n)
+            stale = stale or (wanted > 2 * (self.nlist_used or 1) and n >= wanted)
         if stale:
             ids = self.ids
             keys = [user_key(i) for i in ids]
-            matrix = self.vectors(ids)
-            self._reset()
-            self._build(keys, ids, matrix)
+            self._build(keys, ids, self.vectors(ids))
 
     def _apply_search_params(self) -> None:
         faiss = require("faiss", "dense")
@@ -361,12 +366,15 @@ class UserIndex:
             raise InputError(f"search params may set nprobe or ef_search, got {sorted(unknown)}")
         selector = None
         if self.built_kind == "hnsw":
-            if hidden or self.dead:
-                live = self._owner >= 0
+            if hidden or self._dead:
+                if self._live_bits is None:
+                    self._live_bits = np.packbits(self._owner >= 0, bitorder="little")
+                bitmap = self._live_bits
                 if hidden:
+                    live = self._owner >= 0
                     live[[self._position[k] for k in hidden]] = False
-                bitmap = np.packbits(live, bitorder="little")
-                selector = faiss.IDSelectorBitmap(len(live), faiss.swig_ptr(bitmap))
+                    bitmap = np.packbits(live, bitorder="little")
+                selector = faiss.IDSelectorBitmap(len(self._owner), faiss.swig_ptr(bitmap))
                 selector.referenced_bitmap = bitmap  # the selector reads this buffer during search
             params = faiss.SearchParametersHNSW(efSearch=overrides.get("ef_search", self.options["ef_search"]))
         else:

@@ -118,7 +118,7 @@ def run_noise(args: argparse.Namespace, noise: float) -> None:
         indexes[kind] = index
         for knobs in sweep_for(kind, index):
             single, batched, found = timed_search(index, queries, exclude, args.m, knobs or None)
-            default = kind == "auto" and knobs.get("nprobe", defaults.options["nprobe"]) == defaults.options["nprobe"]
+            default = all(defaults.options[k] == v for k, v in knobs.items()) and kind in ("auto", defaults._choose_kind(args.users))
             name = f"{kind} ({index.built_kind}, nlist={index.nlist_used})" if index.built_kind == "ivf" else f"{kind} ({index.built_kind})"
             setting = ", ".join(f"{k}={v}" for k, v in knobs.items()) or "exact"
             print(f"| {name}{' *' if default else ''} | {setting} | {build_s:.1f} | {index_mb(index):.0f} | {grown:.0f} "

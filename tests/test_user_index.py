@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from personarag import InputError
-from personarag.personal.user_index import UserIndex, user_key
+from personarag.personal.user_index import AUTO_LARGE, UserIndex, user_key
 
 pytest.importorskip("faiss")
 
@@ -114,15 +114,15 @@ def test_remove_makes_a_user_disappear_and_replace_moves_it(kind):
     assert target not in {u for u, _ in index.search(vectors[5], 5)[0]}
 
 
-def test_auto_is_exact_when_small_and_switches_to_ivf_when_it_grows():
+def test_auto_is_exact_when_small_and_approximate_when_it_grows():
     vectors = clustered(2500)
     ids = [f"u{i}" for i in range(2500)]
     index = UserIndex(exact_below=1000).build(ids[:500], vectors[:500])
     assert index.built_kind == "flat"
     index.upsert(ids[500:], vectors[500:])
-    assert index.built_kind == "ivf" and index.nlist_used == min(200, 2500 // 39) and len(index) == 2500
-    index.remove(ids[:1100])  # 1,400 left: still above half the line, stays IVF
-    assert index.built_kind == "ivf"
+    assert index.built_kind == AUTO_LARGE and len(index) == 2500
+    index.remove(ids[:1100])  # 1,400 left: still above half the line, stays approximate
+    assert index.built_kind == AUTO_LARGE
     index.remove(ids[1100:2100])  # 400 left: back to exact
     assert index.built_kind == "flat" and sorted(index.ids) == sorted(ids[2100:])
     exact = UserIndex("flat").build(ids[2100:], vectors[2100:])

@@ -32,6 +32,8 @@ FORMAT = 1
 #: users (4,000 lists) that is a 256,000-user sample, about a minute on 2 cores.
 TRAIN_PER_LIST = 64
 TRAIN_NITER = 10
+#: The kind "auto" builds from `exact_below` users on (benchmarks/results/user_search.md).
+AUTO_LARGE = "ivf"
 
 
 def user_key(user_id: str) -> int:
@@ -258,7 +260,7 @@ class UserIndex:
     def _choose_kind(self, n: int) -> str:
         if self.kind != "auto":
             return self.kind
-        return "flat" if n < self.exact_below else "ivf"
+        return "flat" if n < self.exact_below else AUTO_LARGE
 
     def _check(self, ids: Sequence[str], vectors: np.ndarray, where: str, check_dim: bool) -> tuple[list[int], np.ndarray]:
         if isinstance(ids, str):
@@ -340,7 +342,7 @@ class UserIndex:
             self._reset()
             return
         kind = self._choose_kind(n)
-        stale = kind != self.built_kind and not (self.kind == "auto" and self.built_kind == "ivf" and n >= self.exact_below // 2)
+        stale = kind != self.built_kind and not (self.kind == "auto" and self.built_kind != "flat" and n >= self.exact_below // 2)
         if self.built_kind == "hnsw":
             stale = stale or self.dead > self.rebuild_fraction * len(self._owner)
         if self.built_kind == "ivf":  # grown about 4x since k-means (or trained on fewer users than nlist)

@@ -7,7 +7,8 @@ Each user id maps to a stable int64 key (a hash of the id, the same in every ind
 direct map, so a replace is `remove_ids` + `add_with_ids`; "hnsw" cannot remove nodes, so a
 replaced or removed user's node is marked dead, filtered out at search, and the graph is rebuilt
 once dead nodes pass `rebuild_fraction`. "auto" (the default) is exact below `exact_below`
-users and IVF above, rebuilding when the size crosses that line or IVF outgrows its lists.
+users and AUTO_LARGE above, rebuilding when the size crosses that line; IVF is also rebuilt
+when it outgrows its lists (k-means ran on a quarter of today's users or fewer).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from personarag.retrievers.faiss_index import IndexSpec, auto_nlist, new_faiss_i
 KINDS = ("auto", "flat", "ivf", "hnsw")
 FORMAT = 1
 #: IVF k-means trains on this many sampled users per list, for this many rounds: at 1,000,000
-#: users (4,000 lists) that is a 256,000-user sample, about a minute on 2 cores.
+#: users (4,000 lists) a 256,000-user sample; training and adding took 3-4.5 minutes on 2 busy cores.
 TRAIN_PER_LIST = 64
 TRAIN_NITER = 10
 #: The kind "auto" builds from `exact_below` users on (benchmarks/results/user_search.md).
@@ -44,12 +45,13 @@ def user_key(user_id: str) -> int:
 class UserIndex:
     """User ids and their embeddings in FAISS; `search` leaves out the asking user and hidden users.
 
-    `kind`: "auto" (exact below `exact_below` users, else IVF), "flat", "ivf" or "hnsw".
-    The defaults (auto; IVF with about 4*sqrt(n) lists, nprobe=64) answered 1,000,000 384-d
-    users in 2.5 ms/query on one thread with recall@10 >= 0.99 against exact search on the
-    clustered users of benchmarks/bench_user_search.py (benchmarks/results/user_search.md).
-    HNSW: M=`hnsw_m`, efConstruction, efSearch; its build at 1,000,000 users takes about 15
-    minutes on 2 cores, so it is never chosen automatically.
+    `kind`: "auto" (exact below `exact_below` users, else AUTO_LARGE), "flat", "ivf" or "hnsw".
+    Measured (benchmarks/results/user_search.md; 1,000,000 clustered 384-d users, one thread,
+    one query per call, 2 cores shared with other jobs): IVF with 4*sqrt(n) lists and nprobe=32
+    builds in 3-4.5 minutes and answers in 3.2-3.6 ms/query with recall@10 1.000 against exact
+    search at noise 1.5 and 2.0, but 0.914 at noise 2.5, where 11% of the exact neighbours are
+    chance matches outside the user's cluster (0.956 needs nprobe=256, 18 ms/query).
+    HNSW: M=`hnsw_m`, efConstruction, efSearch.
     """
 
     def __init__(self, kind: str = "auto", *, nlist: int | None = None, nprobe: int = 32, hnsw_m: int = 32,

@@ -205,6 +205,9 @@ def test_bad_input_is_a_clear_error():
         index.upsert([3], vectors[:1])
     with pytest.raises(InputError, match="kind must be one of"):
         UserIndex("annoy")
+    with pytest.raises(InputError, match="hide takes user ids"):
+        index.search(vectors[:1], 3, hide=[7])
+    assert "u3" not in {u for u, _ in index.search(vectors[3], 5, hide="u3")[0]}  # one id is one id
     with pytest.raises(InputError, match="exclude needs one entry per query"):
         index.search(vectors[:2], 3, exclude=["u0"])
     assert user_key("u1") == 6154817874995026322 and user_key("alice") == 709973135221123661  # the same in every run

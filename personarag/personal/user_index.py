@@ -180,7 +180,10 @@ class UserIndex:
             raise InputError(f"query vectors have dimension {matrix.shape[1]}, the user index has {self.dim}")
         matrix = normalize(np.ascontiguousarray(matrix))
         rows = [_as_set(e) for e in exclude] if exclude is not None else [frozenset()] * len(matrix)
-        hidden = {key for key in map(user_key, hide or ()) if key in self._names}
+        hide = [hide] if isinstance(hide, str) else list(hide or ())
+        if not all(isinstance(h, str) for h in hide):
+            raise InputError(f"hide takes user ids (strings), got {[h for h in hide if not isinstance(h, str)][:3]}")
+        hidden = {key for key in map(user_key, hide) if key in self._names}
         k = min(m + max(len(r) for r in rows), len(self) - len(hidden))
         if k < 1:
             return [[] for _ in range(len(matrix))]

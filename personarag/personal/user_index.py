@@ -49,8 +49,10 @@ class UserIndex:
     Measured (benchmarks/results/user_search.md; 1,000,000 clustered 384-d users, one thread,
     one query per call, 2 cores shared with other jobs): IVF with 4*sqrt(n) lists and nprobe=32
     builds in 3-4.5 minutes and answers in 3.2-3.6 ms/query with recall@10 1.000 against exact
-    search at noise 1.5 and 2.0, but 0.914 at noise 2.5, where 11% of the exact neighbours are
-    chance matches outside the user's cluster (0.956 needs nprobe=256, 18 ms/query).
+    search at noise 1.5 and 2.0, 0.986 at noise 2.25 (2% of the exact neighbours are chance
+    matches outside the user's cluster; 3.5-5.6 ms/query under load), but 0.914 at noise 2.5
+    (11% chance matches; 0.956 needs nprobe=256, 18 ms/query). HNSW does not rescue noise 2.5
+    (0.885 at efSearch=256 on 100,000 users) and builds far slower.
     HNSW: M=`hnsw_m`, efConstruction, efSearch.
     """
 

@@ -1,60 +1,425 @@
-"""Nearest users by embedding, through the shared FAISS helper (exact by default; IVF or HNSW
-for many users). Embeddings are unit-normalised, so scores are cosine similarities."""
+"""Nearest users by embedding, kept up to date one user at a time: add, replace and remove by
+user id, save beside a user store and load back. Embeddings are unit-normalised, so scores are
+cosine similarities.
+
+Each user id maps to a stable int64 key (a hash of the id, the same in every index and run).
+"flat" is an `IndexIDMap2` over an exact index; "ivf" keeps FAISS's own ids with a hashtable
+direct map, so a replace is `remove_ids` + `add_with_ids`; "hnsw" cannot remove nodes, so a
+replaced or removed user's node is marked dead, filtered out at search, and the graph is rebuilt
+once dead nodes pass `rebuild_fraction`. "auto" (the default) is exact below `exact_below`
+users and AUTO_LARGE above, rebuilding when the size crosses that line; IVF is also rebuilt
+when it outgrows its lists (k-means ran on a quarter of today's users or fewer).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from personarag.errors import InputError
-from personarag.retrievers.faiss_index import IndexSpec, VectorIndex
+from personarag.errors import InputError, require
 from personarag.personal.profiles import normalize
+from personarag.retrievers.faiss_index import IndexSpec, auto_nlist, new_faiss_index
+
+KINDS = ("auto", "flat", "ivf", "hnsw")
+FORMAT = 1
+#: IVF k-means trains on this many sampled users per list, for this many rounds: at 1,000,000
+#: users (4,000 lists) a 256,000-user sample; training and adding took 3-4.5 minutes on 2 busy cores.
+TRAIN_PER_LIST = 64
+TRAIN_NITER = 10
+#: The kind "auto" builds from `exact_below` users on (benchmarks/results/user_search.md).
+AUTO_LARGE = "ivf"
+
+
+def user_key(user_id: str) -> int:
+    """The stable int64 FAISS id of a user id: 63 bits of its BLAKE2b hash."""
+    return int.from_bytes(hashlib.blake2b(user_id.encode("utf-8"), digest_size=8).digest(), "little") & (2**63 - 1)
 
 
 class UserIndex:
-    """User ids and their embeddings in a `VectorIndex`; `search` leaves out the asking user.
+    """User ids and their embeddings in FAISS; `search` leaves out the asking user and hidden users.
 
-    `kind`: "flat" (exact), "ivf" or "hnsw"; `options`: IndexSpec fields (nprobe, ef_search,
-    nlist, hnsw_m, ...). The defaults (nprobe=32 of about 4*sqrt(n) lists; HNSW M=32,
-    efConstruction=100, efSearch=64) kept recall@10 >= 0.999 against exact search on 100,000
-    clustered 384-d users (benchmarks/bench_user_search.py) and >= 0.95 on 5,000 (the tests)."""
+    `kind`: "auto" (exact below `exact_below` users, else AUTO_LARGE), "flat", "ivf" or "hnsw".
+    Measured (benchmarks/results/user_search.md; 1,000,000 clustered 384-d users, one thread,
+    one query per call, 2 cores shared with other jobs): IVF with 4*sqrt(n) lists and nprobe=32
+    builds in 3-4.5 minutes and answers in 3.2-3.6 ms/query with recall@10 1.000 against exact
+    search at noise 1.5 and 2.0, 0.986 at noise 2.25 (2% of the exact neighbours are chance
+    matches outside the user's cluster; 3.5-5.6 ms/query under load), but 0.914 at noise 2.5
+    (11% chance matches; 0.956 needs nprobe=256, 18 ms/query). HNSW does not rescue noise 2.5
+    (0.885 at efSearch=256 on 100,000 users) and builds far slower.
+    HNSW: M=`hnsw_m`, efConstruction, efSearch.
+    """
 
-    def __init__(self, kind: str = "flat", *, nprobe: int = 32, ef_search: int = 64, ef_construction: int = 100,
-                 seed: int = 0, **options: Any) -> None:
-        self.spec = IndexSpec(kind=kind, metric="ip", nprobe=nprobe, ef_search=ef_search,
-                              ef_construction=ef_construction, seed=seed, **options)
-        self.ids: list[str] = []
-        self.vectors = np.zeros((0, 0), dtype=np.float32)
-        self.index: VectorIndex | None = None
+    def __init__(self, kind: str = "auto", *, nlist: int | None = None, nprobe: int = 32, hnsw_m: int = 32,
+                 ef_search: int = 64, ef_construction: int = 100, exact_below: int = 20_000,
+                 rebuild_fraction: float = 0.2, seed: int = 0) -> None:
+        if kind not in KINDS:
+            raise InputError(f"user index kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if not 0 < rebuild_fraction <= 1:
+            raise InputError(f"rebuild_fraction must be in (0, 1], got {rebuild_fraction!r}")
+        if not isinstance(exact_below, int) or exact_below < 0:
+            raise InputError(f"exact_below must be a non-negative integer, got {exact_below!r}")
+        self.kind = kind
+        self.exact_below = exact_below
+        self.rebuild_fraction = rebuild_fraction
+        # validated once here; the kind built is chosen per size
+        self.options = IndexSpec(kind="flat", metric="ip", nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
+                                 ef_search=ef_search, ef_construction=ef_construction, seed=seed).to_dict()
+        self._reset()
 
+    def _reset(self) -> None:
+        self.index: Any = None  # the FAISS index
+        self.built_kind: str | None = None
+        self.nlist_used: int | None = None
+        self.dim: int | None = None
+        self._names: dict[int, str] = {}  # int64 key -> user id, live users only
+        self._owner = np.zeros(0, dtype=np.int64)  # hnsw: graph position -> key, -1 once dead
+        self._position: dict[int, int] = {}  # hnsw: key -> live graph position
+        self._dead = 0
+        self._live_bits: np.ndarray | None = None  # hnsw: packed live-position bitmap, cached between writes
+
+    # --- state -----------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self._names)
 
+    def __contains__(self, user_id: object) -> bool:
+        return isinstance(user_id, str) and self._names.get(user_key(user_id)) == user_id
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._names.values())
+
+    @property
+    def spec(self) -> IndexSpec:
+        """The IndexSpec of the kind built now (or that the next build would choose)."""
+        return IndexSpec(**{**self.options, "kind": self.built_kind or self._choose_kind(len(self))})
+
+    @property
+    def dead(self) -> int:
+        """HNSW nodes of replaced or removed users still in the graph (0 for other kinds)."""
+        return self._dead
+
+    def vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored (unit) embeddings of `ids`, in order; an unknown id is an InputError."""
+        keys = self._known_keys(ids, "vectors")
+        if not keys:
+            return np.zeros((0, self.dim or 0), dtype=np.float32)
+        if self.built_kind == "hnsw":
+            return np.stack([self.index.reconstruct(self._position[k]) for k in keys])
+        return self.index.reconstruct_batch(np.asarray(keys, dtype=np.int64))
+
+    # --- writes ------------------------------------------------------------------------------
     def build(self, ids: Sequence[str], vectors: np.ndarray) -> UserIndex:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or len(vectors) != len(ids):
-            raise InputError(f"expected one embedding per user id ({len(ids)}), got shape {vectors.shape}")
-        if len(set(ids)) != len(ids):
-            raise InputError("user ids in a user index must be distinct")
-        self.ids = list(ids)
-        self.vectors = normalize(vectors)
-        self.index = VectorIndex(self.spec).build(self.vectors) if len(ids) else None
+        """Index exactly these users (replacing whatever was indexed)."""
+        keys, matrix = self._check(ids, vectors, "build", check_dim=False)
+        self._reset()
+        if keys:
+            self._build(keys, list(ids), matrix)
         return self
 
-    def search(self, vectors: np.ndarray, m: int, exclude: Sequence[str | None] | None = None) -> list[list[tuple[str, float]]]:
-        """The `m` most similar users to each row of `vectors`, best first, as (user id, cosine);
-        `exclude[i]` (a user id) is never among row i's answers."""
-        vectors = normalize(np.atleast_2d(np.asarray(vectors, dtype=np.float32)))
-        if exclude is not None and len(exclude) != len(vectors):
-            raise InputError(f"exclude needs one entry per query vector ({len(vectors)}), got {len(exclude)}")
-        if self.index is None or m < 1:
-            return [[] for _ in range(len(vectors))]
-        scores, positions = self.index.search(vectors, m + 1)
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, shared: Sequence[bool] | None = None) -> UserIndex:
+        """Add new users and replace the vectors of known ones. With `shared`, users whose flag is
+        False are removed (if indexed) instead, so the index holds only shareable users."""
+        keys, matrix = self._check(ids, vectors, "upsert", check_dim=True)
+        if shared is not None:
+            if len(shared) != len(keys):
+                raise InputError(f"upsert: `shared` needs one flag per user id ({len(keys)}), got {len(shared)}")
+            private = [i for i, flag in zip(ids, shared) if not flag]
+            self.remove([i for i in private if i in self], missing="ignore")
+            keep = [n for n, flag in enumerate(shared) if flag]
+            keys, ids, matrix = [keys[n] for n in keep], [ids[n] for n in keep], matrix[keep]
+        if not keys:
+            return self
+        if self.index is None:
+            self._build(keys, list(ids), matrix)
+            return self
+        known = [k for k in keys if k in self._names]
+        if known:
+            self._drop(known)
+        self._add(keys, list(ids), matrix)
+        self._maybe_rebuild()
+        return self
+
+    def remove(self, ids: Iterable[str], *, missing: str = "error") -> UserIndex:
+        """Remove users by id. An id not in the index is an InputError, or skipped with missing="ignore"."""
+        if missing not in ("error", "ignore"):
+            raise InputError(f"remove: missing must be 'error' or 'ignore', got {missing!r}")
+        ids = list(ids)
+        if len(set(ids)) != len(ids):
+            raise InputError("remove: the same user id appears twice in one call")
+        if missing == "ignore":
+            ids = [i for i in ids if i in self]
+        keys = self._known_keys(ids, "remove")
+        if keys:
+            self._drop(keys)
+            self._maybe_rebuild()
+        return self
+
+    # --- search --------------------------------------------------------------------------------
+    def search(self, vectors: np.ndarray, m: int, exclude: Sequence[str | Collection[str] | None] | None = None,
+               *, hide: Iterable[str] | None = None, params: dict[str, int] | None = None) -> list[list[tuple[str, float]]]:
+        """The `m` most similar users to each row of `vectors`, best first, as (user id, cosine).
+
+        `exclude[i]` (a user id, or several) is never among row i's answers (the asking user);
+        `hide` (user ids, e.g. users not shared) is never among any row's answers. `params`
+        overrides nprobe / ef_search for this call."""
+        matrix = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if matrix.ndim != 2:
+            raise InputError(f"search expects a (n, dim) matrix of query vectors, got shape {matrix.shape}")
+        if exclude is not None and len(exclude) != len(matrix):
+            raise InputError(f"exclude needs one entry per query vector ({len(matrix)}), got {len(exclude)}")
+        if not isinstance(m, int) or isinstance(m, bool):
+            raise InputError(f"m must be an integer, got {m!r}")
+        if self.index is None or m < 1 or not len(matrix):
+            return [[] for _ in range(len(matrix))]
+        if matrix.shape[1] != self.dim:
+            raise InputError(f"query vectors have dimension {matrix.shape[1]}, the user index has {self.dim}")
+        matrix = normalize(np.ascontiguousarray(matrix))
+        rows = [_as_set(e) for e in exclude] if exclude is not None else [frozenset()] * len(matrix)
+        hide = [hide] if isinstance(hide, str) else list(hide or ())
+        if not all(isinstance(h, str) for h in hide):
+            raise InputError(f"hide takes user ids (strings), got {[h for h in hide if not isinstance(h, str)][:3]}")
+        hidden = {key for key in map(user_key, hide) if key in self._names}
+        k = min(m + max(len(r) for r in rows), len(self) - len(hidden))
+        if k < 1:
+            return [[] for _ in range(len(matrix))]
+        scores, labels = self.index.search(matrix, k, params=self._search_params(hidden, params))
         out = []
-        for row, (row_scores, row_positions) in enumerate(zip(scores.tolist(), positions.tolist())):
-            skip = exclude[row] if exclude is not None else None
-            found = [(self.ids[p], s) for s, p in zip(row_scores, row_positions) if p >= 0 and self.ids[p] != skip]
+        for row_scores, row_labels, skip in zip(scores.tolist(), labels.tolist(), rows):
+            found = []
+            for score, label in zip(row_scores, row_labels):
+                if label < 0:
+                    continue
+                name = self._names[int(self._owner[label]) if self.built_kind == "hnsw" else label]
+                if name not in skip:
+                    found.append((name, score))
             out.append(found[:m])
         return out
+
+    # --- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the index into directory `path`: index.faiss, users.json (ids), hnsw positions
+        (positions.npy) and config.json (options, kind built, counts, library versions)."""
+        faiss = require("faiss", "dense", purpose="the user index")
+        directory = Path(path)
+        if directory.exists() and not directory.is_dir():
+            raise InputError(f"user index path {directory} is a file; give a directory")
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {
+            "format": FORMAT, "kind": self.kind, "built_kind": self.built_kind, "options": self.options,
+            "exact_below": self.exact_below, "rebuild_fraction": self.rebuild_fraction,
+            "dim": self.dim, "users": len(self), "dead": self.dead, "nlist_used": self.nlist_used,
+            "key": "blake2b-8 & (2**63-1)", "versions": _versions(),
+        }
+        # config.json goes last: a directory without it (or with a stale one) fails to load loudly
+        if self.index is not None:
+            _replace(directory / "index.faiss", lambda p: faiss.write_index(self.index, str(p)))
+        if self.built_kind == "hnsw":
+            _replace(directory / "positions.npy", lambda p: np.save(p, self._owner, allow_pickle=False), suffix=".npy")
+        ids = [self._names[int(k)] if k >= 0 else None for k in self._owner] if self.built_kind == "hnsw" else self.ids
+        _replace(directory / "users.json", lambda p: p.write_text(json.dumps(ids) + "\n", encoding="utf-8"))
+        _replace(directory / "config.json", lambda p: p.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"))
+        return directory
+
+    @classmethod
+    def load(cls, path: str | Path, *, nprobe: int | None = None, ef_search: int | None = None) -> UserIndex:
+        """Read a user index written by `save`; nprobe / ef_search override the saved knobs."""
+        faiss = require("faiss", "dense", purpose="the user index")
+        directory = Path(path)
+        config_path = directory / "config.json"
+        if not config_path.is_file():
+            raise InputError(f"no saved user index at {directory} (expected {config_path.name} in it)")
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if config.get("format") != FORMAT:
+            raise InputError(f"user index at {directory} has format {config.get('format')!r}; this version reads {FORMAT}")
+        options = dict(config["options"])
+        options.pop("kind", None), options.pop("metric", None)
+        options["nprobe"] = nprobe if nprobe is not None else options["nprobe"]
+        options["ef_search"] = ef_search if ef_search is not None else options["ef_search"]
+        out = cls(config["kind"], exact_below=config["exact_below"], rebuild_fraction=config["rebuild_fraction"], **options)
+        if config["built_kind"] is None:
+            return out
+        out.index = faiss.read_index(str(directory / "index.faiss"))
+        out.built_kind, out.nlist_used, out.dim = config["built_kind"], config["nlist_used"], config["dim"]
+        ids = json.loads((directory / "users.json").read_text(encoding="utf-8"))
+        if out.built_kind == "hnsw":
+            out._owner = np.load(directory / "positions.npy", allow_pickle=False)
+            out._names = {int(k): name for k, name in zip(out._owner, ids) if k >= 0}
+            out._position = {int(k): p for p, k in enumerate(out._owner) if k >= 0}
+            out._dead = int(np.count_nonzero(out._owner < 0))
+            consistent = len(out._owner) == out.index.ntotal
+        else:
+            out._names = {user_key(name): name for name in ids}
+            consistent = len(out._names) == out.index.ntotal
+        if not consistent or len(out._names) != config["users"]:
+            raise InputError(f"user index at {directory} is inconsistent: config says {config['users']} users, "
+                             f"users.json has {len(out._names)}, the FAISS index {out.index.ntotal} rows")
+        out._apply_search_params()
+        return out
+
+    # --- internals -----------------------------------------------------------------------------
+    def _choose_kind(self, n: int) -> str:
+        if self.kind != "auto":
+            return self.kind
+        return "flat" if n < self.exact_below else AUTO_LARGE
+
+    def _check(self, ids: Sequence[str], vectors: np.ndarray, where: str, check_dim: bool) -> tuple[list[int], np.ndarray]:
+        if isinstance(ids, str):
+            raise InputError(f"{where}: expected a sequence of user ids, got one string {ids!r}")
+        ids = list(ids)
+        for user_id in ids:
+            if not isinstance(user_id, str) or not user_id:
+                raise InputError(f"{where}: user ids must be non-empty strings, got {user_id!r}")
+        if len(set(ids)) != len(ids):
+            dup = next(i for i, count in Counter(ids).items() if count > 1)
+            raise InputError(f"{where}: user ids in one call must be distinct; {dup!r} appears twice")
+        matrix = np.asarray(vectors, dtype=np.float32)
+        if matrix.ndim != 2 or len(matrix) != len(ids):
+            raise InputError(f"{where}: expected one embedding per user id ({len(ids)}), got shape {matrix.shape}")
+        if len(ids) and (matrix.shape[1] == 0 or not np.isfinite(matrix).all()):
+            raise InputError(f"{where}: embeddings must be non-empty and finite, got shape {matrix.shape} with NaN/inf or no columns")
+        if check_dim and self.dim is not None and len(ids) and matrix.shape[1] != self.dim:
+            raise InputError(f"{where}: embeddings have dimension {matrix.shape[1]}, the user index has {self.dim}")
+        keys = [user_key(i) for i in ids]
+        for key, user_id in zip(keys, ids):
+            other = self._names.get(key)
+            if other is not None and other != user_id:  # 63-bit hash collision: about 1 in 10^7 at a billion users
+                raise InputError(f"{where}: user ids {user_id!r} and {other!r} hash to the same key")
+        return keys, np.ascontiguousarray(normalize(matrix)) if len(ids) else matrix
+
+    def _known_keys(self, ids: Sequence[str], where: str) -> list[int]:
+        keys = []
+        for user_id in ids:
+            key = user_key(user_id) if isinstance(user_id, str) else None
+            if key is None or self._names.get(key) != user_id:
+                raise InputError(f"{where}: user {user_id!r} is not in the user index ({len(self)} users)")
+            keys.append(key)
+        return keys
+
+    def _build(self, keys: list[int], ids: list[str], matrix: np.ndarray) -> None:
+        faiss = require("faiss", "dense", purpose="the user index")
+        self._reset()
+        kind = self._choose_kind(len(keys))
+        spec = IndexSpec(**{**self.options, "kind": kind})
+        if kind == "ivf" and spec.nlist is not None and spec.nlist > len(keys):
+            spec = IndexSpec(**{**self.options, "kind": kind, "nlist": None})  # grows back at the next rebuild
+        index, nlist = new_faiss_index(spec, matrix, train_size=TRAIN_PER_LIST * (spec.nlist or auto_nlist(len(keys))),
+                                       niter=TRAIN_NITER)
+        if kind == "flat":
+            index = faiss.IndexIDMap2(index)
+        elif kind == "ivf":
+            index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        self.index, self.built_kind, self.nlist_used, self.dim = index, kind, nlist, matrix.shape[1]
+        self._add(keys, ids, matrix)
+        self._apply_search_params()
+
+    def _add(self, keys: list[int], ids: list[str], matrix: np.ndarray) -> None:
+        if self.built_kind == "hnsw":
+            start = len(self._owner)
+            self.index.add(matrix)
+            self._owner = np.concatenate([self._owner, np.asarray(keys, dtype=np.int64)])
+            self._position.update((k, start + n) for n, k in enumerate(keys))
+            self._live_bits = None
+        else:
+            self.index.add_with_ids(matrix, np.asarray(keys, dtype=np.int64))
+        self._names.update(zip(keys, ids))
+
+    def _drop(self, keys: list[int]) -> None:
+        faiss = require("faiss", "dense")
+        if self.built_kind == "hnsw":
+            self._owner[[self._position.pop(k) for k in keys]] = -1
+            self._dead += len(keys)
+            self._live_bits = None
+        else:
+            removed = self.index.remove_ids(faiss.IDSelectorArray(np.asarray(keys, dtype=np.int64)))
+            if removed != len(keys):
+                raise RuntimeError(f"user index: removed {removed} of {len(keys)} users from FAISS")
+        for key in keys:
+            del self._names[key]
+
+    def _maybe_rebuild(self) -> None:
+        n = len(self)
+        if n == 0:
+            self._reset()
+            return
+        kind = self._choose_kind(n)
+        stale = kind != self.built_kind and not (self.kind == "auto" and self.built_kind != "flat" and n >= self.exact_below // 2)
+        if self.built_kind == "hnsw":
+            stale = stale or self.dead > self.rebuild_fraction * len(self._owner)
+        if self.built_kind == "ivf":  # grown about 4x since k-means (or trained on fewer users than nlist)
+            wanted = self.options["nlist"] or auto_nlist(n)
+            stale = stale or (wanted > 2 * (self.nlist_used or 1) and n >= wanted)
+        if stale:
+            ids = self.ids
+            keys = [user_key(i) for i in ids]
+            self._build(keys, ids, self.vectors(ids))
+
+    def _apply_search_params(self) -> None:
+        faiss = require("faiss", "dense")
+        if self.built_kind == "ivf":
+            self.index.nprobe = min(self.options["nprobe"], self.index.nlist)
+        elif self.built_kind == "hnsw":
+            faiss.downcast_index(self.index).hnsw.efSearch = self.options["ef_search"]
+
+    def _search_params(self, hidden: set[int], overrides: dict[str, int] | None) -> Any:
+        faiss = require("faiss", "dense")
+        overrides = dict(overrides or {})
+        unknown = set(overrides) - {"nprobe", "ef_search"}
+        if unknown:
+            raise InputError(f"search params may set nprobe or ef_search, got {sorted(unknown)}")
+        selector = None
+        if self.built_kind == "hnsw":
+            if hidden or self._dead:
+                if self._live_bits is None:
+                    self._live_bits = np.packbits(self._owner >= 0, bitorder="little")
+                bitmap = self._live_bits
+                if hidden:
+                    live = self._owner >= 0
+                    live[[self._position[k] for k in hidden]] = False
+                    bitmap = np.packbits(live, bitorder="little")
+                selector = faiss.IDSelectorBitmap(len(self._owner), faiss.swig_ptr(bitmap))
+                selector.referenced_bitmap = bitmap  # the selector reads this buffer during search
+            params = faiss.SearchParametersHNSW(efSearch=overrides.get("ef_search", self.options["ef_search"]))
+        else:
+            if hidden:
+                batch = faiss.IDSelectorBatch(np.asarray(sorted(hidden), dtype=np.int64))
+                selector = faiss.IDSelectorNot(batch)
+                selector.referenced_batch = batch
+            if self.built_kind == "ivf":
+                params = faiss.SearchParametersIVF(nprobe=min(overrides.get("nprobe", self.options["nprobe"]), self.index.nlist))
+            elif not hidden:
+                return None
+            else:
+                params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = selector
+            params.referenced_selector = selector
+        return params
+
+
+def _as_set(entry: str | Collection[str] | None) -> frozenset[str]:
+    if entry is None:
+        return frozenset()
+    if isinstance(entry, str):
+        return frozenset((entry,))
+    return frozenset(entry)
+
+
+def _replace(path: Path, write: Any, suffix: str = ".tmp") -> None:
+    tmp = path.with_name(path.name + ".partial" + suffix)
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    import faiss
+
+    from personarag import __version__
+
+    return {"faiss": faiss.__version__, "numpy": np.__version__, "personarag": __version__}

@@ -72,6 +72,47 @@ def _as_matrix(vectors: Any, what: str) -> np.ndarray:
     return matrix
 
 
+def new_faiss_index(spec: IndexSpec, matrix: np.ndarray, *, train_size: int | None = None,
+                    niter: int | None = None) -> tuple[Any, int | None]:
+    """An empty FAISS index for `spec` over `matrix`'s dimension, trained on `matrix` when the
+    kind needs training (IVF); returns (index, nlist or None). `train_size` trains IVF on a
+    seeded sample of that many rows (k-means time grows with it), `niter` sets k-means rounds;
+    both default to FAISS's own choices. Nothing is added."""
+    faiss = require("faiss", "dense", purpose="vector indexes")
+    n, dim = matrix.shape
+    metric = faiss.METRIC_INNER_PRODUCT if spec.metric == "ip" else faiss.METRIC_L2
+    if spec.kind == "flat":
+        return (faiss.IndexFlatIP(dim) if spec.metric == "ip" else faiss.IndexFlatL2(dim)), None
+    if spec.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, metric)
+        index.hnsw.efConstruction = spec.ef_construction
+        return index, None
+    nlist = spec.nlist if spec.nlist is not None else auto_nlist(n)
+    if nlist > n:
+        raise InputError(
+            f"IVF index with nlist={nlist} needs at least {nlist} vectors to train, got {n}; "
+            f"lower nlist (about {auto_nlist(n)} suits {n} vectors), pass nlist=None to choose "
+            "it from the data size, or use index='flat'"
+        )
+    if n < MIN_POINTS_PER_CENTROID * nlist:
+        logger.warning(
+            "IVF: %d vectors for nlist=%d is fewer than FAISS's %d per centroid; clustering may be poor",
+            n, nlist, MIN_POINTS_PER_CENTROID,
+        )
+    quantizer = faiss.IndexFlatIP(dim) if spec.metric == "ip" else faiss.IndexFlatL2(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, metric)  # the wrapper keeps `quantizer` referenced
+    index.cp.seed = spec.seed
+    if niter is not None:
+        index.cp.niter = niter
+    train = matrix
+    if train_size is not None and n > max(train_size, nlist):
+        np = require("numpy", "dense")
+        rows = np.random.default_rng(spec.seed).choice(n, size=max(train_size, nlist), replace=False)
+        train = matrix[np.sort(rows)]
+    index.train(train)
+    return index, nlist
+
+
 class VectorIndex:
     """A FAISS index plus the spec that built it; search returns (scores, positions) with -1 padding removed."""
 
@@ -91,35 +132,8 @@ class VectorIndex:
         return None if self.index is None else int(self.index.d)
 
     def build(self, vectors: Any) -> VectorIndex:
-        faiss = require("faiss", "dense", purpose="vector indexes")
         matrix = _as_matrix(vectors, "vectors")
-        n, dim = matrix.shape
-        spec = self.spec
-        metric = faiss.METRIC_INNER_PRODUCT if spec.metric == "ip" else faiss.METRIC_L2
-        if spec.kind == "flat":
-            index = faiss.IndexFlatIP(dim) if spec.metric == "ip" else faiss.IndexFlatL2(dim)
-        elif spec.kind == "ivf":
-            nlist = spec.nlist if spec.nlist is not None else auto_nlist(n)
-            if nlist > n:
-                raise InputError(
-                    f"IVF index with nlist={nlist} needs at least {nlist} vectors to train, got {n}; "
-                    f"lower nlist (about {auto_nlist(n)} suits {n} vectors), pass nlist=None to choose "
-                    "it from the data size, or use index='flat'"
-                )
-            if n < MIN_POINTS_PER_CENTROID * nlist:
-                logger.warning(
-                    "IVF: %d vectors for nlist=%d is fewer than FAISS's %d per centroid; clustering may be poor",
-                    n, nlist, MIN_POINTS_PER_CENTROID,
-                )
-            quantizer = faiss.IndexFlatIP(dim) if spec.metric == "ip" else faiss.IndexFlatL2(dim)
-            index = faiss.IndexIVFFlat(quantizer, dim, nlist, metric)
-            index.cp.seed = spec.seed
-            index.train(matrix)
-            self._quantizer = quantizer  # keep the Python owner alive as long as the index
-            self.nlist_used = nlist
-        else:
-            index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, metric)
-            index.hnsw.efConstruction = spec.ef_construction
+        index, self.nlist_used = new_faiss_index(self.spec, matrix)
         index.add(matrix)
         self.index = index
         self._apply_search_params()

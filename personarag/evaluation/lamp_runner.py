@@ -119,7 +119,7 @@ def run_lamp(
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     config = {"command": "eval lamp", **dict(run_config or {}), "task": dataset.task, "pipeline": _pipeline_config(pipeline)}
     pool = None
-    if pipeline.retriever is not None and hasattr(pipeline.retriever, "fit_users"):
+    if pipeline.retriever is not None and hasattr(pipeline.retriever, "fit_users") and getattr(pipeline.retriever, "user_store", None) is None:
         pool = list(dataset.users if users is None else users)
         # the user pool changes what such a retriever returns, so it is part of the run's identity
         config["user_pool"] = {"users": len(pool), "sha256": hashlib.sha256("\n".join(sorted(u.id for u in pool)).encode()).hexdigest()[:16]}

@@ -59,3 +59,16 @@ def tiny_bi_encoder_path(tmp_path_factory, minilm_path) -> Path:
     model = SentenceTransformer(modules=[transformer, Pooling(32, "mean")], device="cpu")
     model.save(str(root / "model"))
     return root / "model"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster for the session (tests/postgres.py); skips when the
+    server binaries or psycopg are missing. Yields `postgresql://pg@127.0.0.1:PORT` (no database)."""
+    pytest.importorskip("psycopg")
+    from tests.postgres import pg_bin, postgres_cluster
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin)")
+    with postgres_cluster() as url:
+        yield url

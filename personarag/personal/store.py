@@ -1,0 +1,443 @@
+"""`UserStore`: users and their history items, persistent and incremental, with the derived data
+kept beside them (item embeddings by encoder fingerprint and content hash, user vectors).
+
+Location: a path or `sqlite:///path.db` (embedded, WAL: one writer at a time, many readers) or
+`postgresql://user:password@host:port/database` (shared by several workers or machines); the
+same schema and code serve both (SQLAlchemy Core; `pip install "personarag[store]"`).
+
+Keys and rules (decided from the LaMP data: in LaMP-5 dev, 1,422 paper ids appear in the
+profiles of several co-authors, with identical content):
+- an item is keyed by (user id, item id): item ids are per user. The same id under two users
+  is two independent items (updating or deleting one leaves the other); identical content
+  shares one cached embedding through its content hash.
+- `add_items` is idempotent by item id; an item whose text, title, date, shared flag or fields
+  changed is updated. A call that changes anything bumps the user's `history_version` by one;
+  a call that changes nothing leaves it (and the change sequence) alone. It creates the user
+  when missing (`create=False` refuses instead).
+- Reading, deleting or versioning an unknown user raises `InputError` (no silent empty history).
+- Item fields: `id`, `text` (non-empty), `title` (optional), `meta["date"]` (a string or
+  absent; ISO dates order as text), `meta["shared"]` (bool, default True: False keeps the item
+  out of other users' results), every other `meta` field stored as JSON. A `None` date or
+  title counts as absent; `None` text or id is an error.
+- History order: newest first by date, undated items last; equal dates (and undated items)
+  newest-added first.
+- Deleting a user deletes their items, their user vectors and the cached embeddings no
+  remaining item has; an embedding of identical content another user still holds stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from personarag.errors import InputError
+from personarag.personal import store_schema as schema
+from personarag.personal.store_io import (
+    COMPARED, ImportReport, vector_blob, check_user_id, content_hash, dedupe, document, item_json, item_row,
+    lamp_users, read_jsonl_users,
+)
+from personarag.personal.store_schema import SCHEMA_VERSION
+from personarag.types import Document, User
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SCHEMA_VERSION", "ImportReport", "UserStore", "UserVector", "content_hash"]
+
+_CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit
+
+
+@dataclass(frozen=True)
+class UserVector:
+    vector: np.ndarray  # float32, e.g. a running (weighted) sum, not normalised
+    count: int  # items summed
+    history_version: int  # the user's history version it was computed from
+
+
+class UserStore:
+    def __init__(self, location: str | os.PathLike[str] = "personarag.db") -> None:
+        self._location = schema.parse_location(location)
+        s = schema.sa()
+        if self._location.path is not None:
+            schema.check_sqlite_path(self._location.path)
+        self._engine = schema.create_engine(self._location)
+        self._t = schema.tables()
+        try:
+            with self._write() as conn:
+                schema.init_schema(conn, self._location)
+        except (s.exc.OperationalError, s.exc.DatabaseError, s.exc.InterfaceError) as error:
+            self._engine.dispose()
+            raise schema.connect_error(self._location, error) from None
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    # -- plumbing -----------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """Where the store is, password masked."""
+        return self._location.display
+
+    @property
+    def backend(self) -> str:
+        return self._location.backend
+
+    def __repr__(self) -> str:
+        return f"UserStore({self.url!r})"
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> UserStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Any]:
+        """One write transaction; writers are serialised (see store_schema)."""
+        with self._engine.connect() as conn:
+            conn.execution_options(personarag_write=True)
+            with conn.begin():
+                schema.lock_writer(conn, self.backend)
+                yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Any]:
+        """One consistent snapshot for several statements."""
+        with self._engine.connect() as conn:
+            if self.backend == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    # -- users and items ----------------------------------------------------------------
+    def add_users(self, users: Iterable[User]) -> dict[str, int]:
+        """Add users with their histories (merged into existing ones); user id -> history version."""
+        users = list(users)
+        for position, user in enumerate(users):
+            if not isinstance(user, User):
+                raise InputError(f"add_users: item {position} is a {type(user).__name__}, expected User")
+        rows = [(user.id, [item_row(user.id, d) for d in user.history]) for user in users]
+        versions: dict[str, int] = {}
+        with self._write() as conn:
+            for user_id, items in rows:
+                versions[user_id], _ = self._add_rows(conn, user_id, items, create=True)
+        return versions
+
+    def add_items(self, user_id: str, items: Iterable[Document], *, create: bool = True) -> int:
+        """Add or update history items of one user; the history version after."""
+        check_user_id(user_id)
+        rows = [item_row(user_id, d) for d in items]
+        with self._write() as conn:
+            version, _ = self._add_rows(conn, user_id, rows, create=create)
+        return version
+
+    def delete_item(self, user_id: str, item_id: str) -> int:
+        """Delete one item; the history version after. Unknown user or item: InputError."""
+        t, s = self._t, schema.sa()
+        items = t["items"]
+        with self._write() as conn:
+            version = self._version(conn, user_id)
+            row = conn.execute(s.select(items.c.content_hash).where(
+                items.c.user_id == user_id, items.c.item_id == item_id)).first()
+            if row is None:
+                raise InputError(f"user {user_id!r} has no item {item_id!r} in {self.url}")
+            conn.execute(s.delete(items).where(items.c.user_id == user_id, items.c.item_id == item_id))
+            version = self._bump(conn, user_id, version)
+            self._drop_orphan_embeddings(conn, [row[0]])
+        return version
+
+    def delete_user(self, user_id: str) -> None:
+        """Delete a user with their items, user vectors and the embeddings no remaining item has."""
+        t, s = self._t, schema.sa()
+        with self._write() as conn:
+            self._version(conn, user_id)
+            hashes = [r[0] for r in conn.execute(
+                s.select(t["items"].c.content_hash).where(t["items"].c.user_id == user_id))]
+            conn.execute(s.delete(t["items"]).where(t["items"].c.user_id == user_id))
+            conn.execute(s.delete(t["user_vectors"]).where(t["user_vectors"].c.user_id == user_id))
+            conn.execute(s.delete(t["users"]).where(t["users"].c.user_id == user_id))
+            conn.execute(s.insert(t["changes"]).values(user_id=user_id))
+            self._drop_orphan_embeddings(conn, hashes)
+
+    def has_user(self, user_id: str) -> bool:
+        users = self._t["users"]
+        with self._read() as conn:
+            return conn.execute(schema.sa().select(users.c.user_id).where(users.c.user_id == user_id)).first() is not None
+
+    def history_version(self, user_id: str) -> int:
+        with self._read() as conn:
+            return self._version(conn, user_id)
+
+    def user(self, user_id: str) -> User:
+        """The user with their history newest first. Unknown id: InputError."""
+        return next(self.users([user_id]))
+
+    def users(self, user_ids: Iterable[str] | None = None) -> Iterator[User]:
+        """Users in the order asked (default: every user, by id), read in chunks; unknown id: InputError."""
+        ids = self.user_ids() if user_ids is None else list(user_ids)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            with self._read() as conn:
+                histories = self._histories(conn, chunk)
+            yield from (User(user_id, tuple(histories[user_id])) for user_id in chunk)
+
+    def user_ids(self) -> list[str]:
+        users = self._t["users"]
+        with self._read() as conn:
+            return [r[0] for r in conn.execute(schema.sa().select(users.c.user_id).order_by(users.c.user_id))]
+
+    def __len__(self) -> int:
+        users = self._t["users"]
+        s = schema.sa()
+        with self._read() as conn:
+            return int(conn.execute(s.select(s.func.count()).select_from(users)).scalar_one())
+
+    def changes_since(self, sequence: int) -> tuple[int, list[str]]:
+        """(current change sequence, sorted ids of users added, changed or deleted after `sequence`)."""
+        changes = self._t["changes"]
+        s = schema.sa()
+        with self._read() as conn:
+            current = conn.execute(s.select(s.func.max(changes.c.seq))).scalar_one()
+            ids = conn.execute(s.select(changes.c.user_id).where(changes.c.seq > sequence)
+                               .distinct().order_by(changes.c.user_id))
+            return int(current or 0), [r[0] for r in ids]
+
+    # -- derived data ---------------------------------------------------------------------
+    def get_embeddings(self, fingerprint: str, content_hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """content hash -> float32 vector, for the hashes cached under this encoder fingerprint."""
+        table = self._t["embeddings"]
+        s = schema.sa()
+        wanted = list(dict.fromkeys(content_hashes))
+        found: dict[str, np.ndarray] = {}
+        with self._read() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                rows = conn.execute(s.select(table.c.content_hash, table.c.vector).where(
+                    table.c.fingerprint == fingerprint, table.c.content_hash.in_(wanted[start:start + _CHUNK])))
+                for key, blob in rows:
+                    found[key] = np.frombuffer(blob, dtype=np.float32).copy()
+        return found
+
+    def put_embeddings(self, fingerprint: str, vectors: Mapping[str, np.ndarray]) -> None:
+        """Cache vectors (stored as float32) under (fingerprint, content hash); existing keys are kept."""
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise InputError(f"put_embeddings: fingerprint must be a non-empty string, got {fingerprint!r}")
+        rows = [{"fingerprint": fingerprint, "content_hash": key, **vector_blob(vector, f"embedding {key!r}")}
+                for key, vector in vectors.items()]
+        if not rows:
+            return
+        with self._write() as conn:
+            for start in range(0, len(rows), _CHUNK):
+                conn.execute(self._insert(self._t["embeddings"]).on_conflict_do_nothing(), rows[start:start + _CHUNK])
+
+    def get_user_vectors(self, kind: str, user_ids: Iterable[str]) -> dict[str, UserVector]:
+        """user id -> stored vector of this kind (compare its history_version before serving it)."""
+        table = self._t["user_vectors"]
+        s = schema.sa()
+        ids = list(dict.fromkeys(user_ids))
+        found: dict[str, UserVector] = {}
+        with self._read() as conn:
+            for start in range(0, len(ids), _CHUNK):
+                rows = conn.execute(s.select(table.c.user_id, table.c.vector, table.c.count, table.c.history_version)
+                                    .where(table.c.kind == kind, table.c.user_id.in_(ids[start:start + _CHUNK])))
+                for user_id, blob, count, version in rows:
+                    found[user_id] = UserVector(np.frombuffer(blob, dtype=np.float32).copy(), int(count), int(version))
+        return found
+
+    def put_user_vectors(self, kind: str, vectors: Mapping[str, UserVector]) -> None:
+        """Store (replace) user vectors of this kind; unknown users: InputError."""
+        if not isinstance(kind, str) or not kind:
+            raise InputError(f"put_user_vectors: kind must be a non-empty string, got {kind!r}")
+        rows = []
+        for user_id, value in vectors.items():
+            if not isinstance(value, UserVector):
+                raise InputError(f"put_user_vectors: value for {user_id!r} is a {type(value).__name__}, expected UserVector")
+            rows.append({"kind": kind, "user_id": user_id, "count": int(value.count),
+                         "history_version": int(value.history_version), **vector_blob(value.vector, f"user {user_id!r}")})
+        if not rows:
+            return
+        users = self._t["users"]
+        s = schema.sa()
+        with self._write() as conn:
+            ids = [r["user_id"] for r in rows]
+            known: set[str] = set()
+            for start in range(0, len(ids), _CHUNK):
+                known.update(r[0] for r in conn.execute(
+                    s.select(users.c.user_id).where(users.c.user_id.in_(ids[start:start + _CHUNK]))))
+            missing = [i for i in ids if i not in known]
+            if missing:
+                raise InputError(f"put_user_vectors: unknown user(s) {missing[:5]} in {self.url}")
+            stmt = self._insert(self._t["user_vectors"])
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["kind", "user_id"],
+                set_={name: getattr(stmt.excluded, name) for name in ("dim", "count", "history_version", "vector")})
+            for start in range(0, len(rows), _CHUNK):
+                conn.execute(stmt, rows[start:start + _CHUNK])
+
+    # -- import / export ------------------------------------------------------------------
+    def import_users(self, users: Iterable[User], *, batch_size: int = 64, progress: bool = False,
+                     total: int | None = None) -> ImportReport:
+        """Merge users in, one transaction per batch: a crash loses only the batch in flight,
+        and a rerun (idempotent by item id) ends with the same store."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        from tqdm.auto import tqdm
+
+        report = ImportReport()
+        bar = tqdm(total=total, unit="user", desc="import", disable=not progress)
+        batch: list[tuple[str, list[dict[str, Any]]]] = []
+        try:
+            for user in users:
+                batch.append((user.id, [item_row(user.id, d) for d in user.history]))
+                if len(batch) >= batch_size:
+                    report += self._import_batch(batch)
+                    bar.update(len(batch))
+                    batch = []
+            if batch:
+                report += self._import_batch(batch)
+                bar.update(len(batch))
+        finally:
+            bar.close()
+        return report
+
+    def _import_batch(self, batch: list[tuple[str, list[dict[str, Any]]]]) -> ImportReport:
+        report = ImportReport()
+        with self._write() as conn:
+            for user_id, rows in batch:
+                _, counts = self._add_rows(conn, user_id, rows, create=True)
+                report += counts
+        return report
+
+    def import_lamp(self, questions_path: str | os.PathLike[str], task: str | None = None, *,
+                    batch_size: int = 64, progress: bool = False) -> ImportReport:
+        """Import the users of a LaMP questions file (each user's profiles merged, items in file order).
+
+        `task` ("LaMP-3") picks the profile fields; default: read from a `LaMP_N` folder name."""
+        users = lamp_users(Path(questions_path), task)
+        return self.import_users(users, batch_size=batch_size, progress=progress, total=len(users))
+
+    def import_jsonl(self, path: str | os.PathLike[str], *, batch_size: int = 64,
+                     progress: bool = False) -> ImportReport:
+        """Import an `export` file: one `{"user_id", "history": [{"id", "text", "title", "meta"}]}` per line."""
+        users = read_jsonl_users(Path(path))
+        return self.import_users(users, batch_size=batch_size, progress=progress, total=len(users))
+
+    def export(self, path: str | os.PathLike[str]) -> int:
+        """Write every user (by id) as one JSON line, items in insertion order so that
+        `import_jsonl` rebuilds the same histories; the number of users written."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        s, t = schema.sa(), self._t
+        items = t["items"]
+        count = 0
+        ids = self.user_ids()
+        with tmp.open("w", encoding="utf-8") as handle:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                histories: dict[str, list[Document]] = {user_id: [] for user_id in chunk}
+                with self._read() as conn:
+                    for row in conn.execute(s.select(items).where(items.c.user_id.in_(chunk))
+                                            .order_by(items.c.user_id, items.c.pos)):
+                        histories[row.user_id].append(document(row))
+                for user_id in chunk:  # a user deleted meanwhile is written with an empty history
+                    record = {"user_id": user_id, "history": [item_json(d) for d in histories[user_id]]}
+                    handle.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+                    count += 1
+        os.replace(tmp, path)
+        return count
+
+    # -- internals ------------------------------------------------------------------------
+    def _insert(self, table: Any) -> Any:
+        dialect = schema.sa().dialects.sqlite if self.backend == "sqlite" else schema.sa().dialects.postgresql
+        return dialect.insert(table)
+
+    def _version(self, conn: Any, user_id: str) -> int:
+        users = self._t["users"]
+        row = conn.execute(schema.sa().select(users.c.history_version).where(users.c.user_id == user_id)).first()
+        if row is None:
+            raise InputError(f"unknown user {user_id!r} in the user store {self.url}")
+        return int(row[0])
+
+    def _bump(self, conn: Any, user_id: str, version: int, **values: Any) -> int:
+        s, t = schema.sa(), self._t
+        conn.execute(s.update(t["users"]).where(t["users"].c.user_id == user_id)
+                     .values(history_version=version + 1, **values))
+        conn.execute(s.insert(t["changes"]).values(user_id=user_id))
+        return version + 1
+
+    def _add_rows(self, conn: Any, user_id: str, rows: list[dict[str, Any]], *, create: bool) -> tuple[int, ImportReport]:
+        s, t = schema.sa(), self._t
+        items, users = t["items"], t["users"]
+        rows = dedupe(user_id, rows)
+        head = conn.execute(s.select(users.c.history_version, users.c.next_pos).where(users.c.user_id == user_id)).first()
+        new_user = head is None
+        if new_user:
+            if not create:
+                raise InputError(f"unknown user {user_id!r} in the user store {self.url} (add the user first)")
+            conn.execute(s.insert(users).values(user_id=user_id, history_version=0, next_pos=0))
+            version, pos = 0, 0
+        else:
+            version, pos = int(head[0]), int(head[1])
+        existing: dict[str, Any] = {}
+        if not new_user:
+            ids = [r["item_id"] for r in rows]
+            for start in range(0, len(ids), _CHUNK):
+                for row in conn.execute(s.select(items).where(
+                        items.c.user_id == user_id, items.c.item_id.in_(ids[start:start + _CHUNK]))):
+                    existing[row.item_id] = row
+        inserts, updates, stale_hashes = [], [], []
+        for row in rows:
+            old = existing.get(row["item_id"])
+            if old is None:
+                inserts.append({**row, "pos": pos})
+                pos += 1
+            elif any(getattr(old, key) != row[key] for key in COMPARED):
+                updates.append(row)
+                if old.content_hash != row["content_hash"]:
+                    stale_hashes.append(old.content_hash)
+        if inserts:
+            conn.execute(s.insert(items), inserts)
+        for row in updates:
+            conn.execute(s.update(items).where(items.c.user_id == user_id, items.c.item_id == row["item_id"])
+                         .values({key: row[key] for key in COMPARED}))
+        if inserts or updates:
+            version = self._bump(conn, user_id, version, next_pos=pos)
+        elif new_user:
+            conn.execute(s.insert(t["changes"]).values(user_id=user_id))
+        if stale_hashes:
+            self._drop_orphan_embeddings(conn, stale_hashes)
+        report = ImportReport(1, int(new_user), len(inserts), len(updates), len(rows) - len(inserts) - len(updates))
+        return version, report
+
+    def _drop_orphan_embeddings(self, conn: Any, hashes: Sequence[str]) -> None:
+        s, t = schema.sa(), self._t
+        emb, items = t["embeddings"], t["items"]
+        hashes = list(dict.fromkeys(hashes))
+        still_used = s.select(items.c.content_hash).where(items.c.content_hash == emb.c.content_hash).exists()
+        for start in range(0, len(hashes), _CHUNK):
+            conn.execute(s.delete(emb).where(emb.c.content_hash.in_(hashes[start:start + _CHUNK]), ~still_used))
+
+    def _histories(self, conn: Any, user_ids: Sequence[str]) -> dict[str, list[Document]]:
+        s, t = schema.sa(), self._t
+        items, users = t["items"], t["users"]
+        known = {r[0] for r in conn.execute(s.select(users.c.user_id).where(users.c.user_id.in_(user_ids)))}
+        missing = [u for u in user_ids if u not in known]
+        if missing:
+            raise InputError(f"unknown user(s) {missing[:5]} in the user store {self.url}")
+        histories: dict[str, list[Document]] = {u: [] for u in user_ids}
+        rows = conn.execute(s.select(items).where(items.c.user_id.in_(user_ids))
+                            .order_by(items.c.user_id, items.c.date.desc().nulls_last(), items.c.pos.desc()))
+        for row in rows:
+            histories[row.user_id].append(document(row))
+        return histories
+
+

@@ -1,0 +1,216 @@
+"""The user store's tables, and opening them on SQLite (a file) or PostgreSQL (a URL).
+
+One SQLAlchemy Core schema serves both backends. Writers run one at a time: on SQLite every
+write transaction starts with `BEGIN IMMEDIATE` (WAL lets readers go on meanwhile; a second
+writer waits up to the busy timeout); on PostgreSQL it takes a transaction-level advisory lock
+first. Serialising writers keeps the change sequence gap-free in commit order, so
+`changes_since` never skips a change that commits late, and makes read-modify-write of a
+user's history safe across processes and machines without retry loops.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from personarag.errors import InputError, require
+
+#: bump when a table or column changes; a store of another version is refused, never migrated silently
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 60_000
+_PG_WRITER_LOCK = 0x70657273  # advisory lock key ("pers") held by the one PostgreSQL writer
+
+_sa: Any = None
+_TABLES: dict[str, Any] = {}
+
+
+def sa() -> Any:
+    """sqlalchemy, imported on first use (the `store` extra)."""
+    global _sa
+    if _sa is None:
+        _sa = require("sqlalchemy", "store", purpose="the user store")
+    return _sa
+
+
+def tables() -> dict[str, Any]:
+    """name -> sqlalchemy Table, built on first use."""
+    if _TABLES:
+        return _TABLES
+    s = sa()
+    metadata = s.MetaData()
+    big_id = s.BigInteger().with_variant(s.Integer(), "sqlite")  # SQLite autoincrements INTEGER PKs only
+    _TABLES["metadata"] = metadata
+    _TABLES["meta"] = s.Table(
+        "pr_meta", metadata,
+        s.Column("key", s.Text, primary_key=True),
+        s.Column("value", s.Text, nullable=False),
+    )
+    _TABLES["users"] = s.Table(
+        "pr_users", metadata,
+        s.Column("user_id", s.Text, primary_key=True),
+        s.Column("history_version", s.Integer, nullable=False),
+        s.Column("next_pos", s.Integer, nullable=False),  # insertion counter: order of undated/equal-dated items
+    )
+    _TABLES["items"] = s.Table(
+        "pr_items", metadata,
+        s.Column("user_id", s.Text, primary_key=True),
+        s.Column("item_id", s.Text, primary_key=True),
+        s.Column("pos", s.Integer, nullable=False),
+        s.Column("text", s.Text, nullable=False),
+        s.Column("title", s.Text, nullable=True),
+        s.Column("date", s.Text, nullable=True),
+        s.Column("shared", s.Boolean, nullable=False),
+        s.Column("fields", s.Text, nullable=False),  # the other meta fields, JSON with sorted keys
+        s.Column("content_hash", s.Text, nullable=False),
+        s.Index("pr_items_content_hash", "content_hash"),
+    )
+    _TABLES["changes"] = s.Table(
+        "pr_changes", metadata,
+        s.Column("seq", big_id, primary_key=True, autoincrement=True),
+        s.Column("user_id", s.Text, nullable=False),
+    )
+    _TABLES["embeddings"] = s.Table(
+        "pr_embeddings", metadata,
+        s.Column("fingerprint", s.Text, primary_key=True),
+        s.Column("content_hash", s.Text, primary_key=True),
+        s.Column("dim", s.Integer, nullable=False),
+        s.Column("vector", s.LargeBinary, nullable=False),  # float32, native little-endian
+        s.Index("pr_embeddings_content_hash", "content_hash"),
+    )
+    _TABLES["user_vectors"] = s.Table(
+        "pr_user_vectors", metadata,
+        s.Column("kind", s.Text, primary_key=True),
+        s.Column("user_id", s.Text, primary_key=True),
+        s.Column("dim", s.Integer, nullable=False),
+        s.Column("count", s.Integer, nullable=False),
+        s.Column("history_version", s.Integer, nullable=False),
+        s.Column("vector", s.LargeBinary, nullable=False),
+        s.Index("pr_user_vectors_user", "user_id"),
+    )
+    return _TABLES
+
+
+@dataclass(frozen=True)
+class Location:
+    backend: str  # "sqlite" | "postgresql"
+    url: Any  # sqlalchemy URL with the driver set
+    path: Path | None  # the SQLite file
+
+    @property
+    def display(self) -> str:
+        """The URL with its password masked: safe for messages and logs."""
+        return self.url.render_as_string(hide_password=True)
+
+
+def parse_location(location: str | os.PathLike[str]) -> Location:
+    """A path or `sqlite:///path` -> SQLite; `postgresql://user:pw@host:port/db` -> PostgreSQL (psycopg 3)."""
+    s = sa()
+    if isinstance(location, os.PathLike) or (isinstance(location, str) and "://" not in location):
+        text = os.fspath(location)
+        if not text or text == ":memory:":
+            raise InputError(f"store location must be a file path or a URL, got {text!r} "
+                             "(an in-memory SQLite store is not supported: use a temporary file)")
+        path = Path(text).expanduser().absolute()
+        return Location("sqlite", s.engine.URL.create("sqlite+pysqlite", database=str(path)), path)
+    if not isinstance(location, str):
+        raise InputError(f"store location must be a path or a URL string, got {type(location).__name__}")
+    try:
+        url = s.engine.make_url(location)
+    except s.exc.ArgumentError as error:
+        raise InputError(f"store location {location.split('@')[-1]!r} is not a valid URL: {error}") from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise InputError(f"SQLite store URL needs a file path (sqlite:///path.db), got {url!s}")
+        path = Path(url.database).expanduser().absolute()
+        return Location("sqlite", url.set(drivername="sqlite+pysqlite", database=str(path)), path)
+    if backend in ("postgresql", "postgres"):
+        if not url.database:
+            raise InputError(f"PostgreSQL store URL names no database: {url.render_as_string(hide_password=True)} "
+                             "(expected postgresql://user:password@host:port/database)")
+        return Location("postgresql", url.set(drivername="postgresql+psycopg"), None)
+    raise InputError(f"store location {url.render_as_string(hide_password=True)!r}: unsupported backend "
+                     f"{backend!r}; expected a file path, sqlite:///path.db or postgresql://user:pw@host/db")
+
+
+def check_sqlite_path(path: Path) -> None:
+    """Clear errors for paths SQLite would refuse with a bare 'unable to open database file'."""
+    if path.is_dir():
+        raise InputError(f"store path {path} is a directory; expected a database file path (e.g. {path / 'users.db'})")
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"store path {path}: folder {parent} does not exist")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise InputError(f"store path {path} is read-only (the store needs read and write access)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"store path {path}: folder {parent} is read-only "
+                         "(SQLite needs to write its -wal and -shm files beside the database)")
+
+
+def create_engine(location: Location) -> Any:
+    s = sa()
+    if location.backend == "sqlite":
+        engine = s.create_engine(location.url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+
+        @s.event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # the "begin" listener below issues BEGIN itself
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a killed process loses no commit
+            cursor.close()
+
+        @s.event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            write = connection.get_execution_options().get("personarag_write", False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    return s.create_engine(location.url, pool_pre_ping=True)
+
+
+def lock_writer(connection: Any, backend: str) -> None:
+    """Called first in every write transaction (SQLite already holds its lock from BEGIN IMMEDIATE)."""
+    if backend == "postgresql":
+        connection.execute(sa().text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_WRITER_LOCK})
+
+
+def connect_error(location: Location, error: BaseException) -> InputError:
+    """An InputError naming where the store is, never the password."""
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    password = location.url.password
+    if password:
+        reason = reason.replace(str(password), "***")
+    if location.backend == "postgresql":
+        url = location.url
+        return InputError(f"cannot connect to the PostgreSQL user store: database {url.database!r} on host "
+                          f"{url.host or 'localhost'}:{url.port or 5432} as user {url.username!r} "
+                          f"({location.display}): {reason}")
+    return InputError(f"cannot open the SQLite user store at {location.path}: {reason}")
+
+
+def init_schema(connection: Any, location: Location) -> None:
+    """Create the tables in an empty database, or check the stored schema version (inside a write transaction)."""
+    s = sa()
+    t = tables()
+    names = set(s.inspect(connection).get_table_names())
+    where = location.path if location.path is not None else location.display
+    if "pr_meta" not in names:
+        ours = {name for name in names if name.startswith("pr_")}
+        if location.backend == "sqlite" and names:
+            raise InputError(f"{where} is a SQLite database but not a personarag user store "
+                             f"(tables: {', '.join(sorted(names)[:8])}); choose another path")
+        if ours:
+            raise InputError(f"{where}: user-store tables {sorted(ours)} exist without pr_meta; "
+                             "the store is damaged or from an unknown version")
+        t["metadata"].create_all(connection)
+        connection.execute(s.insert(t["meta"]).values(key="schema_version", value=str(SCHEMA_VERSION)))
+        return
+    row = connection.execute(s.select(t["meta"].c.value).where(t["meta"].c.key == "schema_version")).first()
+    found = row[0] if row else None
+    if found != str(SCHEMA_VERSION):
+        raise InputError(f"user store {where} has schema version {found}, this personarag reads schema version "
+                         f"{SCHEMA_VERSION}; export it with the personarag that wrote it and import the JSONL here")

@@ -213,7 +213,7 @@ def test_collaborative_spec_in_a_pipeline_with_minilm(minilm_path):
     spec = f"collaborative:{minilm_path}"
     built = registry.build(spec, role="retriever", m=2, device="cpu")
     assert built.needs_corpus is False and built.config()["params"]["m"] == 2
-    pipeline = Pipeline([built], k=4)
+    pipeline = Pipeline([built], k=4).fit(users=users)
     rankings = pipeline.run([Query("q", "a new guitar amp and strings", user=users[0])])
     assert len(rankings[0].docs) == 4
     assert all(o.startswith("guitar") for o in owners(rankings[0]))

@@ -178,7 +178,7 @@ class CollaborativeRetriever(Retriever):
                 raise InputError(f"user id {user.id!r} appears twice with different histories")
             pool[user.id] = user
         self.user_store, self._pending_store = None, None
-        self._pool, self._items, self._vectors = {}, {}, {}
+        self._pool, self._items, self._vectors, self._user_index = {}, {}, {}, None
         self._load(list(pool.values()), None)
         self._fitted = True
         return self
@@ -187,7 +187,7 @@ class CollaborativeRetriever(Retriever):
         """Take users, histories, item embeddings and user vectors from a `UserStore` (or its path/URL)."""
         self.user_store = store if isinstance(store, UserStore) else UserStore(store)
         self._pending_store = None
-        self._pool, self._items, self._vectors = {}, {}, {}
+        self._pool, self._items, self._vectors, self._user_index = {}, {}, {}, None
         self._seq, _ = self.user_store.changes_since(0)  # read before the users: later changes are re-read
         self._load_from_store(self.user_store.user_ids())
         self._fitted = True
@@ -217,9 +217,9 @@ class CollaborativeRetriever(Retriever):
         versions = {uid: store.history_version(uid) for uid in present}  # before loading: see UserVectors.for_users
         for uid in set(user_ids) - set(present):
             self._forget(uid)
-        self._load(list(store.users(present)) if present else [], versions)
+        self._load(list(store.users(present)) if present else [], versions, changed=list(user_ids))
 
-    def _load(self, users: list[User], versions: dict[str, int] | None) -> None:
+    def _load(self, users: list[User], versions: dict[str, int] | None, changed: Sequence[str] | None = None) -> None:
         matrices = self._embeddings().embed_users(users)
         if versions is None:
             sums = aggregate(users, matrices, decay=self.recency_decay, by=self.recency_by, user_encoder=self.user_encoder)
@@ -231,17 +231,34 @@ class CollaborativeRetriever(Retriever):
             self._pool[user.id], self._items[user.id] = user, matrix
             if user.id in vectors:
                 self._vectors[user.id] = vectors[user.id]
-        self._rebuild_index()
+        if changed is not None and self._user_index is not None:
+            self._update_index(changed)
+        else:
+            self._rebuild_index()
 
     def _forget(self, user_id: str) -> None:
         for table in (self._pool, self._items, self._vectors):
             table.pop(user_id, None)
 
+    def _searchable(self, user_id: str) -> bool:
+        """In the index: users with a vector and something to share (only they are worth finding)."""
+        return user_id in self._vectors and any(shared(d) for d in self._pool[user_id].history)
+
+    def _update_index(self, user_ids: Sequence[str]) -> None:
+        """Bring the user index up to date for these users: an upsert/remove where the index
+        supports it (personal.user_index with upsert), else a rebuild over the whole pool."""
+        index = self._user_index
+        if index is None or not hasattr(index, "upsert") or not len(index):
+            return self._rebuild_index()
+        index.remove([uid for uid in user_ids if not self._searchable(uid)], missing="ignore")
+        upsert = [uid for uid in user_ids if self._searchable(uid)]
+        if upsert:
+            index.upsert(upsert, np.stack([self._vectors[uid] for uid in upsert]))
+
     def _rebuild_index(self) -> None:
         from personarag.personal.user_index import UserIndex
 
-        # only users with something to share are worth finding
-        ids = [uid for uid, vec in self._vectors.items() if any(shared(d) for d in self._pool[uid].history)]
+        ids = [uid for uid in self._vectors if self._searchable(uid)]
         vectors = np.stack([self._vectors[uid] for uid in ids]) if ids else np.zeros((0, 1), np.float32)
         self._user_index = UserIndex(**self.index_options).build(ids, vectors)
         logger.info("collaborative: %d users (%d searchable) in the user index", len(self._pool), len(ids))

@@ -181,3 +181,28 @@ def test_vectors_of_another_encoder_are_kept_apart(tmp_path, minilm, minilm_path
     assert mean.kind != recency.kind and minilm.fingerprint.key in mean.kind
     mean.get(["ann"])
     assert store.get_user_vectors(recency.kind, ["ann"]) == {}
+
+
+class LastTwo:
+    """A stand-in user encoder (mean of the two newest items) that counts the users it embeds."""
+
+    def __init__(self) -> None:
+        self.users = 0
+
+    def embed(self, sequences):
+        self.users += len(sequences)
+        return np.stack([s[:2].mean(axis=0) for s in sequences])
+
+
+def test_a_user_encoder_recomputes_only_the_users_whose_history_changed(tmp_path, minilm):
+    store = UserStore(tmp_path / "u.db")
+    store.add_users(users())
+    encoder = LastTwo()
+    vectors = UserVectors(store, ItemEmbeddings(store, minilm), user_encoder=encoder, user_encoder_id="last-two")
+    vectors.get(["ann", "bob", "cy"])
+    assert encoder.users == 3 and vectors.kind.startswith("encoder:last-two|")
+    vectors.add_items("bob", [Document("bob-9", "a rye sourdough loaf", meta={"date": "2030-01-01"})])
+    got = vectors.get(["ann", "bob", "cy"])
+    assert encoder.users == 4  # bob only
+    newest = ItemEmbeddings(store, minilm).embed(store.user("bob").history[:2])
+    np.testing.assert_allclose(got["bob"], newest.mean(axis=0) / np.linalg.norm(newest.mean(axis=0)), atol=1e-6)

@@ -130,6 +130,7 @@ class CollaborativeRetriever(Retriever):
         self._pool: dict[str, User] = {}
         self._items: dict[str, np.ndarray] = {}  # user id -> item embeddings, rows follow the history
         self._vectors: dict[str, np.ndarray] = {}  # user id -> unit user vector
+        self._shared: dict[str, np.ndarray] = {}  # user id -> which history items others may see
         self._user_index: Any = None
         self._fitted = False
         self.user_store: UserStore | None = None
@@ -178,7 +179,7 @@ class CollaborativeRetriever(Retriever):
                 raise InputError(f"user id {user.id!r} appears twice with different histories")
             pool[user.id] = user
         self.user_store, self._pending_store = None, None
-        self._pool, self._items, self._vectors, self._user_index = {}, {}, {}, None
+        self._pool, self._items, self._vectors, self._shared, self._user_index = {}, {}, {}, {}, None
         self._load(list(pool.values()), None)
         self._fitted = True
         return self
@@ -187,7 +188,7 @@ class CollaborativeRetriever(Retriever):
         """Take users, histories, item embeddings and user vectors from a `UserStore` (or its path/URL)."""
         self.user_store = store if isinstance(store, UserStore) else UserStore(store)
         self._pending_store = None
-        self._pool, self._items, self._vectors, self._user_index = {}, {}, {}, None
+        self._pool, self._items, self._vectors, self._shared, self._user_index = {}, {}, {}, {}, None
         self._seq, _ = self.user_store.changes_since(0)  # read before the users: later changes are re-read
         self._load_from_store(self.user_store.user_ids())
         self._fitted = True
@@ -229,6 +230,7 @@ class CollaborativeRetriever(Retriever):
         for user, matrix in zip(users, matrices):
             self._forget(user.id)
             self._pool[user.id], self._items[user.id] = user, matrix
+            self._shared[user.id] = np.fromiter((shared(d) for d in user.history), dtype=bool, count=len(user.history))
             if user.id in vectors:
                 self._vectors[user.id] = vectors[user.id]
         if changed is not None and self._user_index is not None:
@@ -237,12 +239,12 @@ class CollaborativeRetriever(Retriever):
             self._rebuild_index()
 
     def _forget(self, user_id: str) -> None:
-        for table in (self._pool, self._items, self._vectors):
+        for table in (self._pool, self._items, self._vectors, self._shared):
             table.pop(user_id, None)
 
     def _searchable(self, user_id: str) -> bool:
         """In the index: users with a vector and something to share (only they are worth finding)."""
-        return user_id in self._vectors and any(shared(d) for d in self._pool[user_id].history)
+        return user_id in self._vectors and bool(self._shared[user_id].any())
 
     def _update_index(self, user_ids: Sequence[str]) -> None:
         """Bring the user index up to date for these users: an upsert/remove where the index
@@ -309,31 +311,29 @@ class CollaborativeRetriever(Retriever):
         owners = ([user] if own else []) + [self._pool[uid] for uid, _ in similar]
         matrices = ([own_items] if own else []) + [self._items[uid] for uid, _ in similar]
         sims = ([1.0] if own else []) + [s for _, s in similar]
-        docs, doc_owner, vectors, sim_col, own_col, relevance = [], [], [], [], [], []
-        seen: set[str] = set()
-        bm25 = self.bm25.pool_scores(owners, query.text) if self.bm25 is not None else None
-        for position, (owner, matrix, sim) in enumerate(zip(owners, matrices, sims)):
-            mine = own and position == 0
-            for j, doc in enumerate(owner.history):
-                if doc.id in seen or not (mine or shared(doc)):
-                    continue
-                seen.add(doc.id)
-                docs.append(doc)
-                doc_owner.append(owner.id)
-                vectors.append(matrix[j])
-                sim_col.append(sim)
-                own_col.append(1.0 if mine else 0.0)
-                if bm25 is not None:
-                    relevance.append(bm25[position][j])
-        embeddings = np.stack(vectors) if vectors else np.zeros((0, len(q_vec)), np.float32)
-        if bm25 is None:
-            rel = embeddings @ q_vec
-        else:
-            rel = np.asarray(relevance, dtype=np.float64)
+        if not any(o.history for o in owners):
+            return Candidates(query, (), (), np.zeros((0, len(FEATURES))), tuple(similar))
+        # every owner's rows, then the ones kept: first copy of a document id (u's own first, then
+        # the most similar user's), and another user's item only when it is shared
+        docs_all = [d for o in owners for d in o.history]
+        block = np.repeat(np.arange(len(owners)), [len(o.history) for o in owners])
+        mine = (block == 0) if own else np.zeros(len(docs_all), dtype=bool)
+        allowed = np.concatenate([np.ones(len(user.history), dtype=bool)] * own + [self._shared[uid] for uid, _ in similar])
+        candidates = np.flatnonzero(allowed)
+        ids = [docs_all[i].id for i in candidates.tolist()]
+        first = dict(zip(reversed(ids), reversed(candidates.tolist())))  # id -> its first row
+        keep = np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
+        rows = [m for m in matrices if len(m)]
+        rel = np.concatenate([m @ q_vec for m in rows])[keep]
+        pref = np.concatenate([m @ u_vec for m in rows])[keep]
+        if self.bm25 is not None:
+            rel = np.concatenate(self.bm25.pool_scores(owners, query.text))[keep]
             span = rel.max() - rel.min() if len(rel) else 0.0
             rel = (rel - rel.min()) / span if span > 0 else np.zeros_like(rel)
-        features = np.column_stack([rel, embeddings @ u_vec, sim_col, own_col]).astype(np.float64) if docs else np.zeros((0, len(FEATURES)))
-        return Candidates(query, tuple(docs), tuple(doc_owner), features, tuple(similar))
+        features = np.column_stack([rel, pref, np.asarray(sims)[block[keep]], mine[keep]]).astype(np.float64)
+        docs = tuple(docs_all[i] for i in keep.tolist())
+        doc_owner = tuple(owners[b].id for b in block[keep].tolist())
+        return Candidates(query, docs, doc_owner, features, tuple(similar))
 
     def score(self, features: np.ndarray) -> np.ndarray:
         return np.asarray(features, dtype=np.float64) @ self.weights

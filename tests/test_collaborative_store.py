@@ -61,14 +61,14 @@ def test_fit_reaches_a_collaborative_retriever_inside_a_fusion(tmp_path):
 def test_store_bound_retriever_matches_the_in_memory_one_and_follows_changes(tmp_path):
     users = make_users()
     store = UserStore(tmp_path / "u.db")
-    store.add_users(users)
+    store.add_users(users + [User("empty")])
     encoder = HashEncoder()
     bound = CollaborativeRetriever("hash", encoder=encoder, m=2, store=store)
     memory = CollaborativeRetriever("hash", encoder=HashEncoder(), m=2).fit_users(users)
     me = store.user(users[0].id)
     q = Query("q", "guitar strings and a pedal", user=me)
     a, b = bound.retrieve(q, k=8)[0], memory.retrieve(q, k=8)[0]
-    assert a.ids == b.ids
+    assert a.ids == b.ids and bound.retrieve(Query("q", "galaxy", user=User("empty")), k=3)[0].docs
     np.testing.assert_allclose([d.score for d in a.docs], [d.score for d in b.docs], atol=1e-5)
     # a newcomer added to the store afterwards is found without refitting
     store.add_users([User("fan", tuple(Document(f"fan-{i}", d.text) for i, d in enumerate(me.history)))])  # a twin

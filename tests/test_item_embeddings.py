@@ -164,13 +164,20 @@ def test_a_stale_vector_is_never_served(tmp_path, minilm):
     store.add_users(users())
     items = ItemEmbeddings(store, minilm)
     vectors = UserVectors(store, items)
+    store.add_users([User("nobody")])
+    assert vectors.get(["nobody"]) == {}  # an empty history has no vector
     before = vectors.get(["cy"])["cy"]
     store.add_items("cy", [Document("cy-9", "pasta and garlic bread")])  # behind the vectors' back
     after = vectors.get(["cy"])["cy"]
-    assert vectors.recomputed == 2
+    assert vectors.recomputed == 3
     assert not np.allclose(before, after)
     np.testing.assert_allclose(after, mean_of(store, items, "cy"), atol=1e-6)
     assert store.get_user_vectors(vectors.kind, ["cy"])["cy"].history_version == store.history_version("cy")
+    # deleting every item leaves nothing to serve, never the last vector
+    for doc in store.user("bob").history:
+        vectors.get(["bob"])
+        vectors.delete_item("bob", doc.id)
+    assert vectors.get(["bob"]) == {}
 
 
 def test_vectors_of_another_encoder_are_kept_apart(tmp_path, minilm, minilm_path):

@@ -266,7 +266,7 @@ class UserVectors:
         versions = {uid: self.store.history_version(uid) for uid in ids}  # before loading: see for_users
         users = list(self.store.users(ids))
         rows = self.compute(users)
-        self.store.put_user_vectors(self.kind, {uid: UserVector(vec, cnt, versions[uid]) for uid, (vec, cnt) in rows.items()})
+        self.store.put_user_vectors(self.kind, {uid: UserVector(vec, cnt, versions[uid]) for uid, (vec, cnt) in rows.items() if cnt})
         self.recomputed += len(users)
         return {uid: normalize(vec) for uid, (vec, cnt) in rows.items() if cnt}
 
@@ -293,7 +293,8 @@ class UserVectors:
         if stale:
             todo = [users[p] for p in stale]
             rows = self.compute(todo, None if matrices is None else [matrices[p] for p in stale])
-            self.store.put_user_vectors(self.kind, {uid: UserVector(vec, cnt, versions[uid]) for uid, (vec, cnt) in rows.items()})
+            # an empty history has no vector to store: its old row (if any) stays stale, never served
+            self.store.put_user_vectors(self.kind, {uid: UserVector(vec, cnt, versions[uid]) for uid, (vec, cnt) in rows.items() if cnt})
             self.recomputed += len(todo)
             out.update({uid: normalize(vec) for uid, (vec, cnt) in rows.items() if cnt})
         return out
@@ -341,7 +342,9 @@ class UserVectors:
             self.refresh([user_id])
             return version
         count = row.count - 1
-        total = np.asarray(row.vector, dtype=np.float64) - vector if count else np.zeros(0)
+        if not count:
+            return version  # nothing left: the stored row is now stale and never served
+        total = np.asarray(row.vector, dtype=np.float64) - vector
         self.store.put_user_vectors(self.kind, {user_id: UserVector(np.asarray(total, dtype=np.float32), count, version)})
         return version
 

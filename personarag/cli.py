@@ -6,6 +6,8 @@ Each subcommand is one module in `personarag/commands/` that defines
     HELP: str            one line for --help
     add_arguments(parser: argparse.ArgumentParser) -> None
     run(args: argparse.Namespace) -> int
+or, for several subcommands of one group in one module, SUBCOMMANDS: a list of objects
+with those NAME, HELP, add_arguments and run.
 Command modules keep heavy imports inside `run`, so `personarag --help` stays fast.
 To add a command: write the module and add one line to COMMANDS.
 """
@@ -30,11 +32,13 @@ COMMANDS: list[str] = [
     "personarag.commands.train_pointwise",
     "personarag.commands.train_listwise",
     "personarag.commands.train_grpo",
+    "personarag.commands.users",
 ]
 
 GROUPS: dict[str, str] = {
     "eval": "evaluate a pipeline on a benchmark (BEIR, BRIGHT, LaMP)",
     "train": "fine-tune rerankers, LLM rerankers and user encoders",
+    "users": "the user store: import, export, add and delete users and their history items",
 }
 
 
@@ -62,9 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[group] = group_parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
                 group_parser.set_defaults(_group_parser=group_parser)
             container = groups[group]
-        sub = container.add_parser(module.NAME, help=module.HELP, description=module.HELP)
-        module.add_arguments(sub)
-        sub.set_defaults(_run=module.run, _group_parser=None)
+        for command in getattr(module, "SUBCOMMANDS", None) or [module]:  # a module may define several
+            sub = container.add_parser(command.NAME, help=command.HELP, description=command.HELP)
+            command.add_arguments(sub)
+            sub.set_defaults(_run=command.run, _group_parser=None)
     return parser
 
 

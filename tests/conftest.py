@@ -66,9 +66,10 @@ def postgres_server():
     """A throwaway PostgreSQL cluster for the session (tests/postgres.py); skips when the
     server binaries or psycopg are missing. Yields `postgresql://pg@127.0.0.1:PORT` (no database)."""
     pytest.importorskip("psycopg")
-    from tests.postgres import pg_bin, postgres_cluster
+    from tests.postgres import postgres_cluster, unavailable
 
-    if pg_bin() is None:
-        pytest.skip("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin)")
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
     with postgres_cluster() as url:
         yield url

@@ -30,6 +30,20 @@ def pg_bin() -> Path | None:
     return None
 
 
+def unavailable() -> str | None:
+    """Why no throwaway cluster can start here, or None when one can."""
+    if pg_bin() is None:
+        return "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin or $PERSONARAG_PG_BIN)"
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no 'postgres' user to own the cluster (initdb refuses root)"
+    return None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -70,16 +84,23 @@ def postgres_cluster() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def create_database(server_url: str) -> str:
-    """A fresh, empty database on the cluster; its URL."""
+def create_database(server_url: str, icu_locale: str | None = "en-US") -> str:
+    """A fresh, empty database on the cluster; its URL. By default it sorts text like most real
+    servers do (an ICU en-US collation, where 'B' < 'Zed' < 'a' does not hold), not bytewise
+    like the bare cluster's C locale; without ICU support it falls back to the cluster default."""
     import psycopg
 
     name = "t_" + uuid.uuid4().hex[:12]
+    icu = (f" TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C.UTF-8' LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'"
+           if icu_locale else "")
     deadline = time.monotonic() + 10
     while True:
         try:
             with psycopg.connect(f"{server_url}/postgres", autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
+                try:
+                    conn.execute(f'CREATE DATABASE "{name}"{icu}')
+                except psycopg.errors.FeatureNotSupported:
+                    conn.execute(f'CREATE DATABASE "{name}"')
             return f"{server_url}/{name}"
         except psycopg.OperationalError:
             if time.monotonic() > deadline:

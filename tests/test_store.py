@@ -64,6 +64,11 @@ def test_add_read_and_versions(store):
     assert store.add_items("ann", [doc("3", "third", "2019-12-31", score="5")]) == 3
     assert store.delete_item("ann", "2") == 4
     assert [d.id for d in store.user("ann").history] == ["1", "3"]
+    store.add_users([User("bob")])
+    assert store.history_versions() == {"ann": 4, "bob": 0}
+    user, version = store.user_and_version("ann")
+    assert version == 4 and [d.id for d in user.history] == ["1", "3"]
+    assert store.history_versions(["bob", "nobody"]) == {"bob": 0}
 
 
 def test_add_items_creates_user_unless_told_not_to(store):
@@ -229,7 +234,7 @@ def test_lamp_null_field_is_an_error(tmp_path, store):
 def test_sqlite_location_forms(tmp_path):
     with UserStore(f"sqlite:///{tmp_path / 'a.db'}") as a:
         a.add_items("u", [doc("1", "x")])
-        assert a.url == f"sqlite+pysqlite:///{tmp_path / 'a.db'}"
+        assert a.url == f"sqlite:///{tmp_path / 'a.db'}"
     with UserStore(tmp_path / "a.db") as b:
         assert b.user_ids() == ["u"]
     mode = sqlite3.connect(tmp_path / "a.db").execute("PRAGMA journal_mode").fetchone()[0]
@@ -327,3 +332,254 @@ def test_import_personarag_and_the_store_module_stay_free_of_sqlalchemy():
             "print(','.join(m for m in ('sqlalchemy', 'psycopg') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def _open_error(path: Path) -> str:
+    """The InputError UserStore(path) raises, as a user who cannot write there: as root (who may
+    write anywhere) the check runs in a forked child that dropped to uid/gid 65534 (nobody)."""
+    import os
+
+    if os.geteuid() != 0:
+        with pytest.raises(InputError) as error:
+            UserStore(path)
+        return str(error.value)
+    UserStore(path.parent.parent / "warm.db").close()  # load every module the child needs before dropping root
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report the message through the pipe, never return into pytest
+        message = "no error"
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            UserStore(path)
+        except InputError as error:
+            message = str(error)
+        except BaseException as error:  # noqa: BLE001 - reported to the parent
+            message = f"unexpected {type(error).__name__}: {error}"
+        finally:
+            os.write(write, message.encode())
+            os._exit(0)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 4096):
+        chunks.append(chunk)
+    os.waitpid(pid, 0)
+    return b"".join(chunks).decode()
+
+
+@pytest.fixture
+def open_tmp_path():
+    """A temp folder every user can enter (pytest's own tmp_path is private to its owner)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="personarag-store-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_read_only_store_file_and_folder(open_tmp_path):
+    tmp_path = open_tmp_path
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    with UserStore(folder / "users.db") as store:
+        store.add_items("u", [doc("1", "x")])
+    (folder / "users.db").chmod(0o444)
+    assert _open_error(folder / "users.db") == f"store path {folder / 'users.db'} is read-only (the store needs read and write access)"
+    folder.chmod(0o555)
+    (folder / "users.db").chmod(0o644)
+    try:
+        message = _open_error(folder / "new.db")
+    finally:
+        folder.chmod(0o755)
+    assert message.startswith(f"store path {folder / 'new.db'}: folder {folder} is read-only")
+
+
+def _lamp_file(path: Path, users: int, items: int) -> Path:
+    records = [{"id": f"q{u}", "user_id": f"user{u:04d}", "input": f"rate review {u}",
+                "profile": [{"id": f"{u}-{i}", "text": f"review {i} by user {u}: " + "words " * (i % 7),
+                             "score": str(1 + (u + i) % 5), "date": f"20{10 + i % 10}-0{1 + i % 9}-1{i % 10}"}
+                            for i in range(items)]}
+               for u in range(users)]
+    path.write_text(json.dumps(records))
+    return path
+
+
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "personarag.cli", "users", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_during_import_then_rerun_equals_uninterrupted_import(location, tmp_path):
+    import os
+    import signal
+    import time
+
+    n_users = 400
+    data = _lamp_file(tmp_path / "questions.json", n_users, 25)
+    args = ["--task", "LaMP-3", "--batch-size", "4", str(data)]
+    killed_at = 0
+    with UserStore(location) as store:
+        process = _cli("import", "--store", location, *args)
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            killed_at = len(store)
+            if killed_at >= 40:
+                os.kill(process.pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        process.wait(30)
+        assert process.returncode == -signal.SIGKILL, process.stderr.read()[-2000:]
+        committed = len(store)
+        assert 40 <= killed_at <= committed < n_users  # killed mid-way, with users committed
+        assert committed % 4 == 0  # whole batches only
+        rerun = _cli("import", "--store", location, *args)
+        out, err = rerun.communicate(timeout=120)
+        assert rerun.returncode == 0, err
+        assert f"{n_users} users ({n_users - committed} new)" in out
+        store.export(tmp_path / "resumed.jsonl")
+        resumed_versions = {u: store.history_version(u) for u in store.user_ids()}
+        resumed_changes = store.changes_since(0)[1]
+    reference = str(tmp_path / "reference.db")
+    done = _cli("import", "--store", reference, *args)
+    assert done.wait(120) == 0
+    with UserStore(reference) as clean:
+        clean.export(tmp_path / "reference.jsonl")
+        assert {u: clean.history_version(u) for u in clean.user_ids()} == resumed_versions
+        assert clean.changes_since(0)[1] == resumed_changes
+    assert (tmp_path / "resumed.jsonl").read_text() == (tmp_path / "reference.jsonl").read_text()
+    assert len((tmp_path / "reference.jsonl").read_text().splitlines()) == n_users
+
+
+def test_cli_users_commands(tmp_path, capsys, monkeypatch):
+    from personarag.cli import main
+
+    db = str(tmp_path / "cli.db")
+    assert main(["users", "import", "--store", db, "--task", "LaMP-3", str(LAMP3)]) == 0
+    assert "2 users (2 new), items: 5 added" in capsys.readouterr().out
+    assert main(["users", "add-item", "--store", db, "--user", "cara", "--id", "n1", "--text", "Lovely tone.",
+                 "--date", "2024-01-01", "--field", "score=5", "--private"]) == 0
+    assert capsys.readouterr().out.strip() == "user 'cara': history version 2"
+    monkeypatch.setenv("PERSONARAG_STORE", db)
+    assert main(["users", "show", "--user", "cara", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["history_version"] == 2 and shown["history"][0] == {
+        "id": "n1", "text": "Lovely tone.", "title": None, "meta": {"score": "5", "date": "2024-01-01", "shared": False}}
+    assert main(["users", "share", "--user", "dan", "off"]) == 0
+    capsys.readouterr()
+    assert main(["users", "show", "--json"]) == 0
+    assert [(u["user_id"], u["shared"]) for u in json.loads(capsys.readouterr().out)] == [("cara", True), ("dan", False)]
+    assert main(["users", "delete", "--user", "cara", "--item", "n1"]) == 0
+    assert main(["users", "delete", "--user", "dan"]) == 0
+    assert main(["users", "export", str(tmp_path / "out.jsonl")]) == 0
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert [json.loads(line)["user_id"] for line in lines] == ["cara"]
+    capsys.readouterr()
+    assert main(["users", "delete", "--user", "dan"]) == 2
+    assert "unknown user 'dan'" in capsys.readouterr().err
+    monkeypatch.delenv("PERSONARAG_STORE")
+    assert main(["users", "show"]) == 2
+    assert "no user store given" in capsys.readouterr().err
+
+
+def _open_and_add(location: str, user: str) -> None:
+    with UserStore(location) as store:
+        store.add_items(user, [doc("1", f"first item of {user}")])
+
+
+def test_processes_creating_a_fresh_store_at_once(location):
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_open_and_add, args=(location, f"u{i}")) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [w.exitcode for w in workers] == [0] * 4
+    with UserStore(location) as store:
+        assert store.user_ids() == ["u0", "u1", "u2", "u3"]
+
+
+def test_forked_child_uses_its_own_connections(tmp_path):
+    with UserStore(tmp_path / "fork.db") as store:
+        store.add_items("parent", [doc("1", "x")])  # the pool now holds a connection
+        child = multiprocessing.get_context("fork").Process(target=store.add_items, args=("child", [doc("1", "y")]))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        store.add_items("parent", [doc("2", "z")])
+        assert store.user_ids() == ["child", "parent"] and store.history_version("parent") == 2
+
+
+def test_ids_order_the_same_on_every_backend(store):
+    ids = ["b", "B", "_x", "Zed", "a-1", "a1", "ä", "10", "9"]
+    store.add_users([User(i, (doc("1", "x"),)) for i in ids])
+    assert store.user_ids() == sorted(ids) == [u.id for u in store.users()]
+    assert store.changes_since(0)[1] == sorted(ids)
+
+
+def test_dates_order_by_moment_not_text(store):
+    store.add_items("u", [doc("a", "x", "2019-10-01"), doc("b", "y", "2019-3-5"), doc("c", "z", "2019-12"),
+                          doc("d", "w", "2019-10-01T09:30"), doc("e", "v", "2019-10-01T12:00+05:00"),
+                          doc("f", "u", "2019-01"), doc("g", "t", "2019-1-1")])
+    # 12:00+05:00 is 07:00 UTC; "2019-01" and "2019-1-1" are the same moment: newest-added first
+    assert [d.id for d in store.user("u").history] == ["c", "d", "e", "a", "b", "g", "f"]
+    assert store.user("u").history[-1].meta == {"date": "2019-01"}  # the date as given
+    store.add_items("u", [doc("b", "y", "2020-01-01")])  # a changed date moves the item
+    assert store.user("u").history[0].id == "b"
+    with pytest.raises(InputError, match=r"item 'h'.*date '03/05/2021' is not a date"):
+        store.add_items("u", [doc("h", "s", "03/05/2021")])
+
+
+def test_private_users_round_trip_and_fresh_user_vectors(store, tmp_path):
+    store.add_users([User("ann", (doc("1", "x"),)), User("bob", (doc("1", "y"),))])
+    seq, _ = store.changes_since(0)
+    store.set_user_shared("bob", False)
+    assert store.private_user_ids() == {"bob"}
+    assert store.changes_since(seq)[1] == ["bob"] and store.history_version("bob") == 1
+    with pytest.raises(InputError, match="unknown user 'zed'"):
+        store.set_user_shared("zed", False)
+    store.export(tmp_path / "out.jsonl")
+    assert json.loads((tmp_path / "out.jsonl").read_text().splitlines()[1])["shared"] is False
+    with UserStore(tmp_path / "copy.db") as copy:
+        copy.import_jsonl(tmp_path / "out.jsonl")
+        assert copy.private_user_ids() == {"bob"}
+    store.set_user_shared("bob", True)
+    assert store.private_user_ids() == set()
+
+    store.put_user_vectors("mean", {"ann": UserVector(np.ones(2), 1, 1), "bob": UserVector(np.ones(2), 1, 1)})
+    store.add_items("ann", [doc("2", "new item")])  # ann's vector is now stale
+    assert set(store.get_user_vectors("mean", ["ann", "bob"], fresh=True)) == {"bob"}
+    assert set(store.get_user_vectors("mean", ["ann", "bob"])) == {"ann", "bob"}
+
+
+def test_postgres_missing_database_and_masked_password(postgres_server):
+    missing = postgres_server.replace("postgresql://pg@", "postgresql://pg:hunter22@") + "/no_such_db"
+    with pytest.raises(InputError) as error:
+        UserStore(missing)
+    message = str(error.value)
+    assert "database 'no_such_db' on host 127.0.0.1" in message and "hunter22" not in message
+    from tests.postgres import create_database
+
+    url = create_database(postgres_server).replace("postgresql://pg@", "postgresql://pg:hunter22@")
+    with UserStore(url) as store:  # the throwaway cluster trusts every password
+        assert store.url.startswith("postgresql://pg:***@127.0.0.1:") and "hunter22" not in repr(store)
+
+
+def test_iterating_all_users_skips_one_deleted_meanwhile(store, location, monkeypatch):
+    import personarag.personal.store as store_module
+
+    monkeypatch.setattr(store_module, "_CHUNK", 1)  # one user per read, so the deletion falls between reads
+    store.add_users([User(f"u{i}", (doc("1", f"text {i}"),)) for i in range(3)])
+    seen = []
+    for user in store.users():
+        seen.append(user.id)
+        if user.id == "u0":
+            with UserStore(location) as other:
+                other.delete_user("u2")
+    assert seen == ["u0", "u1"]
+    with pytest.raises(InputError, match="unknown user"):
+        list(store.users(["u1", "u2"]))

@@ -15,12 +15,16 @@ profiles of several co-authors, with identical content):
   a call that changes nothing leaves it (and the change sequence) alone. It creates the user
   when missing (`create=False` refuses instead).
 - Reading, deleting or versioning an unknown user raises `InputError` (no silent empty history).
-- Item fields: `id`, `text` (non-empty), `title` (optional), `meta["date"]` (a string or
-  absent; ISO dates order as text), `meta["shared"]` (bool, default True: False keeps the item
+- A user marked not shared (`set_user_shared(id, False)`) never appears in another user's
+  results, like an item with `meta["shared"] = False`; the store records the flags, the
+  retrievers and the user index honour them.
+- Item fields: `id`, `text` (non-empty), `title` (optional), `meta["date"]` (a string in a
+  form `personal.dates.parse_date` reads, e.g. 2019-3-5 or 2019-03-05T14:30Z, or absent; an
+  unreadable date is an InputError), `meta["shared"]` (bool, default True: False keeps the item
   out of other users' results), every other `meta` field stored as JSON. A `None` date or
   title counts as absent; `None` text or id is an error.
-- History order: newest first by date, undated items last; equal dates (and undated items)
-  newest-added first.
+- History order: newest first by the parsed date, undated items last; equal dates (and
+  undated items) newest-added first.
 - Deleting a user deletes their items, their user vectors and the cached embeddings no
   remaining item has; an embedding of identical content another user still holds stays.
 """
@@ -28,12 +32,12 @@ profiles of several co-authors, with identical content):
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import logging
 import os
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,8 +45,7 @@ import numpy as np
 from personarag.errors import InputError
 from personarag.personal import store_schema as schema
 from personarag.personal.store_io import (
-    COMPARED, ImportReport, vector_blob, check_user_id, content_hash, dedupe, document, item_json, item_row,
-    lamp_users, read_jsonl_users,
+    COMPARED, ImportExport, ImportReport, check_user_id, content_hash, dedupe, document, item_row, vector_blob,
 )
 from personarag.personal.store_schema import SCHEMA_VERSION
 from personarag.types import Document, User
@@ -61,7 +64,13 @@ class UserVector:
     history_version: int  # the user's history version it was computed from
 
 
-class UserStore:
+def _forget_connections(engine_ref: weakref.ref[Any]) -> None:
+    engine = engine_ref()
+    if engine is not None:
+        engine.dispose(close=False)
+
+
+class UserStore(ImportExport):
     def __init__(self, location: str | os.PathLike[str] = "personarag.db") -> None:
         self._location = schema.parse_location(location)
         s = schema.sa()
@@ -78,6 +87,8 @@ class UserStore:
         except BaseException:
             self._engine.dispose()
             raise
+        # a forked child (DataLoader workers, multiprocessing) must not share the parent's connections
+        os.register_at_fork(after_in_child=functools.partial(_forget_connections, weakref.ref(self._engine)))
 
     # -- plumbing -----------------------------------------------------------------------
     @property
@@ -174,22 +185,62 @@ class UserStore:
         with self._read() as conn:
             return conn.execute(schema.sa().select(users.c.user_id).where(users.c.user_id == user_id)).first() is not None
 
+    def set_user_shared(self, user_id: str, shared: bool) -> None:
+        """shared=False keeps the whole user out of other users' results (recorded as a change)."""
+        if not isinstance(shared, bool):
+            raise InputError(f"shared must be True or False, got {shared!r}")
+        users = self._t["users"]
+        s = schema.sa()
+        with self._write() as conn:
+            self._version(conn, user_id)
+            conn.execute(s.update(users).where(users.c.user_id == user_id).values(shared=shared))
+            conn.execute(s.insert(self._t["changes"]).values(user_id=user_id))
+
+    def private_user_ids(self) -> set[str]:
+        """Users marked not shared (`set_user_shared(..., False)`)."""
+        users = self._t["users"]
+        with self._read() as conn:
+            return {r[0] for r in conn.execute(schema.sa().select(users.c.user_id).where(users.c.shared.is_(False)))}
+
     def history_version(self, user_id: str) -> int:
         with self._read() as conn:
             return self._version(conn, user_id)
+
+    def history_versions(self, user_ids: Iterable[str] | None = None) -> dict[str, int]:
+        """user id -> history version for many users in one read (default: all); unknown ids are left out."""
+        users = self._t["users"]
+        query = schema.sa().select(users.c.user_id, users.c.history_version)
+        ids = None if user_ids is None else list(dict.fromkeys(user_ids))
+        versions: dict[str, int] = {}
+        with self._read() as conn:
+            if ids is None:
+                return {u: int(v) for u, v in conn.execute(query)}
+            for start in range(0, len(ids), _CHUNK):
+                versions.update((u, int(v)) for u, v in conn.execute(
+                    query.where(users.c.user_id.in_(ids[start:start + _CHUNK]))))
+        return versions
 
     def user(self, user_id: str) -> User:
         """The user with their history newest first. Unknown id: InputError."""
         return next(self.users([user_id]))
 
+    def user_and_version(self, user_id: str) -> tuple[User, int]:
+        """The user and the history version of exactly that history (one snapshot), for callers
+        that update derived data incrementally and must know what their delta applies to."""
+        with self._read() as conn:
+            version = self._version(conn, user_id)
+            history = self._histories(conn, [user_id])[user_id]
+        return User(user_id, tuple(history)), version
+
     def users(self, user_ids: Iterable[str] | None = None) -> Iterator[User]:
-        """Users in the order asked (default: every user, by id), read in chunks; unknown id: InputError."""
+        """Users in the order asked, read in chunks; an unknown id is an InputError. Default: every
+        user, by id (one deleted by another process while this iterates is left out)."""
         ids = self.user_ids() if user_ids is None else list(user_ids)
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start:start + _CHUNK]
             with self._read() as conn:
-                histories = self._histories(conn, chunk)
-            yield from (User(user_id, tuple(histories[user_id])) for user_id in chunk)
+                histories = self._histories(conn, chunk, strict=user_ids is not None)
+            yield from (User(user_id, tuple(histories[user_id])) for user_id in chunk if user_id in histories)
 
     def user_ids(self) -> list[str]:
         users = self._t["users"]
@@ -224,7 +275,7 @@ class UserStore:
                 rows = conn.execute(s.select(table.c.content_hash, table.c.vector).where(
                     table.c.fingerprint == fingerprint, table.c.content_hash.in_(wanted[start:start + _CHUNK])))
                 for key, blob in rows:
-                    found[key] = np.frombuffer(blob, dtype=np.float32).copy()
+                    found[key] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
         return found
 
     def put_embeddings(self, fingerprint: str, vectors: Mapping[str, np.ndarray]) -> None:
@@ -239,18 +290,22 @@ class UserStore:
             for start in range(0, len(rows), _CHUNK):
                 conn.execute(self._insert(self._t["embeddings"]).on_conflict_do_nothing(), rows[start:start + _CHUNK])
 
-    def get_user_vectors(self, kind: str, user_ids: Iterable[str]) -> dict[str, UserVector]:
-        """user id -> stored vector of this kind (compare its history_version before serving it)."""
-        table = self._t["user_vectors"]
+    def get_user_vectors(self, kind: str, user_ids: Iterable[str], *, fresh: bool = False) -> dict[str, UserVector]:
+        """user id -> stored vector of this kind. `fresh=True` leaves out vectors computed from an
+        older history version than the user's current one (read in the same snapshot)."""
+        table, users = self._t["user_vectors"], self._t["users"]
         s = schema.sa()
         ids = list(dict.fromkeys(user_ids))
+        query = s.select(table.c.user_id, table.c.vector, table.c.count, table.c.history_version)
+        if fresh:
+            query = query.join(users, users.c.user_id == table.c.user_id).where(
+                users.c.history_version == table.c.history_version)
         found: dict[str, UserVector] = {}
         with self._read() as conn:
             for start in range(0, len(ids), _CHUNK):
-                rows = conn.execute(s.select(table.c.user_id, table.c.vector, table.c.count, table.c.history_version)
-                                    .where(table.c.kind == kind, table.c.user_id.in_(ids[start:start + _CHUNK])))
+                rows = conn.execute(query.where(table.c.kind == kind, table.c.user_id.in_(ids[start:start + _CHUNK])))
                 for user_id, blob, count, version in rows:
-                    found[user_id] = UserVector(np.frombuffer(blob, dtype=np.float32).copy(), int(count), int(version))
+                    found[user_id] = UserVector(np.frombuffer(blob, dtype="<f4").astype(np.float32), int(count), int(version))
         return found
 
     def put_user_vectors(self, kind: str, vectors: Mapping[str, UserVector]) -> None:
@@ -283,78 +338,6 @@ class UserStore:
             for start in range(0, len(rows), _CHUNK):
                 conn.execute(stmt, rows[start:start + _CHUNK])
 
-    # -- import / export ------------------------------------------------------------------
-    def import_users(self, users: Iterable[User], *, batch_size: int = 64, progress: bool = False,
-                     total: int | None = None) -> ImportReport:
-        """Merge users in, one transaction per batch: a crash loses only the batch in flight,
-        and a rerun (idempotent by item id) ends with the same store."""
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        from tqdm.auto import tqdm
-
-        report = ImportReport()
-        bar = tqdm(total=total, unit="user", desc="import", disable=not progress)
-        batch: list[tuple[str, list[dict[str, Any]]]] = []
-        try:
-            for user in users:
-                batch.append((user.id, [item_row(user.id, d) for d in user.history]))
-                if len(batch) >= batch_size:
-                    report += self._import_batch(batch)
-                    bar.update(len(batch))
-                    batch = []
-            if batch:
-                report += self._import_batch(batch)
-                bar.update(len(batch))
-        finally:
-            bar.close()
-        return report
-
-    def _import_batch(self, batch: list[tuple[str, list[dict[str, Any]]]]) -> ImportReport:
-        report = ImportReport()
-        with self._write() as conn:
-            for user_id, rows in batch:
-                _, counts = self._add_rows(conn, user_id, rows, create=True)
-                report += counts
-        return report
-
-    def import_lamp(self, questions_path: str | os.PathLike[str], task: str | None = None, *,
-                    batch_size: int = 64, progress: bool = False) -> ImportReport:
-        """Import the users of a LaMP questions file (each user's profiles merged, items in file order).
-
-        `task` ("LaMP-3") picks the profile fields; default: read from a `LaMP_N` folder name."""
-        users = lamp_users(Path(questions_path), task)
-        return self.import_users(users, batch_size=batch_size, progress=progress, total=len(users))
-
-    def import_jsonl(self, path: str | os.PathLike[str], *, batch_size: int = 64,
-                     progress: bool = False) -> ImportReport:
-        """Import an `export` file: one `{"user_id", "history": [{"id", "text", "title", "meta"}]}` per line."""
-        users = read_jsonl_users(Path(path))
-        return self.import_users(users, batch_size=batch_size, progress=progress, total=len(users))
-
-    def export(self, path: str | os.PathLike[str]) -> int:
-        """Write every user (by id) as one JSON line, items in insertion order so that
-        `import_jsonl` rebuilds the same histories; the number of users written."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        s, t = schema.sa(), self._t
-        items = t["items"]
-        count = 0
-        ids = self.user_ids()
-        with tmp.open("w", encoding="utf-8") as handle:
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start:start + _CHUNK]
-                histories: dict[str, list[Document]] = {user_id: [] for user_id in chunk}
-                with self._read() as conn:
-                    for row in conn.execute(s.select(items).where(items.c.user_id.in_(chunk))
-                                            .order_by(items.c.user_id, items.c.pos)):
-                        histories[row.user_id].append(document(row))
-                for user_id in chunk:  # a user deleted meanwhile is written with an empty history
-                    record = {"user_id": user_id, "history": [item_json(d) for d in histories[user_id]]}
-                    handle.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
-                    count += 1
-        os.replace(tmp, path)
-        return count
-
     # -- internals ------------------------------------------------------------------------
     def _insert(self, table: Any) -> Any:
         dialect = schema.sa().dialects.sqlite if self.backend == "sqlite" else schema.sa().dialects.postgresql
@@ -383,7 +366,7 @@ class UserStore:
         if new_user:
             if not create:
                 raise InputError(f"unknown user {user_id!r} in the user store {self.url} (add the user first)")
-            conn.execute(s.insert(users).values(user_id=user_id, history_version=0, next_pos=0))
+            conn.execute(s.insert(users).values(user_id=user_id, history_version=0, next_pos=0, shared=True))
             version, pos = 0, 0
         else:
             version, pos = int(head[0]), int(head[1])
@@ -426,16 +409,16 @@ class UserStore:
         for start in range(0, len(hashes), _CHUNK):
             conn.execute(s.delete(emb).where(emb.c.content_hash.in_(hashes[start:start + _CHUNK]), ~still_used))
 
-    def _histories(self, conn: Any, user_ids: Sequence[str]) -> dict[str, list[Document]]:
+    def _histories(self, conn: Any, user_ids: Sequence[str], strict: bool = True) -> dict[str, list[Document]]:
         s, t = schema.sa(), self._t
         items, users = t["items"], t["users"]
         known = {r[0] for r in conn.execute(s.select(users.c.user_id).where(users.c.user_id.in_(user_ids)))}
         missing = [u for u in user_ids if u not in known]
-        if missing:
+        if missing and strict:
             raise InputError(f"unknown user(s) {missing[:5]} in the user store {self.url}")
-        histories: dict[str, list[Document]] = {u: [] for u in user_ids}
+        histories: dict[str, list[Document]] = {u: [] for u in user_ids if u in known}
         rows = conn.execute(s.select(items).where(items.c.user_id.in_(user_ids))
-                            .order_by(items.c.user_id, items.c.date.desc().nulls_last(), items.c.pos.desc()))
+                            .order_by(items.c.user_id, items.c.date_key.desc().nulls_last(), items.c.pos.desc()))
         for row in rows:
             histories[row.user_id].append(document(row))
         return histories

@@ -1,9 +1,14 @@
-"""Rows of the user store: Documents to and from table rows and JSON lines, LaMP files to users."""
+"""Rows of the user store: Documents to and from table rows and JSON lines, LaMP files to users,
+and the store's import / export methods."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import os
+from collections.abc import Callable, Collection, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,9 +16,12 @@ from typing import Any
 import numpy as np
 
 from personarag.errors import InputError
+from personarag.personal import store_schema as schema
+from personarag.personal.dates import parse_date
 from personarag.types import Document, User
 
 RESERVED_META = ("date", "shared")
+_CHUNK = 500
 
 
 def content_hash(doc: Document) -> str:
@@ -50,19 +58,23 @@ def lamp_users(path: Path, task: str | None) -> list[User]:
     return [User(user_id, tuple(items.values())) for user_id, items in merged.items()]
 
 
-def read_jsonl_users(path: Path) -> list[User]:
-    """The users of an `export` file: one `{"user_id", "history": [{"id", "text", "title", "meta"}]}` per line."""
+def read_jsonl_users(path: Path) -> tuple[list[User], set[str]]:
+    """The users of an `export` file, one `{"user_id", "history": [{"id", "text", "title", "meta"}],
+    "shared"?: false}` per line, and the ids of those marked not shared."""
     if not path.is_file():
         raise InputError(f"{path}: no such file (expected a JSONL export of a user store)")
-    users = []
+    users, private = [], set()
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
-                users.append(user_from_json(line, f"{path}:{number}"))
-    return users
+                user, shared = user_from_json(line, f"{path}:{number}")
+                users.append(user)
+                if not shared:
+                    private.add(user.id)
+    return users, private
 
 
-COMPARED = ("text", "title", "date", "shared", "fields", "content_hash")
+COMPARED = ("text", "title", "date", "date_key", "shared", "fields", "content_hash")
 
 
 def check_user_id(user_id: object) -> None:
@@ -82,6 +94,7 @@ def item_row(user_id: str, doc: Document) -> dict[str, Any]:
     date = meta.get("date")
     if date is not None and not isinstance(date, str):
         raise InputError(f"{where}: meta['date'] must be a string such as '2018-06-01' or absent, got {date!r}")
+    moment = parse_date(date, where)
     shared = meta.get("shared", True)
     if not isinstance(shared, bool):
         raise InputError(f"{where}: meta['shared'] must be true or false, got {shared!r}")
@@ -91,7 +104,13 @@ def item_row(user_id: str, doc: Document) -> dict[str, Any]:
     except (TypeError, ValueError) as error:
         raise InputError(f"{where}: meta fields must be JSON values: {error}") from None
     return {"user_id": user_id, "item_id": doc.id, "text": doc.text, "title": doc.title or None,
-            "date": date or None, "shared": shared, "fields": fields_json, "content_hash": content_hash(doc)}
+            "date": date or None, "date_key": None if moment is None else date_key(moment), "shared": shared, "fields": fields_json, "content_hash": content_hash(doc)}
+
+
+def date_key(moment: dt.datetime) -> str:
+    """A moment as text that sorts like the moment (zero-padded, whatever the input's padding)."""
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
+            f"{moment.second:02d}.{moment.microsecond:06d}")
 
 
 def dedupe(user_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -122,7 +141,7 @@ def item_json(doc: Document) -> dict[str, Any]:
     return record
 
 
-def user_from_json(line: str, where: str) -> User:
+def user_from_json(line: str, where: str) -> tuple[User, bool]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
@@ -132,6 +151,9 @@ def user_from_json(line: str, where: str) -> User:
     user_id = record.get("user_id")
     if not isinstance(user_id, str) or not user_id:
         raise InputError(f"{where}: 'user_id' must be a non-empty string, got {user_id!r}")
+    shared = record.get("shared", True)
+    if not isinstance(shared, bool):
+        raise InputError(f"{where}: 'shared' must be true or false, got {shared!r}")
     history = []
     for index, item in enumerate(record["history"]):
         here = f"{where}, user {user_id!r}, item {index}"
@@ -146,7 +168,7 @@ def user_from_json(line: str, where: str) -> User:
         if meta.get("date", "") is None:
             meta = {k: v for k, v in meta.items() if k != "date"}
         history.append(Document(id=item["id"], text=item["text"], title=item.get("title"), meta=meta))
-    return User(user_id, tuple(history))
+    return User(user_id, tuple(history)), shared
 
 
 def vector_blob(vector: Any, where: str) -> dict[str, Any]:
@@ -155,7 +177,7 @@ def vector_blob(vector: Any, where: str) -> dict[str, Any]:
         raise InputError(f"{where}: expected a non-empty 1-d vector, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
         raise InputError(f"{where}: the vector holds NaN or infinite values")
-    return {"dim": int(array.size), "vector": np.ascontiguousarray(array).tobytes()}
+    return {"dim": int(array.size), "vector": array.astype("<f4").tobytes()}  # little-endian on every machine
 
 
 def task_from_path(path: Path) -> str:
@@ -163,3 +185,89 @@ def task_from_path(path: Path) -> str:
         if part.startswith("LaMP_") and part[5:6].isdigit():
             return f"LaMP-{part[5]}"
     raise InputError(f"{path}: cannot tell the LaMP task from the path; pass the task (e.g. 'LaMP-3')")
+
+
+class ImportExport:
+    """UserStore's bulk methods (a mixin: it uses the store's transactions and row writer)."""
+
+    _t: dict[str, Any]  # these come from UserStore
+    _write: Callable[[], AbstractContextManager[Any]]
+    _read: Callable[[], AbstractContextManager[Any]]
+    _add_rows: Callable[..., tuple[int, ImportReport]]
+
+    def import_users(self, users: Iterable[User], *, batch_size: int = 64, progress: bool = False,
+                     total: int | None = None, private: Collection[str] = ()) -> ImportReport:
+        """Merge users in, one transaction per batch: a crash loses only the batch in flight,
+        and a rerun (idempotent by item id) ends with the same store. Users in `private` are
+        marked not shared."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        from tqdm.auto import tqdm
+
+        report = ImportReport()
+        bar = tqdm(total=total, unit="user", desc="import", disable=None if progress else True)  # None: off without a TTY
+        batch: list[tuple[str, list[dict[str, Any]]]] = []
+        try:
+            for user in users:
+                batch.append((user.id, [item_row(user.id, d) for d in user.history]))
+                if len(batch) >= batch_size:
+                    report += self._import_batch(batch, private)
+                    bar.update(len(batch))
+                    batch = []
+            if batch:
+                report += self._import_batch(batch, private)
+                bar.update(len(batch))
+        finally:
+            bar.close()
+        return report
+
+    def _import_batch(self, batch: list[tuple[str, list[dict[str, Any]]]], private: Collection[str]) -> ImportReport:
+        report = ImportReport()
+        users = self._t["users"]
+        with self._write() as conn:
+            for user_id, rows in batch:
+                _, counts = self._add_rows(conn, user_id, rows, create=True)
+                report += counts
+                if user_id in private:
+                    conn.execute(schema.sa().update(users).where(users.c.user_id == user_id).values(shared=False))
+        return report
+
+    def import_lamp(self, questions_path: str | os.PathLike[str], task: str | None = None, *,
+                    batch_size: int = 64, progress: bool = False) -> ImportReport:
+        """Import the users of a LaMP questions file (each user's profiles merged, items in file order).
+
+        `task` ("LaMP-3") picks the profile fields; default: read from a `LaMP_N` folder name."""
+        users = lamp_users(Path(questions_path), task)
+        return self.import_users(users, batch_size=batch_size, progress=progress, total=len(users))
+
+    def import_jsonl(self, path: str | os.PathLike[str], *, batch_size: int = 64,
+                     progress: bool = False) -> ImportReport:
+        """Import an `export` file: one `{"user_id", "history": [{"id", "text", "title", "meta"}]}` per line."""
+        users, private = read_jsonl_users(Path(path))
+        return self.import_users(users, batch_size=batch_size, progress=progress, total=len(users), private=private)
+
+    def export(self, path: str | os.PathLike[str]) -> int:
+        """Write every user (by id) as one JSON line, items in insertion order so that
+        `import_jsonl` rebuilds the same histories; one consistent snapshot of the store, even
+        while others write. The number of users written."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        s, t = schema.sa(), self._t
+        items, users = t["items"], t["users"]
+        count = 0
+        with self._read() as conn, tmp.open("w", encoding="utf-8") as handle:
+            ids = sorted(r[0] for r in conn.execute(s.select(users.c.user_id)))
+            private = {r[0] for r in conn.execute(s.select(users.c.user_id).where(users.c.shared.is_(False)))}
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                histories: dict[str, list[Document]] = {user_id: [] for user_id in chunk}
+                for row in conn.execute(s.select(items).where(items.c.user_id.in_(chunk)).order_by(items.c.pos)):
+                    histories[row.user_id].append(document(row))
+                for user_id in chunk:
+                    record: dict[str, Any] = {"user_id": user_id, "history": [item_json(d) for d in histories[user_id]]}
+                    if user_id in private:
+                        record["shared"] = False
+                    handle.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+                    count += 1
+        os.replace(tmp, path)
+        return count

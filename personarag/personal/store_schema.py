@@ -41,48 +41,55 @@ def tables() -> dict[str, Any]:
     s = sa()
     metadata = s.MetaData()
     big_id = s.BigInteger().with_variant(s.Integer(), "sqlite")  # SQLite autoincrements INTEGER PKs only
+
+    def key() -> Any:
+        """Ids and dates compare bytewise on both backends (PostgreSQL's locale collations would not)."""
+        return s.Text().with_variant(s.Text(collation="C"), "postgresql")
+
     _TABLES["metadata"] = metadata
     _TABLES["meta"] = s.Table(
         "pr_meta", metadata,
-        s.Column("key", s.Text, primary_key=True),
+        s.Column("key", key(), primary_key=True),
         s.Column("value", s.Text, nullable=False),
     )
     _TABLES["users"] = s.Table(
         "pr_users", metadata,
-        s.Column("user_id", s.Text, primary_key=True),
+        s.Column("user_id", key(), primary_key=True),
         s.Column("history_version", s.Integer, nullable=False),
         s.Column("next_pos", s.Integer, nullable=False),  # insertion counter: order of undated/equal-dated items
+        s.Column("shared", s.Boolean, nullable=False),  # False: never in another user's results
     )
     _TABLES["items"] = s.Table(
         "pr_items", metadata,
-        s.Column("user_id", s.Text, primary_key=True),
-        s.Column("item_id", s.Text, primary_key=True),
+        s.Column("user_id", key(), primary_key=True),
+        s.Column("item_id", key(), primary_key=True),
         s.Column("pos", s.Integer, nullable=False),
         s.Column("text", s.Text, nullable=False),
         s.Column("title", s.Text, nullable=True),
-        s.Column("date", s.Text, nullable=True),
+        s.Column("date", s.Text, nullable=True),  # as given (meta["date"])
+        s.Column("date_key", key(), nullable=True),  # the parsed moment, zero-padded: orders the history
         s.Column("shared", s.Boolean, nullable=False),
         s.Column("fields", s.Text, nullable=False),  # the other meta fields, JSON with sorted keys
-        s.Column("content_hash", s.Text, nullable=False),
+        s.Column("content_hash", key(), nullable=False),
         s.Index("pr_items_content_hash", "content_hash"),
     )
     _TABLES["changes"] = s.Table(
         "pr_changes", metadata,
         s.Column("seq", big_id, primary_key=True, autoincrement=True),
-        s.Column("user_id", s.Text, nullable=False),
+        s.Column("user_id", key(), nullable=False),
     )
     _TABLES["embeddings"] = s.Table(
         "pr_embeddings", metadata,
-        s.Column("fingerprint", s.Text, primary_key=True),
-        s.Column("content_hash", s.Text, primary_key=True),
+        s.Column("fingerprint", key(), primary_key=True),
+        s.Column("content_hash", key(), primary_key=True),
         s.Column("dim", s.Integer, nullable=False),
-        s.Column("vector", s.LargeBinary, nullable=False),  # float32, native little-endian
+        s.Column("vector", s.LargeBinary, nullable=False),  # float32, little-endian
         s.Index("pr_embeddings_content_hash", "content_hash"),
     )
     _TABLES["user_vectors"] = s.Table(
         "pr_user_vectors", metadata,
-        s.Column("kind", s.Text, primary_key=True),
-        s.Column("user_id", s.Text, primary_key=True),
+        s.Column("kind", key(), primary_key=True),
+        s.Column("user_id", key(), primary_key=True),
         s.Column("dim", s.Integer, nullable=False),
         s.Column("count", s.Integer, nullable=False),
         s.Column("history_version", s.Integer, nullable=False),
@@ -101,7 +108,9 @@ class Location:
     @property
     def display(self) -> str:
         """The URL with its password masked: safe for messages and logs."""
-        return self.url.render_as_string(hide_password=True)
+        if self.path is not None:
+            return f"sqlite:///{self.path}"
+        return self.url.set(drivername=self.backend).render_as_string(hide_password=True)
 
 
 def parse_location(location: str | os.PathLike[str]) -> Location:
@@ -137,6 +146,13 @@ def parse_location(location: str | os.PathLike[str]) -> Location:
 
 def check_sqlite_path(path: Path) -> None:
     """Clear errors for paths SQLite would refuse with a bare 'unable to open database file'."""
+    try:
+        _check_sqlite_path(path)
+    except OSError as error:  # e.g. a folder on the way that this user may not enter
+        raise InputError(f"store path {path} cannot be reached: {error.strerror or error}") from None
+
+
+def _check_sqlite_path(path: Path) -> None:
     if path.is_dir():
         raise InputError(f"store path {path} is a directory; expected a database file path (e.g. {path / 'users.db'})")
     parent = path.parent

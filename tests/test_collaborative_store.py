@@ -101,6 +101,11 @@ def test_items_not_shared_never_reach_another_users_candidates(tmp_path):
         assert "secret" not in other.ids and "h1" not in other.ids
         mine = retriever.retrieve(Query("q", "guitar strings chord amp", user=store.user(owner.id)), k=100)[0]
         assert "secret" in mine.ids
+    # a whole user marked not shared in the store leaves the bound retriever's results at once
+    store.set_user_shared(owner.id, False)
+    other = retriever.retrieve(Query("q", "guitar strings chord amp", user=users[0]), k=100)[0]
+    assert owner.id not in [uid for uid, _ in other.trace[-1].info["similar_users"]]
+    assert not set(other.ids) & {d.id for d in owner.history}
 
 
 def test_a_second_run_over_a_store_encodes_no_item(tmp_path):

@@ -131,6 +131,7 @@ class CollaborativeRetriever(Retriever):
         self._items: dict[str, np.ndarray] = {}  # user id -> item embeddings, rows follow the history
         self._vectors: dict[str, np.ndarray] = {}  # user id -> unit user vector
         self._shared: dict[str, np.ndarray] = {}  # user id -> which history items others may see
+        self._private: set[str] = set()  # users of the store marked not shared as a whole
         self._user_index: Any = None
         self._fitted = False
         self.user_store: UserStore | None = None
@@ -178,7 +179,7 @@ class CollaborativeRetriever(Retriever):
             if user.id in pool and pool[user.id].history != user.history:
                 raise InputError(f"user id {user.id!r} appears twice with different histories")
             pool[user.id] = user
-        self.user_store, self._pending_store = None, None
+        self.user_store, self._pending_store, self._private = None, None, set()
         self._pool, self._items, self._vectors, self._shared, self._user_index = {}, {}, {}, {}, None
         self._load(list(pool.values()), None)
         self._fitted = True
@@ -214,6 +215,7 @@ class CollaborativeRetriever(Retriever):
     def _load_from_store(self, user_ids: Sequence[str]) -> None:
         store = self.user_store
         assert store is not None
+        self._private = store.private_user_ids()
         present = [uid for uid in user_ids if store.has_user(uid)]
         versions = {uid: store.history_version(uid) for uid in present}  # before loading: see UserVectors.for_users
         for uid in set(user_ids) - set(present):
@@ -244,7 +246,7 @@ class CollaborativeRetriever(Retriever):
 
     def _searchable(self, user_id: str) -> bool:
         """In the index: users with a vector and something to share (only they are worth finding)."""
-        return user_id in self._vectors and bool(self._shared[user_id].any())
+        return user_id in self._vectors and user_id not in self._private and bool(self._shared[user_id].any())
 
     def _update_index(self, user_ids: Sequence[str]) -> None:
         """Bring the user index up to date for these users: an upsert/remove where the index

@@ -246,16 +246,9 @@ class UserVectors:
     def get(self, user_ids: Iterable[str]) -> dict[str, np.ndarray]:
         """{user id: unit vector} for users with a non-empty history; stale rows are recomputed first."""
         ids = list(dict.fromkeys(user_ids))
-        stored = self.store.get_user_vectors(self.kind, ids)
-        out: dict[str, np.ndarray] = {}
-        stale: list[str] = []
-        for uid in ids:
-            row = stored.get(uid)
-            if row is not None and row.history_version == self.store.history_version(uid):
-                if row.count:
-                    out[uid] = normalize(np.asarray(row.vector, dtype=np.float32))
-            else:
-                stale.append(uid)
+        fresh = self.store.get_user_vectors(self.kind, ids, fresh=True)  # rows of the current history version only
+        out = {uid: normalize(np.asarray(row.vector, dtype=np.float32)) for uid, row in fresh.items() if row.count}
+        stale = [uid for uid in ids if uid not in fresh]
         if stale:
             out.update(self.refresh(stale))
         return out
@@ -307,9 +300,11 @@ class UserVectors:
         Returns the history version after.
         """
         items = list({d.id: d for d in items}.values())
-        known = self.store.has_user(user_id)
-        old = {d.id: d for d in self.store.user(user_id).history} if known else {}
-        before = self.store.history_version(user_id) if known else None
+        before: int | None = None
+        old: dict[str, Document] = {}
+        if self.store.has_user(user_id):
+            user, before = self.store.user_and_version(user_id)  # one snapshot: the delta applies to it
+            old = {d.id: d for d in user.history}
         row = self.store.get_user_vectors(self.kind, [user_id]).get(user_id)
         changed = [d for d in items if d.id not in old or content_hash(old[d.id]) != content_hash(d)]
         replaced = [old[d.id] for d in changed if d.id in old]
@@ -330,10 +325,10 @@ class UserVectors:
 
     def delete_item(self, user_id: str, item_id: str) -> int:
         """Delete one history item from the store; a mean loses that item's vector, other kinds recompute."""
-        old = {d.id: d for d in self.store.user(user_id).history}
+        user, before = self.store.user_and_version(user_id)
+        old = {d.id: d for d in user.history}
         if item_id not in old:
             raise InputError(f"user {user_id!r} has no history item {item_id!r}")
-        before = self.store.history_version(user_id)
         row = self.store.get_user_vectors(self.kind, [user_id]).get(user_id)
         gone = old[item_id]
         vector = self.items.by_hash({content_hash(gone): gone.full_text})[content_hash(gone)]  # before the store drops it

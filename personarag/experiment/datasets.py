@@ -219,13 +219,13 @@ class LampData:
 
     def identity(self, pipeline: Any) -> dict[str, Any]:
         """A retriever over other users' histories depends on the user pool: part of the run's identity."""
-        if pipeline.retriever is None or not hasattr(pipeline.retriever, "fit_users"):
+        if not _fits_user_pool(pipeline.retriever):
             return {}
         ids = "\n".join(sorted(u.id for u in self.users))
         return {"user_pool": {"users": len(self.users), "sha256": hashlib.sha256(ids.encode()).hexdigest()[:16]}}
 
     def prepare(self, pipeline: Any) -> None:
-        if pipeline.retriever is not None and hasattr(pipeline.retriever, "fit_users"):
+        if _fits_user_pool(pipeline.retriever):
             pipeline.retriever.fit_users(self.users)
 
     def run_batch(self, pipeline: Any, queries: list[Query]) -> list[tuple[dict[str, Any], ...]]:
@@ -280,3 +280,9 @@ def _lamp_values(example: Mapping[str, Any]) -> dict[str, Any]:
     if "abs_error" in values:
         values["mae"] = values["abs_error"]
     return values
+
+
+def _fits_user_pool(retriever: Any) -> bool:
+    """A retriever over other users' histories that takes its users from the split (fit_users),
+    not from a user store it is bound to (whose users and changes it reads itself)."""
+    return hasattr(retriever, "fit_users") and not getattr(retriever, "bound_to_store", False)

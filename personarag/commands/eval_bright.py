@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
             data = RankingDataset.from_bright(task, settings["max_queries"], source=settings["dataset_dir"])
             task_config = {key: value for key, value in run_config.items() if key not in ("tasks", "pipeline")}
             result = common.evaluate_ranking(pipeline, data, settings, out / task_name, overwrite=args.overwrite,
-                                             config={**task_config, "task": task_name}, prefix=f"bright-{task_name}")
+                                             config={**task_config, "task": task_name}, prefix=f"bright-{task_name}",
+                                             engine=common.engine_settings(args))
             usage = usage + result.usage
             metrics[task_name] = result.metrics
             sys.stdout.write(f"{task_name}: {len(data.queries)} queries, {len(task.corpus)} documents\n")

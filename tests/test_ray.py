@@ -3,9 +3,13 @@ run, byte for byte, and resume the same way. Skipped when the `ray` extra is abs
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 
@@ -17,6 +21,7 @@ from personarag.errors import InputError  # noqa: E402
 from personarag.evaluation.beir import load_beir  # noqa: E402
 from personarag.evaluation.lamp import load_lamp  # noqa: E402
 from personarag.experiment import Experiment, LampData, RankingDataset  # noqa: E402
+from personarag.personal.ray_encode import encode_store_items, missing_items  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BEIR = FIXTURES / "beir_mini"
@@ -30,7 +35,8 @@ LAMP_PIPELINE = {"stages": ["history:bm25", {"spec": "lamp", "params": {
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
     # the workers import this checkout's personarag, with one torch thread each
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    # (and this module, for the test encoder)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1"}
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
     yield
@@ -103,3 +109,62 @@ def test_bad_engine_and_options_are_refused_before_any_work(tmp_path):
         Experiment(Pipeline(["bm25"]), data, output_dir=tmp_path, engine="ray", ray_options={"gpus": 1})
     with pytest.raises(InputError, match="'actors'.*positive integer, got 0"):
         Experiment(Pipeline(["bm25"]), data, output_dir=tmp_path, engine="ray", ray_options={"actors": 0})
+
+
+# ---- a store's history items encoded by Ray actors ------------------------------------------------
+@dataclass(frozen=True)
+class Fingerprint:
+    key: str
+
+
+class MiniLM:
+    """all-MiniLM-L6-v2 with a fixed fingerprint key (the item encoder interface)."""
+
+    def __init__(self, path: str, key: str = "minilm-test") -> None:
+        import torch
+
+        from personarag.retrievers.encoders import load_sentence_encoder
+
+        torch.set_num_threads(1)
+        self.model, self.fingerprint = load_sentence_encoder(path, "cpu"), Fingerprint(key)
+
+    def encode(self, texts):
+        return self.model.encode(list(texts), batch_size=16)
+
+
+def test_store_items_are_encoded_on_ray_once_into_the_cache(tmp_path, minilm_path):
+    pytest.importorskip("sqlalchemy")
+    from personarag.personal.store import UserStore, content_hash
+
+    dataset = load_lamp("LaMP-3", LAMP3 / "dev_questions.json", LAMP3 / "dev_outputs.json")
+    with UserStore(tmp_path / "u.db") as store:
+        store.add_users(dataset.users)
+        texts = {content_hash(d): d.full_text for u in dataset.users for d in u.history}
+        first_user = dataset.users[0]
+        factory = functools.partial(MiniLM, str(minilm_path))
+        only_first = encode_store_items(store, factory, fingerprint="minilm-test", user_ids=[first_user.id],
+                                        batch_size=2, actors=1)
+        assert only_first.encoded == len({content_hash(d) for d in first_user.history}) > 0
+        report = encode_store_items(store, factory, fingerprint="minilm-test", batch_size=2, actors=1)
+        assert (report.items, report.cached, report.encoded) == (len(texts), only_first.encoded,
+                                                                  len(texts) - only_first.encoded)
+        assert missing_items(store, "minilm-test") == (len(texts), {})
+        cached = store.get_embeddings("minilm-test", list(texts))
+        local = MiniLM(str(minilm_path)).encode(list(texts.values()))
+        assert np.allclose(np.stack([cached[h] for h in texts]), local, atol=1e-5)
+        assert missing_items(store, "another-model")[1] == texts  # other encoders' keys are untouched
+        again = encode_store_items(store, factory, fingerprint="minilm-test")
+        assert (again.cached, again.encoded) == (len(texts), 0)
+
+
+def test_a_worker_with_another_encoder_fingerprint_is_refused(tmp_path, minilm_path):
+    pytest.importorskip("sqlalchemy")
+    from personarag.personal.store import UserStore
+
+    dataset = load_lamp("LaMP-3", LAMP3 / "dev_questions.json", LAMP3 / "dev_outputs.json")
+    with UserStore(tmp_path / "u.db") as store:
+        store.add_users(dataset.users[:1])
+        with pytest.raises(Exception, match="fingerprint 'other'.*'minilm-test'"):
+            encode_store_items(store, functools.partial(MiniLM, str(minilm_path), "other"), fingerprint="minilm-test",
+                               actors=1)
+        assert missing_items(store, "minilm-test")[1]  # nothing was written

@@ -18,6 +18,10 @@ data read; a rerun on changed data is refused, naming what changed, unless `over
 One run per folder at a time (a lock; a dead run's lock is taken over); the folder is
 checked (not a file, writable, not full) before anything is loaded.
 
+`engine="ray"` (with `ray_address`, `ray_options`) runs the unfinished queries on Ray actors
+(`personarag.experiment.ray_engine`) and appends their records to the same files: the same
+outputs as a local run, resumable by either engine.
+
 With one system its files go straight into `output_dir`; with several, into
 `output_dir/<name>/`, and `output_dir/comparison.json` holds the table against `baseline`.
 """

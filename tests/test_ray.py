@@ -101,6 +101,25 @@ def test_eval_beir_with_the_ray_flag(tmp_path, capsys):
     assert json.loads((out / "stats.json").read_text())["engine"]["actors"] == 2
 
 
+def test_eval_lamp_with_the_ray_flag(tmp_path):
+    config = tmp_path / "lamp.json"
+    config.write_text(json.dumps({"generator": LAMP_PIPELINE["stages"][1]}), encoding="utf-8")
+    args = ["eval", "lamp", "--config", str(config), "--task", "LaMP-3", "--questions", str(LAMP3 / "dev_questions.json"),
+            "--outputs", str(LAMP3 / "dev_outputs.json"), "--retriever", "history:bm25", "--k", "2", "--output-dir"]
+    assert main([*args, str(tmp_path / "ray"), "--ray", "--ray-cpus", "0.5"]) == 0
+    assert main([*args, str(tmp_path / "local")]) == 0
+    same_files(tmp_path / "local", tmp_path / "ray", ["predictions.jsonl", "metrics.json", "per_query.json", "config.json"])
+    assert json.loads((tmp_path / "ray" / "stats.json").read_text())["engine"] == {"name": "ray", "address": None,
+                                                                                  "num_cpus": 0.5}
+
+
+def test_ray_sizes_without_ray_are_refused(tmp_path, capsys):
+    args = ["eval", "beir", "--dataset-dir", str(BEIR), "--retriever", "bm25", "--output-dir", str(tmp_path / "out")]
+    assert main([*args, "--ray-gpus", "1"]) == 2
+    assert "--ray-gpus needs --ray [ADDRESS]" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "run.trec").exists()
+
+
 def test_bad_engine_and_options_are_refused_before_any_work(tmp_path):
     with pytest.raises(InputError, match="engine must be 'local' or 'ray'"):
         beir_run(tmp_path, "spark")

@@ -103,20 +103,29 @@ def run_batches(dataset: Any, pipeline: Any, queries: Sequence[Any], batch_size:
         return
     with cluster(address, options.get("init")) as ray:
         context = ray.data.DataContext.get_current()
+        before = context.execution_options.preserve_order, context.enable_progress_bars
         context.execution_options.preserve_order = True  # result files in query order, as a local run
         context.enable_progress_bars = bool(options.get("progress", False))
-        actors = options.get("actors") or max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
-        actors = min(actors, len(queries))  # an actor without a batch would only cost its start
-        spec = pipeline_spec(pipeline)
-        items = ray.data.from_items([{"id": q.id} for q in queries])
-        results = items.map_batches(
-            PipelineActor,
-            fn_constructor_args=(spec, [ray.put(dataset)]),
-            batch_size=batch_size,
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=options.get("num_cpus", 1),
-            num_gpus=options.get("num_gpus", 0),
-        )
-        logger.info("ray: %d queries over %d actors in batches of %d", len(queries), actors, batch_size)
-        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-            yield [tuple(json.loads(line)) for line in batch["records"]]
+        try:
+            yield from _run(ray, dataset, pipeline, queries, batch_size, options)
+        finally:  # the caller's own Ray Data settings are left as they were
+            context.execution_options.preserve_order, context.enable_progress_bars = before
+
+
+def _run(ray: Any, dataset: Any, pipeline: Any, queries: Sequence[Any], batch_size: int,
+         options: Mapping[str, Any]) -> Iterator[list[tuple[dict, ...]]]:
+    actors = options.get("actors") or max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
+    actors = min(actors, -(-len(queries) // batch_size))  # an actor without a batch would only cost its start
+    spec = pipeline_spec(pipeline)
+    items = ray.data.from_items([{"id": q.id} for q in queries])
+    results = items.map_batches(
+        PipelineActor,
+        fn_constructor_args=(spec, [ray.put(dataset)]),
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=options.get("num_cpus", 1),
+        num_gpus=options.get("num_gpus", 0),
+    )
+    logger.info("ray: %d queries over %d actors in batches of %d", len(queries), actors, batch_size)
+    for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+        yield [tuple(json.loads(line)) for line in batch["records"]]

@@ -1,5 +1,6 @@
 """engine="ray": the queries of a run sharded over a local Ray cluster write the same files as a local
-run, byte for byte, and resume the same way. Skipped when the `ray` extra is absent."""
+run, byte for byte, and resume the same way; a store's history items are encoded by Ray actors into its
+embedding cache once. Skipped when the `ray` extra is absent."""
 
 from __future__ import annotations
 
@@ -183,7 +184,7 @@ def test_a_worker_with_another_encoder_fingerprint_is_refused(tmp_path, minilm_p
     dataset = load_lamp("LaMP-3", LAMP3 / "dev_questions.json", LAMP3 / "dev_outputs.json")
     with UserStore(tmp_path / "u.db") as store:
         store.add_users(dataset.users[:1])
-        with pytest.raises(Exception, match="fingerprint 'other'.*'minilm-test'"):
+        with pytest.raises(InputError, match="fingerprint 'other'.*'minilm-test'"):
             encode_store_items(store, functools.partial(MiniLM, str(minilm_path), "other"), fingerprint="minilm-test",
                                actors=1)
         assert missing_items(store, "minilm-test")[1]  # nothing was written

@@ -61,6 +61,25 @@ def cluster(address: str | None, init: Mapping[str, Any] | None = None) -> Itera
         ray.shutdown()
 
 
+@contextmanager
+def input_errors(ray: Any) -> Iterator[None]:
+    """An `InputError` raised in an actor (bad data, a model path missing on a node) comes out as
+    an `InputError` here, as in a local run, instead of Ray's wrapper (which may keep only its text)."""
+    try:
+        yield
+    except ray.exceptions.RayError as error:
+        seen: Any = error
+        while seen is not None:
+            if isinstance(seen, InputError):
+                raise InputError(str(seen)) from error
+            seen = getattr(seen, "cause", None) or seen.__cause__
+        marker = f"{InputError.__module__}.{InputError.__name__}: "
+        text = str(error)
+        if marker in text:
+            raise InputError(text.rsplit(marker, 1)[1].strip().splitlines()[0]) from error
+        raise
+
+
 class PipelineActor:
     """One per Ray worker: the pipeline built and prepared once, then batch after batch."""
 
@@ -107,7 +126,8 @@ def run_batches(dataset: Any, pipeline: Any, queries: Sequence[Any], batch_size:
         context.execution_options.preserve_order = True  # result files in query order, as a local run
         context.enable_progress_bars = bool(options.get("progress", False))
         try:
-            yield from _run(ray, dataset, pipeline, queries, batch_size, options)
+            with input_errors(ray):
+                yield from _run(ray, dataset, pipeline, queries, batch_size, options)
         finally:  # the caller's own Ray Data settings are left as they were
             context.execution_options.preserve_order, context.enable_progress_bars = before
 

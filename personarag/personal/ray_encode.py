@@ -99,7 +99,7 @@ def encode_store_items(
     node; `num_cpus`/`num_gpus` are per actor. Without `address` and no Ray initialised in this
     process, a local cluster is started and shut down afterwards.
     """
-    from personarag.experiment.ray_engine import check_options, cluster
+    from personarag.experiment.ray_engine import check_options, cluster, input_errors
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -122,7 +122,8 @@ def encode_store_items(
             vectors = ray.data.from_items(rows).map_batches(
                 EncoderActor, fn_constructor_args=(encoder_factory, key), batch_size=batch_size,
                 compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=num_cpus, num_gpus=num_gpus)
-            for batch in vectors.iter_batches(batch_size=None, batch_format="numpy"):
-                store.put_embeddings(key, dict(zip((str(h) for h in batch["hash"]), batch["vector"])))
-                encoded += len(batch["hash"])
+            with input_errors(ray):
+                for batch in vectors.iter_batches(batch_size=None, batch_format="numpy"):
+                    store.put_embeddings(key, dict(zip((str(h) for h in batch["hash"]), batch["vector"])))
+                    encoded += len(batch["hash"])
     return EncodeReport(key, total, total - len(todo), encoded, round(time.perf_counter() - started, 3))

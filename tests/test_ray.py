@@ -114,6 +114,20 @@ def test_eval_lamp_with_the_ray_flag(tmp_path):
                                                                                   "num_cpus": 0.5}
 
 
+def test_eval_bright_with_the_ray_flag_over_two_tasks(tmp_path):
+    import shutil
+
+    data = tmp_path / "bright"
+    for task in ("biology", "earth_science"):
+        shutil.copytree(FIXTURES / "bright_mini" / "biology", data / task)
+    args = ["eval", "bright", "--dataset-dir", str(data), "--task", "biology", "--task", "earth_science",
+            "--retriever", "bm25", "--k", "5", "--output-dir"]
+    assert main([*args, str(tmp_path / "ray"), "--ray"]) == 0
+    assert main([*args, str(tmp_path / "local")]) == 0
+    same_files(tmp_path / "local", tmp_path / "ray", ["metrics.json", "biology/run.trec", "earth_science/run.trec",
+                                                      "earth_science/per_query.json"])
+
+
 def test_ray_sizes_without_ray_are_refused(tmp_path, capsys):
     args = ["eval", "beir", "--dataset-dir", str(BEIR), "--retriever", "bm25", "--output-dir", str(tmp_path / "out")]
     assert main([*args, "--ray-gpus", "1"]) == 2

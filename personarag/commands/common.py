@@ -18,6 +18,47 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file describing the run; flags override it")
     parser.add_argument("--output-dir", metavar="OUT", help="folder for run.trec, metrics.json and config.json")
     parser.add_argument("--overwrite", action="store_true", help="replace the results of a different run in OUT")
+    add_engine_arguments(parser)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """--ray [ADDRESS] and the actor sizes; `engine_settings` reads them. Not part of the run's
+    identity: a run started locally can be finished on Ray and the other way round."""
+    group = parser.add_argument_group("Ray (pip install \"personarag[ray]\")")
+    group.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                       help="shard the queries over a Ray cluster: ADDRESS (auto, ray://HOST:10001), "
+                            "or a local cluster started for this run when none is given")
+    group.add_argument("--ray-actors", type=_positive_int, metavar="N",
+                       help="pipeline actors (each builds and indexes the pipeline once; default: one per node)")
+    group.add_argument("--ray-cpus", type=float, metavar="N", help="CPUs per actor (default: 1)")
+    group.add_argument("--ray-gpus", type=float, metavar="N",
+                       help="GPUs per actor, e.g. the tensor-parallel size of a vLLM model (default: 0)")
+
+
+@contextmanager
+def engine_session(engine: Mapping[str, Any]) -> Iterator[None]:
+    """One Ray connection (or local cluster) for all the runs of a command, e.g. BRIGHT's tasks;
+    nothing for the local engine."""
+    if engine.get("engine") != "ray":
+        yield
+        return
+    from personarag.experiment.ray_engine import cluster
+
+    with cluster(engine.get("ray_address")):
+        yield
+
+
+def engine_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The `Experiment` keywords of the engine flags: engine, ray_address, ray_options."""
+    address = getattr(args, "ray", None)
+    extra = [f for f in ("ray_actors", "ray_cpus", "ray_gpus") if getattr(args, f, None) is not None]
+    if address is None:
+        if extra:
+            raise InputError(f"--{extra[0].replace('_', '-')} needs --ray [ADDRESS]")
+        return {"engine": "local"}
+    options = {key: getattr(args, f"ray_{key}") for key in ("actors", "cpus", "gpus") if getattr(args, f"ray_{key}") is not None}
+    options = {{"cpus": "num_cpus", "gpus": "num_gpus"}.get(k, k): v for k, v in options.items()}
+    return {"engine": "ray", "ray_address": address or None, "ray_options": options}
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser, retriever_help: str) -> None:
@@ -222,12 +263,12 @@ def ranking_pipeline(settings: Mapping[str, Any], first_stage: Any = None) -> Pi
 
 
 def evaluate_ranking(pipeline: Pipeline, data: Any, settings: Mapping[str, Any], out: Path, *, overwrite: bool,
-                     config: Mapping[str, Any], prefix: str) -> Any:
+                     config: Mapping[str, Any], prefix: str, engine: Mapping[str, Any] | None = None) -> Any:
     """One pipeline over a RankingDataset into `out` (resumable, see `personarag.experiment`): its result."""
     from personarag.experiment.runner import Experiment
 
     experiment = Experiment(pipeline, data, settings["measures"], output_dir=out, batch_size=settings["batch_size"],
-                            overwrite=overwrite, config=dict(config), prefix=prefix)
+                            overwrite=overwrite, config=dict(config), prefix=prefix, **dict(engine or {}))
     return next(iter(experiment.run().systems.values()))
 
 

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         dataset = load_beir(settings["dataset_dir"] or settings["dataset"], settings["split"], cache_dir=settings["cache_dir"])
         data = RankingDataset.from_beir(dataset, settings["max_queries"])
         result = common.evaluate_ranking(pipeline, data, settings, out, overwrite=args.overwrite, config=run_config,
-                                         prefix="beir-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", source))
+                                         prefix="beir-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", source),
+                                         engine=common.engine_settings(args))
     sys.stdout.write(f"{dataset.name} ({settings['split']}, {len(data.queries)} queries), run {result.run_name}\n")
     sys.stdout.write(result.details.format_table() + "\n")
     sys.stdout.write(f"wrote {out}/run.trec, metrics.json, per_query.json, stats.json, config.json\n")

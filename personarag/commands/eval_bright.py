@@ -58,16 +58,19 @@ def run(args: argparse.Namespace) -> int:
                                                  "versions": artifacts.library_versions()})
         metrics: dict[str, dict[str, float]] = {}
         usage = Usage()
-        for task_name in settings["tasks"]:
-            task = load_bright(task_name, settings["dataset_dir"], long_documents=settings["long_documents"],
-                               reasoning=settings["reasoning"], cache_dir=settings["cache_dir"])
-            data = RankingDataset.from_bright(task, settings["max_queries"], source=settings["dataset_dir"])
-            task_config = {key: value for key, value in run_config.items() if key not in ("tasks", "pipeline")}
-            result = common.evaluate_ranking(pipeline, data, settings, out / task_name, overwrite=args.overwrite,
-                                             config={**task_config, "task": task_name}, prefix=f"bright-{task_name}")
-            usage = usage + result.usage
-            metrics[task_name] = result.metrics
-            sys.stdout.write(f"{task_name}: {len(data.queries)} queries, {len(task.corpus)} documents\n")
+        engine = common.engine_settings(args)
+        with common.engine_session(engine):  # one cluster for every task
+            for task_name in settings["tasks"]:
+                task = load_bright(task_name, settings["dataset_dir"], long_documents=settings["long_documents"],
+                                   reasoning=settings["reasoning"], cache_dir=settings["cache_dir"])
+                data = RankingDataset.from_bright(task, settings["max_queries"], source=settings["dataset_dir"])
+                task_config = {key: value for key, value in run_config.items() if key not in ("tasks", "pipeline")}
+                result = common.evaluate_ranking(pipeline, data, settings, out / task_name, overwrite=args.overwrite,
+                                                 config={**task_config, "task": task_name}, prefix=f"bright-{task_name}",
+                                                 engine=engine)
+                usage = usage + result.usage
+                metrics[task_name] = result.metrics
+                sys.stdout.write(f"{task_name}: {len(data.queries)} queries, {len(task.corpus)} documents\n")
         average = {m: sum(metrics[t][m] for t in metrics) / len(metrics) for m in settings["measures"]}
         artifacts.write_json(out / "metrics.json", {**metrics, "average": average})
         artifacts.write_json(out / "stats.json", {"usage": dataclasses.asdict(usage)})

@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             "batch_size": batch_size,
         }
         result = run_lamp(dataset, pipeline, out, run_config=run_config, batch_size=batch_size, overwrite=args.overwrite,
-                          users=users, full=full, sources=source)
+                          users=users, full=full, sources=source, engine=common.engine_settings(args))
 
     sys.stdout.write(f"{task}: {result.examples} examples ({result.generated} generated now), run {result.run_name}\n")
     for key, value in result.metrics.items():

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             *PATH_KEYS, "max_queries", "measures", "relevance_level")}}
         experiment = Experiment(pipeline, data, settings["measures"] or data.default_measures, output_dir=out,
                                 batch_size=settings["batch_size"], overwrite=args.overwrite, config=run_config,
-                                prefix="rerank-" + _safe(data.name))
+                                prefix="rerank-" + _safe(data.name), **common.engine_settings(args))
         result = next(iter(experiment.run().systems.values()))
     coverage = data.coverage
     sys.stdout.write(f"{data.name} ({len(data.queries)} judged queries of {coverage['queries']} with candidates; "

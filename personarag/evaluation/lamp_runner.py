@@ -58,6 +58,7 @@ def run_lamp(
     users: Sequence[User] | None = None,
     full: LampDataset | None = None,
     sources: Mapping[str, Any] | None = None,
+    engine: Mapping[str, Any] | None = None,
 ) -> LampRunResult:
     """Run `pipeline` (optional retriever and rerankers, then a generator) over `dataset`.
 
@@ -67,7 +68,8 @@ def run_lamp(
     the collaborative one) is fitted on `users` (default: the dataset's users; pass the whole
     split's users when `dataset` is a head of it, so results do not depend on the cut).
     `full`: the whole dataset read when `dataset` is a head of it (its content is the run's
-    identity); `sources`: the files it came from ({"questions": path, "outputs": path}).
+    identity); `sources`: the files it came from ({"questions": path, "outputs": path}); `engine`: the
+    `Experiment` engine keywords (engine="ray", ray_address, ray_options).
     """
     from personarag.experiment.datasets import LampData
     from personarag.experiment.runner import Experiment
@@ -76,6 +78,7 @@ def run_lamp(
     data = LampData(whole, max_examples=len(dataset) if full is not None else None, users=users, sources=sources)
     config = {"command": "eval lamp", **dict(run_config or {}), "task": dataset.task}
     experiment = Experiment(pipeline, data, output_dir=output_dir, batch_size=batch_size, overwrite=overwrite,
-                            progress=progress, config=config, prefix=f"lamp-{dataset.task}")
+                            progress=progress, config=config, prefix=f"lamp-{dataset.task}",
+                            **dict(engine or {}))
     result = next(iter(experiment.run().systems.values()))
     return LampRunResult(result.metrics, result.output_dir, result.run_name, len(dataset), result.ran, result.usage)

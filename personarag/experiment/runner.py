@@ -18,6 +18,10 @@ data read; a rerun on changed data is refused, naming what changed, unless `over
 One run per folder at a time (a lock; a dead run's lock is taken over); the folder is
 checked (not a file, writable, not full) before anything is loaded.
 
+`engine="ray"` (with `ray_address`, `ray_options`) runs the unfinished queries on Ray actors
+(`personarag.experiment.ray_engine`) and appends their records to the same files: the same
+outputs as a local run, resumable by either engine.
+
 With one system its files go straight into `output_dir`; with several, into
 `output_dir/<name>/`, and `output_dir/comparison.json` holds the table against `baseline`.
 """
@@ -27,7 +31,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +85,9 @@ class Experiment:
         progress: bool | None = None,
         config: Mapping[str, Any] | None = None,
         prefix: str | None = None,
+        engine: str = "local",
+        ray_address: str | None = None,
+        ray_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.systems = list(systems) if isinstance(systems, (list, tuple)) else [systems]
         if not self.systems:
@@ -110,6 +117,15 @@ class Experiment:
         for pipeline in self.systems:
             check_pipeline(pipeline)
             dataset.check(pipeline)
+        if engine not in ("local", "ray"):
+            raise InputError(f"engine must be 'local' or 'ray', got {engine!r}")
+        if engine == "ray":
+            from personarag.errors import require
+            from personarag.experiment.ray_engine import check_options
+
+            ray_options = check_options(ray_options)
+            require("ray", "ray", purpose="engine='ray'")  # before the output folder is touched
+        self.engine, self.ray_address, self.ray_options = engine, ray_address, dict(ray_options or {})
         self.output_dir = Path(output_dir)
         self.batch_size, self.overwrite, self.progress = batch_size, overwrite, progress
         self.config = dict(config or {})
@@ -163,21 +179,20 @@ class Experiment:
         seconds: dict[str, float] = {}
         usage = Usage()
         started = time.perf_counter()
-        if todo:
+        if todo and self.engine == "local":
             dataset.prepare(pipeline)
-        seconds["index"] = time.perf_counter() - started
+        seconds["index"] = time.perf_counter() - started  # with Ray, each actor indexes: part of "run"
         logs = [ResultLog(out / f) for f in dataset.result_files]
         bar = _progress(len(todo), self.progress, f"{name} {dataset.name}" if len(self.systems) > 1 else dataset.name)
         try:
-            for batch in artifacts.batched(todo, self.batch_size):
-                records = dataset.run_batch(pipeline, batch)
+            for records in self._batches(dataset, pipeline, todo):
                 for position, log in enumerate(logs):
                     log.append(r[position] for r in records)
                 for r in records:
                     done[r[-1]["id"]] = r[-1]
                     usage = usage + Usage(**r[0].get("usage", {}))
                 if bar is not None:
-                    bar.update(len(batch))
+                    bar.update(len(records))
         finally:
             for log in logs:
                 log.close()
@@ -191,8 +206,24 @@ class Experiment:
             artifacts.write_json(out / "metrics.json", metrics)
         if per_query:
             artifacts.write_json(out / "per_query.json", per_query)
-        artifacts.write_json(out / "stats.json", dataset.stats(details, len(todo), seconds, usage))
+        stats = dataset.stats(details, len(todo), seconds, usage)
+        if self.engine != "local":
+            stats["engine"] = {"name": self.engine, "address": self.ray_address,
+                               **{k: v for k, v in self.ray_options.items() if k != "init"}}
+        artifacts.write_json(out / "stats.json", stats)
         return SystemResult(name, run_name, out, dict(metrics), dict(per_query), len(todo), usage, details)
+
+
+    def _batches(self, dataset: Any, pipeline: Any, todo: list[Any]) -> Iterator[list[tuple[dict[str, Any], ...]]]:
+        """The records of `todo`, a batch at a time: here, or from the Ray actors."""
+        if self.engine == "ray":
+            from personarag.experiment.ray_engine import run_batches
+
+            yield from run_batches(dataset, pipeline, todo, self.batch_size, address=self.ray_address,
+                                   options=self.ray_options)
+            return
+        for batch in artifacts.batched(todo, self.batch_size):
+            yield dataset.run_batch(pipeline, batch)
 
 
 def _check_inputs(out: Path, records: Mapping[str, Mapping[str, Any]], dataset: Any) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,14 +126,17 @@ class Pipeline:
     def retrieve(self, queries: Sequence[Query] | Query) -> list[Ranking]:
         """Retrieval and reranking only: the ranked candidates of each query."""
         batch = [queries] if isinstance(queries, Query) else list(queries)
+        self.timings = {}
         if self.retriever is None:
             rankings = [Ranking(query=q, docs=()) for q in batch]
         else:
             if not self._indexed and self.retriever.needs_corpus:
                 raise InputError("call pipeline.index(corpus) (or pass corpus=) before running it")
-            rankings = self.retriever.retrieve(batch, k=self.k)
+            with self._timed(self.retriever):
+                rankings = self.retriever.retrieve(batch, k=self.k)
         for reranker in self.rerankers:  # a stage's own depth wins over the pipeline's default
-            rankings = reranker.rerank(rankings, depth=reranker.depth or self.rerank_depth)
+            with self._timed(reranker):
+                rankings = reranker.rerank(rankings, depth=reranker.depth or self.rerank_depth)
         return rankings
 
     def run(self, queries: Sequence[Query] | Query) -> list[Ranking] | list[Output]:
@@ -139,7 +144,23 @@ class Pipeline:
         rankings = self.retrieve(queries)
         if self.generator is None:
             return rankings
-        return self.generator.generate([r.top(self.context_k) for r in rankings])
+        with self._timed(self.generator):
+            return self.generator.generate([r.top(self.context_k) for r in rankings])
+
+    @contextlib.contextmanager
+    def _timed(self, stage: Component) -> Iterator[None]:
+        """Wall seconds of each stage in the last `retrieve`/`run` call, in `self.timings`
+        (keyed by stage name; a repeated name gets a #2, #3 suffix)."""
+        name = stage.spec_name or type(stage).__name__
+        key, n = name, 1
+        while key in self.timings:
+            n += 1
+            key = f"{name}#{n}"
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[key] = time.perf_counter() - started
 
     def __call__(self, query: Query | str, user: Any = None) -> Ranking | Output:
         """One query, as a Query or plain text."""

@@ -13,7 +13,7 @@ from personarag.errors import InputError, decode_utf8
 from personarag.generators.base import Generator
 from personarag.rerankers.base import Reranker
 from personarag.retrievers.base import Retriever
-from personarag.types import Corpus, Document, Output, Query, Ranking
+from personarag.types import Corpus, Document, Output, Query, Ranking, User
 
 CONFIG_VERSION = 1
 
@@ -95,6 +95,31 @@ class Pipeline:
         self.retriever.index(corpus)
         self._indexed = True
         return self
+
+    def fit(self, users: Iterable[User] | None = None, *, store: Any = None) -> Pipeline:
+        """Give the users (or a user store: a `UserStore`, a path or a URL) to every stage that
+        needs them (those with a `fit(users=..., store=...)` hook, e.g. `collaborative`, including
+        the parts of a fusion), so no stage depends on which queries come in one batch."""
+        if (users is None) == (store is None):
+            raise InputError("Pipeline.fit takes exactly one of users= or store=")
+        if users is not None:
+            users = list(users)
+        elif not hasattr(store, "changes_since"):
+            from personarag.personal.store import UserStore
+
+            store = UserStore(store)  # opened once, shared by every stage
+        for stage in self._fittable():
+            stage.fit(users=users) if users is not None else stage.fit(store=store)  # type: ignore[attr-defined]
+        return self
+
+    def _fittable(self) -> list[Component]:
+        found, todo = [], list(self.stages)
+        while todo:
+            stage = todo.pop(0)
+            if callable(getattr(stage, "fit", None)):
+                found.append(stage)
+            todo.extend(part for part in getattr(stage, "retrievers", ()) if isinstance(part, Component))
+        return found
 
     def retrieve(self, queries: Sequence[Query] | Query) -> list[Ranking]:
         """Retrieval and reranking only: the ranked candidates of each query."""

@@ -90,11 +90,10 @@ def test_never_documents_from_users_outside_the_split():
     ranking = r.retrieve(Query("q", "guitar strings", user=query_user), k=100)[0]
     assert all(o.startswith("a-") for o in owners(ranking))
     assert all(any(d.startswith(o) for o in everyone if o.startswith("a-")) for d in ranking.ids)
-    # without fit_users: the users of the queries passed form the split
-    auto = retriever(m=5)
+    # without fit_users (or a store) it refuses rather than fit on each batch's users
     batch = [Query("q1", "guitar strings", user=split_b[0]), Query("q2", "guitar chord", user=split_b[1])]
-    rankings = auto.retrieve(batch, k=100)
-    assert {o for r_ in rankings for o in owners(r_)} == {split_b[0].id, split_b[1].id}
+    with pytest.raises(InputError, match="no users"):
+        retriever(m=5).retrieve(batch, k=100)
 
 
 def test_empty_history_falls_back_to_the_query_embedding_or_nothing():
@@ -214,7 +213,7 @@ def test_collaborative_spec_in_a_pipeline_with_minilm(minilm_path):
     spec = f"collaborative:{minilm_path}"
     built = registry.build(spec, role="retriever", m=2, device="cpu")
     assert built.needs_corpus is False and built.config()["params"]["m"] == 2
-    pipeline = Pipeline([built], k=4)
+    pipeline = Pipeline([built], k=4).fit(users=users)
     rankings = pipeline.run([Query("q", "a new guitar amp and strings", user=users[0])])
     assert len(rankings[0].docs) == 4
     assert all(o.startswith("guitar") for o in owners(rankings[0]))

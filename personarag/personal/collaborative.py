@@ -4,9 +4,12 @@ For a query of user u:
 1. u's embedding: the (recency-weighted) mean of u's item embeddings, or a trained user
    encoder (`user_encoder=PATH`, see `personarag.training.user_encoder`);
 2. the `m` most similar users by cosine, through a FAISS index over the embeddings of the
-   users the retriever was fitted on (`fit_users(users)`; without it, each `retrieve` call
-   fits on the distinct users of the queries passed). u itself is never among them, and no
-   user outside that set ever contributes a document;
+   users the retriever was fitted on: `fit_users(users)` (in memory), or a user store
+   (`store=PATH_OR_URL`, `bind_store`), whose changes are picked up before each batch
+   (`changes_since`), with item embeddings cached in the store and user vectors kept fresh
+   (`personal.item_embeddings`). Retrieving before either raises: results never depend on how
+   queries are batched. u itself is never among them, no user outside that set ever
+   contributes a document, and items with `meta["shared"] = False` reach only their owner;
 3. candidates: u's own history (`include_own`) and the histories of those m users; a document
    id seen twice is kept once (u's own copy first, else the most similar user's);
 4. each candidate gets the features
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +40,12 @@ import numpy as np
 from personarag.errors import InputError
 from personarag.retrievers.base import Retriever
 from personarag.retrievers.fusion import minmax
-from personarag.personal.profiles import ItemEmbeddings, ProfileBM25, ProfileStore, make_tokenizer, normalize
+from personarag.personal.item_embeddings import (
+    BACKENDS, ItemEmbeddings, ItemEncoder, MemoryEmbeddingCache, UserVectors, aggregate, load_item_encoder, weights_digest,
+)
+from personarag.personal.profiles import ProfileBM25, ProfileStore, make_tokenizer, normalize
+from personarag.personal.store import UserStore
+from personarag.personal.user_embeddings import recency_weights
 from personarag.types import Corpus, Document, Query, Ranking, ScoredDoc, StageTrace, User
 
 logger = logging.getLogger(__name__)
@@ -79,6 +88,9 @@ class CollaborativeRetriever(Retriever):
         scorer: str | None = None,
         batch_size: int = 64,
         device: str | None = None,
+        backend: str = "torch",
+        onnx_model: str | None = None,
+        store: str | os.PathLike | UserStore | None = None,
         k1: float = 1.5,
         b: float = 0.75,
         epsilon: float = 0.25,
@@ -93,51 +105,74 @@ class CollaborativeRetriever(Retriever):
             raise InputError(f"empty_history must be one of {', '.join(EMPTY_HISTORY)}, got {empty_history!r}")
         if not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
             raise InputError(f"alpha must be a number in [0, 1], got {alpha!r}")
+        if backend not in BACKENDS:
+            raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        recency_weights((), recency_decay, recency_by)  # validates both before any model loads
         self.model, self.m, self.alpha, self.relevance = model, m, float(alpha), relevance
         self.recency_decay, self.recency_by = recency_decay, recency_by
         self.include_own, self.empty_history = include_own, empty_history
-        self.batch_size, self.device = batch_size, device
+        self.batch_size, self.device, self.backend, self.onnx_model = batch_size, device, backend, onnx_model
         self.index_options = {"kind": index, "nprobe": nprobe, "ef_search": ef_search}
-        self.store = ProfileStore()
+        self.profiles = ProfileStore()  # BM25 statistics only
         self._encoder = encoder
-        self.items = ItemEmbeddings(self.store, lambda texts: self.encoder.encode(list(texts), batch_size=batch_size, task="document"))
-        self.bm25 = ProfileBM25(self.store, make_tokenizer(tokenizer), k1=k1, b=b, epsilon=epsilon) if relevance == "bm25" else None
+        self._item_encoder: ItemEncoder | None = None
+        self._memory = MemoryEmbeddingCache()  # embeddings of users given without a store
+        self.bm25 = ProfileBM25(self.profiles, make_tokenizer(tokenizer), k1=k1, b=b, epsilon=epsilon) if relevance == "bm25" else None
         self.user_encoder = None
+        self._user_encoder_id: str | None = None
         if user_encoder is not None:
             from personarag.personal.user_encoder import load_user_encoder
 
             self.user_encoder = load_user_encoder(user_encoder)
+            self._user_encoder_id = weights_digest(user_encoder)
         self.weights = np.asarray([1 - self.alpha, self.alpha, 0.0, 0.0])
         if scorer is not None:
             self.weights = load_scorer(scorer)
-        self._fixed_pool = False
         self._pool: dict[str, User] = {}
-        self._pool_key: frozenset | None = None
+        self._items: dict[str, np.ndarray] = {}  # user id -> item embeddings, rows follow the history
+        self._vectors: dict[str, np.ndarray] = {}  # user id -> unit user vector
+        self._shared: dict[str, np.ndarray] = {}  # user id -> which history items others may see
+        self._private: set[str] = set()  # users of the store marked not shared as a whole
         self._user_index: Any = None
-        self._user_vectors: dict[str, np.ndarray] = {}
+        self._fitted = False
+        self.user_store: UserStore | None = None
+        self._seq = 0
+        self._pending_store = store  # opened on first use, so building a pipeline loads no model
+
+    @property
+    def item_encoder(self) -> ItemEncoder:
+        if self._item_encoder is None:
+            self._item_encoder = load_item_encoder(
+                self.model, backend=self.backend, device=self.device, onnx_model=self.onnx_model,
+                batch_size=self.batch_size, encoder=self._encoder)
+            self._encoder = self._item_encoder.encoder
+        return self._item_encoder
 
     @property
     def encoder(self) -> Any:
-        if self._encoder is None:
-            from personarag.retrievers.encoders import load_sentence_encoder
+        return self.item_encoder.encoder
 
-            self._encoder = load_sentence_encoder(self.model, self.device)
-        return self._encoder
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        if isinstance(self.params.get("store"), UserStore):
+            config["params"]["store"] = self.params["store"].url
+        return config
 
     def _index(self, corpus: Corpus) -> None:
         raise InputError(
             "the collaborative retriever takes its candidates from user histories, not a corpus; "
-            "give it the split's users with fit_users(users) instead of index(corpus)"
+            "give it the users with fit_users(users) or a user store (store=PATH) instead of index(corpus)"
         )
 
     # --- users ---------------------------------------------------------------------------
-    def fit_users(self, users: Iterable[User]) -> CollaborativeRetriever:
-        """Fix the set of users whose histories may be retrieved (the data split's users)."""
-        self._fit(list(users))
-        self._fixed_pool = True
-        return self
+    def fit(self, *, users: Iterable[User] | None = None, store: Any = None) -> CollaborativeRetriever:
+        """The pipeline's fitting hook (`Pipeline.fit`): bind to `store`, or fix the pool to `users`."""
+        if (users is None) == (store is None):
+            raise InputError("fit takes exactly one of users= (User objects) or store= (a UserStore, path or URL)")
+        return self.bind_store(store) if store is not None else self.fit_users(users)  # type: ignore[arg-type]
 
-    def _fit(self, users: list[User]) -> None:
+    def fit_users(self, users: Iterable[User]) -> CollaborativeRetriever:
+        """Fix the set of users whose histories may be retrieved (the data split's users), in memory."""
         pool: dict[str, User] = {}
         for user in users:
             if not isinstance(user, User):
@@ -145,30 +180,105 @@ class CollaborativeRetriever(Retriever):
             if user.id in pool and pool[user.id].history != user.history:
                 raise InputError(f"user id {user.id!r} appears twice with different histories")
             pool[user.id] = user
+        self.user_store, self._pending_store, self._private = None, None, set()
+        self._pool, self._items, self._vectors, self._shared, self._user_index = {}, {}, {}, {}, None
+        self._load(list(pool.values()), None)
+        self._fitted = True
+        return self
+
+    def bind_store(self, store: Any) -> CollaborativeRetriever:
+        """Take users, histories, item embeddings and user vectors from a `UserStore` (or its path/URL)."""
+        self.user_store = store if isinstance(store, UserStore) else UserStore(store)
+        self._pending_store = None
+        self._pool, self._items, self._vectors, self._shared, self._user_index = {}, {}, {}, {}, None
+        self._seq, _ = self.user_store.changes_since(0)  # read before the users: later changes are re-read
+        self._load_from_store(self.user_store.user_ids())
+        self._fitted = True
+        return self
+
+    def sync(self) -> list[str]:
+        """Re-read the users whose history changed in the store since the last sync; returns their ids."""
+        if self.user_store is None:
+            return []
+        seq, changed = self.user_store.changes_since(self._seq)
+        if changed:
+            self._load_from_store(changed)
+        self._seq = seq
+        return changed
+
+    def _user_vectors(self) -> UserVectors:
+        return UserVectors(self.user_store, self._embeddings(), decay=self.recency_decay, by=self.recency_by,  # type: ignore[arg-type]
+                           user_encoder=self.user_encoder, user_encoder_id=self._user_encoder_id)
+
+    def _embeddings(self) -> ItemEmbeddings:
+        return ItemEmbeddings(self.user_store if self.user_store is not None else self._memory, self.item_encoder)
+
+    def _load_from_store(self, user_ids: Sequence[str]) -> None:
+        store = self.user_store
+        assert store is not None
+        self._private = store.private_user_ids()
+        present = [uid for uid in user_ids if store.has_user(uid)]
+        versions = {uid: store.history_version(uid) for uid in present}  # before loading: see UserVectors.for_users
+        for uid in set(user_ids) - set(present):
+            self._forget(uid)
+        self._load(list(store.users(present)) if present else [], versions, changed=list(user_ids))
+
+    def _load(self, users: list[User], versions: dict[str, int] | None, changed: Sequence[str] | None = None) -> None:
+        matrices = self._embeddings().embed_users(users)
+        if versions is None:
+            sums = aggregate(users, matrices, decay=self.recency_decay, by=self.recency_by, user_encoder=self.user_encoder)
+            vectors = {uid: normalize(vec) for uid, (vec, count) in sums.items() if count}
+        else:
+            vectors = self._user_vectors().for_users(users, versions, matrices)
+        for user, matrix in zip(users, matrices):
+            self._forget(user.id)
+            self._pool[user.id], self._items[user.id] = user, matrix
+            self._shared[user.id] = np.fromiter((shared(d) for d in user.history), dtype=bool, count=len(user.history))
+            if user.id in vectors:
+                self._vectors[user.id] = vectors[user.id]
+        if changed is not None and self._user_index is not None:
+            self._update_index(changed)
+        else:
+            self._rebuild_index()
+
+    def _forget(self, user_id: str) -> None:
+        for table in (self._pool, self._items, self._vectors, self._shared):
+            table.pop(user_id, None)
+
+    def _searchable(self, user_id: str) -> bool:
+        """In the index: users with a vector and something to share (only they are worth finding)."""
+        return user_id in self._vectors and user_id not in self._private and bool(self._shared[user_id].any())
+
+    def _update_index(self, user_ids: Sequence[str]) -> None:
+        """Bring the user index up to date for these users: an upsert/remove where the index
+        supports it (personal.user_index with upsert), else a rebuild over the whole pool."""
+        index = self._user_index
+        if index is None or not hasattr(index, "upsert") or not len(index):
+            return self._rebuild_index()
+        index.remove([uid for uid in user_ids if not self._searchable(uid)], missing="ignore")
+        upsert = [uid for uid in user_ids if self._searchable(uid)]
+        if upsert:
+            index.upsert(upsert, np.stack([self._vectors[uid] for uid in upsert]))
+
+    def _rebuild_index(self) -> None:
         from personarag.personal.user_index import UserIndex
 
-        self._pool = pool
-        self._pool_key = frozenset(pool)
-        self.store.add(pool.values())
-        with_history = [u for u in pool.values() if u.history]
-        vectors = self._embed_users(with_history)
-        self._user_vectors = dict(zip((u.id for u in with_history), vectors))
-        self._user_index = UserIndex(**self.index_options).build([u.id for u in with_history], vectors)
-        logger.info("collaborative: %d users (%d with a history) in the user index", len(pool), len(with_history))
+        ids = [uid for uid in self._vectors if self._searchable(uid)]
+        vectors = np.stack([self._vectors[uid] for uid in ids]) if ids else np.zeros((0, 1), np.float32)
+        self._user_index = UserIndex(**self.index_options).build(ids, vectors)
+        logger.info("collaborative: %d users (%d searchable) in the user index", len(self._pool), len(ids))
 
-    def _embed_users(self, users: Sequence[User]) -> np.ndarray:
-        if not users:
-            return np.zeros((0, 1), dtype=np.float32)
-        self.store.add(users)
-        matrix = self.items.matrix
-        per_user = [matrix[self.store.rows(u)] for u in users]
-        if self.user_encoder is not None:
-            from personarag.personal.user_encoder import newest_first
-
-            return self.user_encoder.embed([newest_first(e, u.history) for u, e in zip(users, per_user)])
-        from personarag.personal.user_embeddings import profile_embedding
-
-        return np.stack([profile_embedding(e, u.history, self.recency_decay, self.recency_by) for u, e in zip(users, per_user)])
+    def _query_user(self, user: User) -> tuple[User, np.ndarray | None, np.ndarray | None]:
+        """(user as known to the pool, item matrix, unit vector); a user unknown to the pool is embedded now."""
+        if self.user_store is not None and user.id in self._pool:
+            user = self._pool[user.id]  # the store is the truth about a stored user's history
+        if self._pool.get(user.id) == user:
+            return user, self._items[user.id], self._vectors.get(user.id)
+        if not user.history:
+            return user, None, None
+        matrix = self._embeddings().embed_users([user])[0]
+        vec, _ = aggregate([user], [matrix], decay=self.recency_decay, by=self.recency_by, user_encoder=self.user_encoder)[user.id]
+        return user, matrix, normalize(vec)
 
     # --- candidates and scores -----------------------------------------------------------
     def candidates(self, queries: Sequence[Query]) -> list[Candidates]:
@@ -176,57 +286,55 @@ class CollaborativeRetriever(Retriever):
         for query in queries:
             if query.user is None:
                 raise InputError(f"query {query.id!r} has no user; the collaborative retriever needs one")
-        if not self._fixed_pool:
-            users = list({q.user.id: q.user for q in queries}.values())  # type: ignore[union-attr]
-            if frozenset(u.id for u in users) != self._pool_key:
-                self._fit(users)
-        self.store.add(q.user for q in queries)  # type: ignore[misc]
-        query_vectors = normalize(np.asarray(self.encoder.encode([q.text for q in queries], batch_size=self.batch_size, task="query"), dtype=np.float32))
+        if self._pending_store is not None:
+            self.bind_store(self._pending_store)
+        if not self._fitted:
+            raise InputError(
+                "the collaborative retriever has no users: call fit_users(users), bind it to a user store "
+                "(store=PATH, or bind_store), or fit the pipeline (Pipeline.fit(users=... or store=...)) "
+                "before retrieving, so results do not depend on how queries are batched"
+            )
+        self.sync()
+        query_vectors = self.item_encoder.encode([q.text for q in queries], task="query")
         out = []
         for query, q_vec in zip(queries, query_vectors):
-            user = query.user
-            assert user is not None
-            if user.history:
-                u_vec = self._user_vectors.get(user.id) if self._pool.get(user.id) == user else None
-                u_vec = self._embed_users([user])[0] if u_vec is None else u_vec
-            elif self.empty_history == "query":
-                u_vec = q_vec
-            else:
-                out.append(Candidates(query, (), (), np.zeros((0, len(FEATURES))), ()))
-                continue
+            user, matrix, u_vec = self._query_user(query.user)  # type: ignore[arg-type]
+            if u_vec is None:
+                if self.empty_history != "query":
+                    out.append(Candidates(query, (), (), np.zeros((0, len(FEATURES))), ()))
+                    continue
+                u_vec, matrix = q_vec, None
             similar = self._user_index.search(u_vec[None, :], self.m, exclude=[user.id])[0] if self._user_index else []
-            out.append(self._features(query, q_vec, u_vec, similar))
+            out.append(self._features(query, user, matrix, q_vec, u_vec, similar))
         return out
 
-    def _features(self, query: Query, q_vec: np.ndarray, u_vec: np.ndarray, similar: list[tuple[str, float]]) -> Candidates:
-        user = query.user
-        assert user is not None
-        owners = ([user] if self.include_own and user.history else []) + [self._pool[uid] for uid, _ in similar]
-        sims = ([1.0] if self.include_own and user.history else []) + [s for _, s in similar]
-        matrix = self.items.matrix
-        docs, doc_owner, rows, sim_col, own_col, relevance = [], [], [], [], [], []
-        seen: set[str] = set()
-        bm25 = self.bm25.pool_scores(owners, query.text) if self.bm25 is not None else None
-        for position, (owner, sim) in enumerate(zip(owners, sims)):
-            block = self.store.rows(owner)
-            for j, doc in enumerate(owner.history):
-                if doc.id in seen:
-                    continue
-                seen.add(doc.id)
-                docs.append(doc)
-                doc_owner.append(owner.id)
-                rows.append(block.start + j)
-                sim_col.append(sim)
-                own_col.append(1.0 if owner is user else 0.0)
-                if bm25 is not None:
-                    relevance.append(bm25[position][j])
-        embeddings = matrix[np.asarray(rows, dtype=np.int64)] if rows else np.zeros((0, len(q_vec)), np.float32)
-        if bm25 is None:
-            rel = embeddings @ q_vec
-        else:
-            rel = np.asarray(minmax(relevance), dtype=np.float64)
-        features = np.column_stack([rel, embeddings @ u_vec, sim_col, own_col]).astype(np.float64) if docs else np.zeros((0, len(FEATURES)))
-        return Candidates(query, tuple(docs), tuple(doc_owner), features, tuple(similar))
+    def _features(self, query: Query, user: User, own_items: np.ndarray | None, q_vec: np.ndarray, u_vec: np.ndarray,
+                  similar: list[tuple[str, float]]) -> Candidates:
+        own = self.include_own and bool(user.history)
+        owners = ([user] if own else []) + [self._pool[uid] for uid, _ in similar]
+        matrices = ([own_items] if own else []) + [self._items[uid] for uid, _ in similar]
+        sims = ([1.0] if own else []) + [s for _, s in similar]
+        if not any(o.history for o in owners):
+            return Candidates(query, (), (), np.zeros((0, len(FEATURES))), tuple(similar))
+        # every owner's rows, then the ones kept: first copy of a document id (u's own first, then
+        # the most similar user's), and another user's item only when it is shared
+        docs_all = [d for o in owners for d in o.history]
+        block = np.repeat(np.arange(len(owners)), [len(o.history) for o in owners])
+        mine = (block == 0) if own else np.zeros(len(docs_all), dtype=bool)
+        allowed = np.concatenate([np.ones(len(user.history), dtype=bool)] * own + [self._shared[uid] for uid, _ in similar])
+        candidates = np.flatnonzero(allowed)
+        ids = [docs_all[i].id for i in candidates.tolist()]
+        first = dict(zip(reversed(ids), reversed(candidates.tolist())))  # id -> its first row
+        keep = np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
+        rows = [m for m in matrices if len(m)]
+        rel = np.concatenate([m @ q_vec for m in rows])[keep]
+        pref = np.concatenate([m @ u_vec for m in rows])[keep]
+        if self.bm25 is not None:
+            rel = np.asarray(minmax(np.concatenate(self.bm25.pool_scores(owners, query.text))[keep]), dtype=np.float64)
+        features = np.column_stack([rel, pref, np.asarray(sims)[block[keep]], mine[keep]]).astype(np.float64)
+        docs = tuple(docs_all[i] for i in keep.tolist())
+        doc_owner = tuple(owners[b].id for b in block[keep].tolist())
+        return Candidates(query, docs, doc_owner, features, tuple(similar))
 
     def score(self, features: np.ndarray) -> np.ndarray:
         return np.asarray(features, dtype=np.float64) @ self.weights
@@ -251,6 +359,11 @@ class CollaborativeRetriever(Retriever):
             }
             out.append(Ranking(cands.query, docs, (StageTrace(self.spec_name, info=info),)))
         return out
+
+
+def shared(doc: Document) -> bool:
+    """Whether a history item may reach other users' candidates (`meta["shared"]`, default True)."""
+    return doc.meta.get("shared", True) is not False
 
 
 def save_scorer(path: str | Path, weights: Sequence[float], info: dict[str, Any] | None = None) -> Path:

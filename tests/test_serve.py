@@ -273,3 +273,22 @@ def test_run_requests_writes_trec_rag_and_resumes(tmp_path, store, encoder):
     run_requests(requests, Pipeline([PointwiseReranker(rerank_llm())]), reranked, store=store)
     first = json.loads(reranked.read_text().splitlines()[0])
     assert [c["docid"] for c in first["candidates"]] == ["y", "x"] and first["user_id"] == "ann"
+
+
+def test_serve_refuses_to_start_with_the_reason(tmp_path, store):
+    from personarag.cli import main
+    from personarag.errors import InputError
+    from personarag.commands.serve import load
+
+    config = tmp_path / "pipeline.json"
+    Pipeline([HistoryRetriever("bm25")], k=5).save(config)
+    missing = tmp_path / "no-such-folder" / "users.db"
+    with pytest.raises(InputError, match="no-such-folder"):
+        load(str(config), str(missing))
+    broken = tmp_path / "broken.json"
+    Pipeline([CollaborativeRetriever(str(tmp_path / "no-model"))], k=5).save(broken)
+    with pytest.raises(Exception, match="no-model"):
+        load(str(broken), str(tmp_path / "users.db"))
+    assert main(["serve", "--config", str(tmp_path / "absent.yaml"), "--store", str(tmp_path / "u.db")]) != 0
+    pipeline, opened = load(str(config), str(tmp_path / "users.db"))
+    assert opened.has_user("ann") and pipeline.k == 5

@@ -207,6 +207,7 @@ def test_batch_matches_single_queries(client):
     ({"user_id": "ann"}, 422, "query"),
     ({"user_id": "ann", "query": "x", "colour": "red"}, 422, "colour"),
     ({"user_id": "nobody", "query": "x"}, 404, "nobody"),
+    ({"query": "x"}, 422, "user"),  # history retrieval needs a user
 ])
 def test_invalid_queries_name_the_field(client, body, status, field):
     r = client.post("/v1/query", json=body)
@@ -292,3 +293,47 @@ def test_serve_refuses_to_start_with_the_reason(tmp_path, store):
     assert main(["serve", "--config", str(tmp_path / "absent.yaml"), "--store", str(tmp_path / "u.db")]) != 0
     pipeline, opened = load(str(config), str(tmp_path / "users.db"))
     assert opened.has_user("ann") and pipeline.k == 5
+
+
+def test_micro_batcher_joins_waiting_jobs_into_one_call():
+    import threading
+
+    from personarag.serve.batcher import MicroBatcher
+
+    sizes = []
+
+    def handle(jobs):
+        sizes.append(len(jobs))
+        return [ValueError("odd") if j % 2 else j * 10 for j in jobs]
+
+    batcher = MicroBatcher(handle, max_batch=6, max_wait=0.01)
+    gate = threading.Event()
+    blocked = batcher.call(gate.wait)  # the worker is busy: the next jobs queue up
+    futures = [batcher.submit(j) for j in range(8)]
+    gate.set()
+    assert blocked.result(5) is True
+    assert [f.result(5) for f in futures[::2]] == [0, 20, 40, 60]
+    with pytest.raises(ValueError, match="odd"):
+        futures[1].result(5)
+    assert sizes == [6, 2] and (batcher.jobs, batcher.batches) == (8, 2)
+    batcher.close()
+
+
+def test_slow_model_is_a_504_and_chunked_bodies_are_limited(store):
+    import time as _time
+
+    def slow(chat):
+        _time.sleep(1.0)
+        return "late"
+
+    pipeline = Pipeline([HistoryRetriever("bm25"), RAGGenerator(ScriptedLLM(slow))], k=5)
+    with TestClient(create_app(pipeline, store, Settings(timeout=0.2, max_body_bytes=1000))) as client:
+        r = client.post("/v1/query", json={"user_id": "ann", "query": "guitar"})
+        assert r.status_code == 504 and "0.2 s" in r.json()["detail"]
+        chunks = (b'{"items": [{"id": "z", "text": "' + b"y" * 600 + b'"' for _ in range(1))
+        r = client.post("/v1/users/ann/items", content=iter([next(chunks), b"x" * 600, b"}]}"]),
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        small = json.dumps({"items": [{"id": "z", "text": "short"}]}).encode()
+        r = client.post("/v1/users/ann/items", content=iter([small[:10], small[10:]]), headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text

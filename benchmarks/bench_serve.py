@@ -105,7 +105,7 @@ async def level(base: str, queries: list[tuple[str, str]], concurrency: int, req
 
         async def writer() -> None:
             n = 0
-            while not stop.is_set():
+            while write_every > 0 and not stop.is_set():
                 user_id = rng.choice(users)
                 item_id = f"bench-{concurrency}-{n}"
                 n += 1
@@ -134,7 +134,7 @@ def main() -> int:
     parser.add_argument("--max-items", type=int, default=40)
     parser.add_argument("--requests", type=int, default=96, help="queries per concurrency level")
     parser.add_argument("--levels", default="1,8,32")
-    parser.add_argument("--write-every", type=float, default=0.05)
+    parser.add_argument("--write-every", type=float, default=0.05, help="seconds between writes; 0: no writer")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -154,6 +154,7 @@ def main() -> int:
         server, thread = serve(app, port)
         rng = random.Random(0)
         users = store.user_ids()
+        n_users, n_items = len(users), sum(len(u.history) for u in store.users())
         acked: list[tuple[str, str]] = []
         rows = []
         batcher = app.state.runtime["batcher"]
@@ -174,9 +175,10 @@ def main() -> int:
     lines = [
         f"Command: `python benchmarks/bench_serve.py {' '.join(sys.argv[1:])}`",
         "",
-        f"{args.task}: {args.users} dev users, histories cut to {args.max_items} items; pipeline rrf(history:bm25, "
-        "collaborative MiniLM bm25 m=4) -> rag generator with a scripted LLM; k=10; one writer adding an item "
-        f"every {args.write_every:g} s during each level; torch threads {args.threads}; uvicorn in a thread on 127.0.0.1.",
+        f"{args.task}: {n_users} dev users ({n_items} items), histories cut to {args.max_items} items; pipeline rrf(history:bm25, "
+        "collaborative MiniLM bm25 m=4) -> rag generator with a scripted LLM; k=10; "
+        + (f"one writer adding an item every {args.write_every:g} s during each level;" if args.write_every > 0 else "no writer;")
+        + f" torch threads {args.threads}; uvicorn in a thread on 127.0.0.1.",
         f"Machine: {os.cpu_count()} CPUs, load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
         f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} (other engineers' tests running).",
         "",

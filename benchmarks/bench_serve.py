@@ -65,9 +65,9 @@ def build(args: argparse.Namespace, folder: Path) -> tuple[object, object, list[
     ], k=20, context_k=3)
     started = time.perf_counter()
     pipeline.fit(store=store)
-    from personarag.serve.app import _warm
+    from personarag.serve.app import warm_up
 
-    _warm(pipeline)
+    warm_up(pipeline)
     print(f"store: {len(users)} users, {sum(len(u.history) for u in users.values())} items; fit+encode {time.perf_counter() - started:.1f} s",
           file=sys.stderr)
     return pipeline, store, queries

@@ -40,14 +40,14 @@ def load(config: str, store_location: str | None) -> tuple[object, object]:
     """The pipeline, bound to the store and with its models loaded, or an InputError saying why not."""
     from personarag.pipeline import Pipeline
     from personarag.personal.store import UserStore
-    from personarag.serve.app import _warm
+    from personarag.serve.app import warm_up
 
     store = UserStore(store_location) if store_location else None
     pipeline = Pipeline.load(config).validate()
     if store is not None:
         pipeline.fit(store=store)
     try:
-        _warm(pipeline)
+        warm_up(pipeline)
     except Exception as error:
         raise InputError(f"{config}: the pipeline's models could not be loaded: {type(error).__name__}: {error}") from error
     return pipeline, store

@@ -58,7 +58,7 @@ def create_app(pipeline: Pipeline, store: Any, settings: Settings | None = None)
     async def lifespan(app: Any) -> Any:
         batcher = MicroBatcher(service.handle, max_batch=settings.max_batch, max_wait=settings.max_wait)
         state["batcher"] = batcher
-        await asyncio.wrap_future(batcher.call(lambda: _warm(pipeline)))
+        await asyncio.wrap_future(batcher.call(lambda: warm_up(pipeline)))
         state["ready"] = True
         try:
             yield
@@ -155,9 +155,10 @@ def create_app(pipeline: Pipeline, store: Any, settings: Settings | None = None)
 
     @app.delete("/v1/users/{user_id}", dependencies=v1)
     async def delete_user(user_id: str) -> Any:
-        await load_user(user_id)
+        if not await asyncio.to_thread(need_store().has_user, user_id):
+            raise HTTPException(404, f"user {user_id!r} is not in the store")
         await asyncio.to_thread(store.delete_user, user_id)
-        await asyncio.wrap_future(state["batcher"].call(lambda: _sync(pipeline)))  # vectors and index entries go now
+        await asyncio.wrap_future(state["batcher"].call(lambda: sync_stages(pipeline)))  # vectors and index entries go now
         return {"user_id": user_id, "deleted": True}
 
     @app.get("/v1/users/{user_id}", response_model=schemas.UserInfo, dependencies=v1)
@@ -242,13 +243,13 @@ def _walk(pipeline: Pipeline) -> list[Any]:
     return found
 
 
-def _sync(pipeline: Pipeline) -> None:
+def sync_stages(pipeline: Pipeline) -> None:
     for stage in _walk(pipeline):
         if callable(getattr(stage, "sync", None)):
             stage.sync()
 
 
-def _warm(pipeline: Pipeline) -> None:
+def warm_up(pipeline: Pipeline) -> None:
     """Load the models now, so the first request does not pay for it and readiness means it."""
     for stage in _walk(pipeline):
         if hasattr(stage, "item_encoder"):

@@ -337,3 +337,22 @@ def test_slow_model_is_a_504_and_chunked_bodies_are_limited(store):
         small = json.dumps({"items": [{"id": "z", "text": "short"}]}).encode()
         r = client.post("/v1/users/ann/items", content=iter([small[:10], small[10:]]), headers={"content-type": "application/json"})
         assert r.status_code == 200, r.text
+
+
+def test_the_same_api_over_postgresql(postgres_server, encoder):
+    from tests.postgres import create_database
+
+    store = UserStore(create_database(postgres_server))
+    store.add_users(users())
+    store.set_user_shared("cat", False)
+    pipeline = make_pipeline(encoder, generator=False).fit(store=store)
+    with TestClient(create_app(pipeline, store)) as client:
+        query = {"user_id": "eve", "query": "sourdough starter", "k": 3, "rerank": False}
+        client.post("/v1/users/eve/items", json={"items": [{"id": "e9", "text": "sourdough starter feeding"}]}).raise_for_status()
+        assert client.post("/v1/query", json=query).json()["ranking"][0]["id"] == "e9"
+        ann = client.post("/v1/query", json={**query, "user_id": "ann", "k": 50}).json()["ranking"]
+        assert ("e9", "eve") in {(r["id"], r["owner"]) for r in ann}  # m=3: ann's similar users are bob, dan and eve
+        assert "cat" not in {r["owner"] for r in ann}
+        assert client.delete("/v1/users/eve").status_code == 200
+        assert not store.has_user("eve") and "eve" not in collaborative(pipeline)._vectors
+    store.close()

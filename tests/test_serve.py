@@ -222,9 +222,9 @@ def test_bad_bodies(client):
     assert r.status_code == 413 and "limit" in r.json()["detail"]
     r = client.post("/v1/users/ann/items", json={"items": [{"id": "z", "text": 5}]})
     assert r.status_code == 422 and "text" in json.dumps(r.json()["detail"])
-    r = client.post("/v1/users/ann/items", json={"items": [{"id": "z", "text": "t", "date": "not a date"}]})
+    r = client.post("/v1/users/ann/items", json={"items": [{"id": "ok", "text": "fine"}, {"id": "z", "text": "t", "date": "not a date"}]})
     assert r.status_code == 422 and "date" in r.json()["detail"]
-    assert client.get("/v1/users/ann").json()["history_size"] == 2  # nothing half-written
+    assert client.get("/v1/users/ann").json()["history_size"] == 2  # one transaction: the valid item was not written either
     assert client.delete("/v1/users/ann/items/b0").status_code == 404  # bob's item is not ann's
     assert client.post("/v1/query:batch", json={"queries": [{"user_id": "ann", "query": "x", "k": 0}]}).json()["detail"].startswith("queries[0].k")
 
@@ -356,3 +356,19 @@ def test_the_same_api_over_postgresql(postgres_server, encoder):
         assert client.delete("/v1/users/eve").status_code == 200
         assert not store.has_user("eve") and "eve" not in collaborative(pipeline)._vectors
     store.close()
+
+
+def test_run_command_from_a_config(tmp_path, capsys):
+    from personarag.cli import main
+
+    config = tmp_path / "pipeline.json"
+    config.write_text(json.dumps({"stages": [{"spec": "rag", "params": {"llm": {"spec": "scripted", "params": {"default": "See [2]."}}}}],
+                                  "context_k": 2}))
+    requests = tmp_path / "requests.json"
+    requests.write_text(json.dumps([{"query": "what?", "qid": 5, "hits": [{"docid": "p", "content": "one"}, {"docid": "q", "content": "two"}]}]))
+    out = tmp_path / "answers.jsonl"
+    assert main(["run", "--requests", str(requests), "--config", str(config), "--output", str(out), "--run-id", "mine"]) == 0
+    assert json.loads(out.read_text()) == {"run_id": "mine", "topic_id": "5", "topic": "what?", "references": ["p", "q"],
+                                           "response_length": 2, "answer": [{"text": "See.", "citations": [1]}]}
+    assert main(["run", "--requests", str(requests), "--config", str(config), "--output", str(out)]) == 0
+    assert "0 written, 1 already there" in capsys.readouterr().out

@@ -35,6 +35,8 @@ COMMANDS: list[str] = [
     "personarag.commands.train_listwise",
     "personarag.commands.train_grpo",
     "personarag.commands.users",
+    "personarag.commands.serve",
+    "personarag.commands.run_requests",
 ]
 
 GROUPS: dict[str, str] = {

@@ -105,6 +105,20 @@ def read_candidates(path: str | Path, *, name: str | None = None) -> Candidates:
     return Candidates(name or path.stem, tuple(rankings), str(path))
 
 
+def iter_requests(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """(where, raw record) for each request of a rank_llm / Ragnarok file (JSON list or JSONL), so a
+    caller can read fields of its own (e.g. `user_id`) beside `parse_request`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"request file {path} does not exist")
+    yield from _requests(path)
+
+
+def parse_request(record: Any, where: str = "request") -> Ranking:
+    """One rank_llm / Ragnarok request as a Ranking of its candidates; errors name `where` and the field."""
+    return _request(record, where)
+
+
 def _requests(path: Path) -> Iterator[tuple[str, Any]]:
     """(where, record) for each request; a JSON list is told from JSONL by its first character."""
     with path.open("rb") as handle:

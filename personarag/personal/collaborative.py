@@ -360,6 +360,7 @@ class CollaborativeRetriever(Retriever):
                 "user": cands.query.user.id,  # type: ignore[union-attr]
                 "similar_users": [list(pair) for pair in cands.similar],
                 "owners": [cands.owners[i] for i in order.tolist()],
+                "owner_of": {cands.docs[i].id: cands.owners[i] for i in order.tolist()},
                 "candidates": len(cands.docs),
             }
             out.append(Ranking(cands.query, docs, (StageTrace(self.spec_name, info=info),)))

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from personarag.errors import PersonaragError
 
 COMMANDS: list[str] = [
+    "personarag.commands.demo",
     "personarag.commands.eval_beir",
     "personarag.commands.eval_bright",
     "personarag.commands.eval_lamp",

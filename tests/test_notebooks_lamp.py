@@ -15,7 +15,8 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "personalization.
 def test_personalization_notebook_runs_and_personalizes(tmp_path, monkeypatch):
     check = (
         "import json; print(json.dumps({'results': results, 'answer': output.text, "
-        "'context': [d.doc.id for d in output.context], 'similar': similar if encoder else None}))"
+        "'context': [d.doc.id for d in output.context], 'similar': similar if encoder else None, "
+        "'grown': grown.ids if encoder else None}))"
     )
     nb = execute_notebook(NOTEBOOK, check, tmp_path, monkeypatch)
     found = json.loads(cell_stdout(nb.cells[-1]))
@@ -31,6 +32,7 @@ def test_personalization_notebook_runs_and_personalizes(tmp_path, monkeypatch):
     assert found["results"]["history:bm25"]["f1"] == pytest.approx(3 / 15)
     if found["similar"] is not None:
         assert [user for user, _ in found["similar"]] == ["cleo"]  # the other space-movie fan
+        assert "m10" in found["grown"]  # added to the store after fitting, retrieved by the next query
     assert 'prompt : the tag for the movie: "An astronaut explores a wormhole near Saturn." is "sci-fi". Which tag' in cell_stdout(nb.cells[11])
 
 

@@ -182,6 +182,30 @@ class LLM(Component):
             check=lambda s: isinstance(s, AnswerScores) and list(s.logprobs) == answers,
         )
 
+    def permute(self, prompts: Sequence[PromptLike], labels: Sequence[str], config: GenerationConfig | None = None) -> list[Completion]:
+        """Greedy generation that can only emit a permutation of `labels` as `[B] > [A] > [C]`
+        (each label once, every label present): a listwise answer that is always valid.
+        Labels must be single tokens; backends without constrained decoding raise InputError."""
+        labels = list(labels)
+        if isinstance(labels, str) or len(labels) < 2 or len(set(labels)) != len(labels) or not all(isinstance(x, str) and x for x in labels):
+            raise InputError(f"permute needs at least two distinct non-empty labels, got {labels!r}")
+        config = config or GenerationConfig()
+        return self._cached_batch(
+            "permute",
+            _as_chats(prompts),
+            {"labels": labels},
+            run=lambda todo: self._permute(todo, labels, config),
+            to_json=lambda c: {"texts": list(c.texts), "usage": _usage_json(c.usage)},
+            from_json=lambda v: Completion(tuple(v["texts"]), Usage(cached_calls=1), cached=True),
+            check=lambda c: isinstance(c, Completion) and len(c.texts) == 1,
+        )
+
+    def _permute(self, chats: list[Chat], labels: list[str], config: GenerationConfig) -> list[Completion]:
+        raise InputError(
+            f"the {self.spec_name or type(self).__name__} backend cannot constrain generation to a permutation; "
+            "use the transformers backend, or listwise scoring='first-token'"
+        )
+
     def count_tokens(self, text: str) -> int:
         """Token count; backends with a tokenizer override this rough 4-characters-a-token rule."""
         return max(1, len(text) // 4)

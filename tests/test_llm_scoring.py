@@ -223,3 +223,71 @@ def test_scoring_renders_with_thinking_off(tmp_path, tokenizer_dir):
         logits = model.hf_model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
     assert scored.logprobs["yes"] == pytest.approx(logits[-2, ids[-1]].item(), abs=1e-5)
     assert not math.isnan(scored.logprobs["yes"])
+
+
+# ---- the chance-level check: a model that can tell relevant documents apart is followed --------------
+RELEVANT_WORDS = ["cat", "kitten", "purr", "whiskers", "feline", "meow"]
+OTHER_WORDS = ["stock", "market", "bank", "price", "bond", "trader"]
+FILLER = ["the", "a", "small", "report", "about", "today", "many", "people", "say", "new", "old", "story", "and", "with"]
+
+
+def toy_doc(rng, words: list[str], length: int) -> str:
+    # the telling words come first and the filler after, so a cut from the wrong side would lose them
+    return " ".join(rng.sample(words, 2) + [rng.choice(FILLER) for _ in range(length)])
+
+
+def test_a_model_trained_to_say_yes_to_relevant_documents_ranks_them_first(tmp_path, tokenizer_dir):
+    """Fine-tune a tiny Llama for a few steps on rendered pointwise prompts (relevant -> "yes",
+    other -> "no"), then rerank unseen documents given in the worst order: the relevant ones
+    must come first. Documents of different lengths share padded batches and are cut to
+    max_doc_tokens, so a wrong padding side, truncation side, token id or score direction fails."""
+    import random
+
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(str(tmp_path / "judge"))
+    tokenizer.save_pretrained(str(tmp_path / "judge"))
+    llm = TransformersLLM(str(tmp_path / "judge"), threads=1, cache_dir=None, max_batch_size=4)
+    reranker = PointwiseReranker(llm, mode="yesno", max_doc_tokens=12)
+    model = llm.hf_model
+    rng = random.Random(0)
+    yes, no = (llm.tokenizer(w, add_special_tokens=False).input_ids[0] for w in ("yes", "no"))
+
+    examples = []
+    for _ in range(48):
+        relevant = rng.random() < 0.5
+        text = reranker._doc_text(Document("x", toy_doc(rng, RELEVANT_WORDS if relevant else OTHER_WORDS, rng.randint(2, 30))))
+        chat = reranker.template.render(query="tell me about cats", text=text, k=3)
+        examples.append((llm.render(chat, thinking=False), yes if relevant else no))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(60):
+        batch = rng.sample(examples, 16)
+        ids, mask, positions = llm._padded([e[0] for e in batch])
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits[:, -1, :]
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([e[1] for e in batch]))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    assert loss.item() < 0.1
+
+    rankings = []
+    for q in range(3):
+        others = [Document(f"q{q}-o{i}", toy_doc(rng, OTHER_WORDS, rng.randint(2, 40))) for i in range(6)]
+        relevant = [Document(f"q{q}-r{i}", toy_doc(rng, RELEVANT_WORDS, rng.randint(2, 40))) for i in range(2)]
+        docs = others + relevant  # the relevant documents last: the reranker must move them up
+        rankings.append(Ranking(Query(f"q{q}", "tell me about cats"), [ScoredDoc(d, float(len(docs) - i)) for i, d in enumerate(docs)]))
+    for out in reranker.rerank(rankings):
+        assert {d.doc.id.split("-")[1][0] for d in out.docs[:2]} == {"r"}, [(d.doc.id, round(d.score, 3)) for d in out.docs]
+        assert out.docs[0].score > 0.5 > out.docs[-1].score  # the score is P(yes): high for relevant
+    # one prompt at a time gives the same scores as the padded batches
+    chats = [reranker.template.render(query="tell me about cats", text=reranker._doc_text(s.doc), k=3) for s in rankings[0].docs]
+    batched = llm.score(chats, ["yes", "no"])
+    single = [llm.score([c], ["yes", "no"])[0] for c in chats]
+    assert max(abs(a.logprobs[x] - b.logprobs[x]) for a, b in zip(batched, single) for x in ("yes", "no")) < 1e-4

@@ -291,3 +291,18 @@ def test_a_model_trained_to_say_yes_to_relevant_documents_ranks_them_first(tmp_p
     batched = llm.score(chats, ["yes", "no"])
     single = [llm.score([c], ["yes", "no"])[0] for c in chats]
     assert max(abs(a.logprobs[x] - b.logprobs[x]) for a, b in zip(batched, single) for x in ("yes", "no")) < 1e-4
+
+
+def test_oracle_answers_the_label_modes():
+    """The qrels oracle (for benchmarks' oracle rows) reads label scores and permutations like a perfect model."""
+    from personarag.testing import OracleLLM
+
+    docs = [Document(f"d{i}", f"document number {i} talks about subject {i} in some detail here") for i in range(14)]
+    query = Query("q", "find the right one")
+    oracle = OracleLLM(docs, [query], {"q": {"d13": 2, "d9": 1}})
+    given = Ranking(query, [ScoredDoc(d, 14.0 - i) for i, d in enumerate(docs)])
+    for reranker in [SetwiseReranker(oracle, choice="likelihood", c=3, top_k=3), SetwiseReranker(oracle, choice="likelihood", debias="rotate"),
+                     ListwiseReranker(oracle, scoring="first-token", window=12, stride=6), ListwiseReranker(oracle, constrained=True, window=5, stride=3),
+                     ListwiseReranker(oracle, constrained=True, window=12, stride=6, debias="reverse")]:
+        [out] = reranker.rerank([given])
+        assert out.ids[:3] == ["d13", "d9", "d0"] and not out.trace[-1].problems

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from personarag.errors import InputError
-from personarag.llm.base import LLM, Chat, Completion, GenerationConfig
+from personarag.llm.base import LLM, Chat, GenerationConfig
 from personarag.llm.labels import score_labels
 from personarag.llm.stage import LLMStage, StageLog, positive_int
 from personarag.prompts import PromptTemplate, doc_text, load_prompt

@@ -1,10 +1,14 @@
 """The one LLM interface used by rerankers and generators.
 
-Two operations, both on batches of chat prompts:
+Three operations, all on batches of chat prompts:
 - `generate`: sampled or greedy text (n samples per prompt);
 - `score`: log-probabilities of given answer strings as the continuation of each prompt
   (yes/no relevance, 0..k digit scores). A multi-token answer gets the sum of its
-  tokens' log-probabilities, i.e. log P(whole answer | prompt).
+  tokens' log-probabilities, i.e. log P(whole answer | prompt). The prompt is computed
+  once for all answers where the backend can (transformers: its key/value cache; vLLM:
+  prefix caching). `personarag.llm.labels.score_labels` reads label distributions from it;
+- `permute`: greedy generation constrained to a permutation of given labels
+  (transformers only; the others raise InputError).
 Backends implement `_generate` / `_score` on the prompts the cache could not serve;
 the base class does validation, caching (`personarag.llm.cache`) and usage accounting.
 

@@ -12,7 +12,9 @@ probability is the same for every label, so it changes no choice and cancels in 
 distribution. The transformers backend joins such shared tokens to the prompt and reads
 single-token labels from one forward pass; vLLM and OpenAI-compatible servers score
 through their own `score` (prompt logprobs / top logprobs; a server without logprobs
-raises a clear error there).
+raises a clear error there). An OpenAI-compatible server in its default
+`score_mode="top_logprobs"` sees only the first answer token, so a `prefix` makes every
+label look alike there: use `score_mode="echo"` (exact, multi-token) or labels without a prefix.
 """
 
 from __future__ import annotations

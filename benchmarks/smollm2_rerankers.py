@@ -34,6 +34,11 @@ RERANKERS = [
     ("listwise 10/5", "listwise", {"window": 10, "stride": 5}),
     ("setwise heap c=3 top5", "setwise", {"c": 3, "top_k": 5}),
     ("groupwise g=10", "groupwise", {"group_size": 10}),
+    ("listwise 10/5 first-token", "listwise", {"window": 10, "stride": 5, "scoring": "first-token"}),
+    ("listwise 10/5 constrained", "listwise", {"window": 10, "stride": 5, "constrained": True}),
+    ("setwise heap c=3 top5 likelihood", "setwise", {"c": 3, "top_k": 5, "choice": "likelihood"}),
+    ("setwise heap c=3 top5 likelihood reverse", "setwise", {"c": 3, "top_k": 5, "choice": "likelihood", "debias": "reverse"}),
+    ("listwise 10/5 first-token reverse", "listwise", {"window": 10, "stride": 5, "scoring": "first-token", "debias": "reverse"}),
 ]
 
 

@@ -78,3 +78,15 @@ def test_vllm_scores_match_transformers(vllm_result):
         assert set(mine) == set(ref)
         for answer in mine:
             assert mine[answer] == pytest.approx(ref[answer], abs=0.02), (answer, mine, ref)
+
+
+def test_vllm_label_scores_match_transformers(vllm_result):
+    """The label primitive (FIRST's "[" + identifier) on vLLM: prompt logprobs, same numbers as transformers."""
+    for kind in ("digits", "letters"):
+        for mine, ref in zip(vllm_result["labels"][kind], vllm_result["ref_labels"][kind]):
+            assert mine == pytest.approx(ref, abs=0.02)
+            assert max(range(len(mine)), key=mine.__getitem__) == max(range(len(ref)), key=ref.__getitem__)
+
+
+def test_vllm_says_it_cannot_constrain_permutations(vllm_result):
+    assert "cannot constrain generation" in vllm_result["permute_error"] and "first-token" in vllm_result["permute_error"]

@@ -59,9 +59,23 @@ def main(work: Path, tokenizer_dir: Path) -> dict:
     multi = [s.logprobs for s in llm.score(prompts, answers_multi)]
     seconds["score_multi_token"] = round(time.perf_counter() - start, 2)
     again = llm.generate(prompts, greedy)  # served by our disk cache
+    from personarag.errors import InputError
+    from personarag.llm.labels import score_labels
+
+    digits, letters = [str(i) for i in range(1, 10)], [chr(ord("A") + i) for i in range(12)]
+    labels = {name: [list(s.logprobs) for s in score_labels(llm, prompts, chosen, prefix="[")] for name, chosen in (("digits", digits), ("letters", letters))}
+    try:
+        llm.permute(prompts[:1], ["A", "B"])
+        permute_error = ""
+    except InputError as error:
+        permute_error = str(error)
 
     reference = load_llm(f"transformers:{model}", threads=1, dtype="float32", cache_dir=None)
+    ref_labels = {name: [list(s.logprobs) for s in score_labels(reference, prompts, chosen, prefix="[")] for name, chosen in (("digits", digits), ("letters", letters))}
     return {
+        "labels": labels,
+        "ref_labels": ref_labels,
+        "permute_error": permute_error,
         "seconds_to_first_batch": round(load_and_first, 1),
         "seconds": seconds,
         "greedy": [c.text for c in batched],

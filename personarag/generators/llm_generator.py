@@ -61,11 +61,9 @@ class LLMGenerator(LLMStage, Generator):
 
     def _choose(self, prompts: list[str], answers: tuple[str, ...]) -> list[tuple[str, Any, bool, dict[str, Any]]]:
         """The most likely answer of each prompt (the first one listed on a tie)."""
-        out = []
-        for scores in self.llm.score(prompts, list(answers)):
-            best = max(answers, key=lambda a: (scores.logprobs[a], -answers.index(a)))
-            out.append((best, scores.usage, scores.cached, {"logprobs": dict(scores.logprobs)}))
-        return out
+        from personarag.llm.labels import score_labels
+
+        return [(s.labels[s.best], s.usage, s.cached, {"logprobs": s.as_dict()}) for s in score_labels(self.llm, prompts, answers)]
 
     def _generate(self, rankings: list[Ranking]) -> list[Output]:
         config = self.generation

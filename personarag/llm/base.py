@@ -1,10 +1,14 @@
 """The one LLM interface used by rerankers and generators.
 
-Two operations, both on batches of chat prompts:
+Three operations, all on batches of chat prompts:
 - `generate`: sampled or greedy text (n samples per prompt);
 - `score`: log-probabilities of given answer strings as the continuation of each prompt
   (yes/no relevance, 0..k digit scores). A multi-token answer gets the sum of its
-  tokens' log-probabilities, i.e. log P(whole answer | prompt).
+  tokens' log-probabilities, i.e. log P(whole answer | prompt). The prompt is computed
+  once for all answers where the backend can (transformers: its key/value cache; vLLM:
+  prefix caching). `personarag.llm.labels.score_labels` reads label distributions from it;
+- `permute`: greedy generation constrained to a permutation of given labels
+  (transformers only; the others raise InputError).
 Backends implement `_generate` / `_score` on the prompts the cache could not serve;
 the base class does validation, caching (`personarag.llm.cache`) and usage accounting.
 
@@ -180,6 +184,30 @@ class LLM(Component):
             to_json=lambda s: {"logprobs": {a: _finite_or_str(s.logprobs[a]) for a in answers}, "usage": _usage_json(s.usage)},
             from_json=from_json,
             check=lambda s: isinstance(s, AnswerScores) and list(s.logprobs) == answers,
+        )
+
+    def permute(self, prompts: Sequence[PromptLike], labels: Sequence[str], config: GenerationConfig | None = None) -> list[Completion]:
+        """Greedy generation that can only emit a permutation of `labels` as `[B] > [A] > [C]`
+        (each label once, every label present): a listwise answer that is always valid.
+        Labels must be single tokens; backends without constrained decoding raise InputError."""
+        labels = list(labels)
+        if isinstance(labels, str) or len(labels) < 2 or len(set(labels)) != len(labels) or not all(isinstance(x, str) and x for x in labels):
+            raise InputError(f"permute needs at least two distinct non-empty labels, got {labels!r}")
+        config = config or GenerationConfig()
+        return self._cached_batch(
+            "permute",
+            _as_chats(prompts),
+            {"labels": labels},
+            run=lambda todo: self._permute(todo, labels, config),
+            to_json=lambda c: {"texts": list(c.texts), "usage": _usage_json(c.usage)},
+            from_json=lambda v: Completion(tuple(v["texts"]), Usage(cached_calls=1), cached=True),
+            check=lambda c: isinstance(c, Completion) and len(c.texts) == 1,
+        )
+
+    def _permute(self, chats: list[Chat], labels: list[str], config: GenerationConfig) -> list[Completion]:
+        raise InputError(
+            f"the {self.spec_name or type(self).__name__} backend cannot constrain generation to a permutation; "
+            "use the transformers backend, or listwise scoring='first-token'"
         )
 
     def count_tokens(self, text: str) -> int:

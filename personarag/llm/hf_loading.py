@@ -163,12 +163,17 @@ class HFTokens:
     def uses_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
-    def render(self, chat: Sequence[Any]) -> list[int]:
+    def render(self, chat: Sequence[Any], thinking: bool | None = None) -> list[int]:
         """Token ids of the prompt up to where the assistant's answer starts; without a chat template,
-        plain `role: content` lines ending in `assistant:`."""
+        plain `role: content` lines ending in `assistant:`. `thinking`: passed as `enable_thinking`
+        to templates that read it (Qwen3-style); scoring renders with False so the answer
+        position is the answer, not the start of a thinking block. None: the template's default."""
         tok = self.tokenizer
         if self.uses_chat_template:
-            text = tok.apply_chat_template([{"role": m.role, "content": m.content} for m in chat], tokenize=False, add_generation_prompt=True)
+            options = {"enable_thinking": thinking} if thinking is not None and "enable_thinking" in str(tok.chat_template) else {}
+            text = tok.apply_chat_template(
+                [{"role": m.role, "content": m.content} for m in chat], tokenize=False, add_generation_prompt=True, **options
+            )
             return list(tok(text, add_special_tokens=False).input_ids)
         text = "".join(f"{m.role}: {m.content}\n" for m in chat) + "assistant:"
         return list(tok(text).input_ids)

@@ -8,9 +8,14 @@
   forked RNG, so a prompt's samples depend only on (prompt, seed): that is what makes
   caching per seed sound. Greedy with n > 1 returns n copies of the one greedy text.
 - `score`: log P(answer | prompt) where the answer's tokens follow the assistant-turn
-  prefix; a multi-token answer gets the sum of its tokens' log-probabilities. When every
-  answer is one token, one forward pass over the prompts reads them all from the last
-  position; otherwise each (prompt, answer) pair is one padded sequence.
+  prefix; a multi-token answer gets the sum of its tokens' log-probabilities. Tokens that
+  every answer starts with (the "[" of "[A", "[B") are appended to the prompt. When the
+  answers then differ in one token, one forward pass per prompt reads them all from the
+  last position (prompts batched with left padding). Otherwise (`shared_prefix=True`,
+  default) each prompt runs once and every answer continues from its key/value cache, so
+  15 labels cost one long pass and one short batch, not 15 long passes;
+  `shared_prefix=False` runs each (prompt, answer) pair as its own sequence (same numbers
+  to ~1e-5, kept as the reference).
 - Prompts longer than `max_context_tokens` (default: the model's
   `max_position_embeddings`) minus the room needed for the output are, with
   `on_overflow="truncate"` (default), cut from the left of the last user message (its
@@ -26,14 +31,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from personarag.errors import InputError, require
-from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, Message, apply_stop, split_usage
+from personarag.llm.base import LLM, Chat, Completion, GenerationConfig, Message, apply_stop, split_usage
+from personarag.llm.transformers_scoring import TransformersScoring, _until_end
 from personarag.llm.hf_loading import (
     HFTokens,
     check_model_arg,
@@ -48,7 +53,8 @@ from personarag.llm.hf_loading import (
 logger = logging.getLogger(__name__)
 
 
-class TransformersLLM(HFTokens, LLM):
+
+class TransformersLLM(TransformersScoring, HFTokens, LLM):
     spec_name = "transformers"
 
     def __init__(
@@ -67,12 +73,14 @@ class TransformersLLM(HFTokens, LLM):
         cache_dir: str | None = "auto",
         gguf_cache_dir: str | None = None,
         adapter: str | None = None,
+        shared_prefix: bool = True,
     ) -> None:
         if adapter is None and "+" in check_model_arg(model):
             model, adapter = model.rsplit("+", 1)
             if not model or not adapter:
                 raise InputError(f"expected BASE+ADAPTER, got {model}+{adapter!r}")
         self.adapter = adapter
+        self.shared_prefix = bool(shared_prefix)
         if on_overflow not in ("truncate", "error"):
             raise InputError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}")
         if max_batch_size < 1 or (threads is not None and threads < 1):
@@ -161,9 +169,9 @@ class TransformersLLM(HFTokens, LLM):
     def close(self) -> None:
         self._hf = self._tokenizer = None
 
-    def _fit(self, chat: Chat, reserve: int) -> list[int]:
+    def _fit(self, chat: Chat, reserve: int, thinking: bool | None = None) -> list[int]:
         """Render, cutting the left of the last user message when the context is too small."""
-        ids = self.render(chat)
+        ids = self.render(chat, thinking)
         limit = self.context_limit()
         if limit is None or len(ids) + reserve <= limit:
             return ids
@@ -183,7 +191,7 @@ class TransformersLLM(HFTokens, LLM):
                 break
             content = content[encoded["offset_mapping"][excess][0] :]
             messages[last_user] = Message("user", content)
-            ids = self.render(tuple(messages))
+            ids = self.render(tuple(messages), thinking)
         raise InputError(f"model {self.model_name}: {where}, and cutting the last user message does not make it fit")
 
     def _padded(self, sequences: list[list[int]]) -> tuple[Any, Any, Any]:
@@ -257,60 +265,3 @@ class TransformersLLM(HFTokens, LLM):
             stop_strings=list(config.stop) or None,
             **sampling,
         )
-
-    # ---- scoring ---------------------------------------------------------------------------
-    def answer_ids(self, answer: str) -> list[int]:
-        ids = list(self.tokenizer(answer, add_special_tokens=False).input_ids)
-        if not ids:
-            raise InputError(f"answer {answer!r} encodes to no tokens for model {self.model_name}")
-        return ids
-
-    def _score(self, chats: list[Chat], answers: list[str]) -> list[AnswerScores]:
-        torch = require("torch", "llm")
-        tqdm = require("tqdm", "llm").tqdm
-        answer_ids = [self.answer_ids(a) for a in answers]
-        longest = max(len(a) for a in answer_ids)
-        prompts = [self._fit(chat, longest) for chat in chats]
-        single = longest == 1
-        # one row per prompt (single-token fast path) or per (prompt, answer) pair
-        rows = [(i, None) for i in range(len(chats))] if single else [(i, j) for i in range(len(chats)) for j in range(len(answers))]
-        sequences = [prompts[i] + ([] if j is None else answer_ids[j]) for i, j in rows]
-        order = sorted(range(len(rows)), key=lambda r: -len(sequences[r]))
-        values: dict[tuple[int, int], float] = {}
-        seconds = [0.0] * len(chats)
-        extra = 0 if single else sum(len(a) for a in answer_ids)
-        built: dict[int, AnswerScores] = {}
-        groups = self._batches(order)
-        for group in tqdm(groups, desc="score", unit="batch", disable=None if len(groups) > 1 else True):
-            start = time.perf_counter()
-            ids, mask, positions = self._padded([sequences[r] for r in group])
-            keep = 1 if single else longest + 1
-            with torch.inference_mode():
-                logits = self.hf_model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
-            logprobs = logits[:, -keep:, :].float().log_softmax(-1)
-            for k, r in enumerate(group):
-                i, j = rows[r]
-                if single:
-                    for jj, a in enumerate(answer_ids):
-                        values[i, jj] = logprobs[k, -1, a[0]].item()
-                else:
-                    a = answer_ids[j]
-                    # logits at position t predict token t+1: the answer's tokens are the last len(a)
-                    picked = logprobs[k, keep - 1 - len(a) : keep - 1, :].gather(-1, torch.tensor(a, device=logprobs.device)[:, None])
-                    values[i, j] = picked.sum().item()
-            share = (time.perf_counter() - start) / len(group)
-            for r in group:
-                seconds[rows[r][0]] += share
-            for i in sorted({rows[r][0] for r in group}):  # prompts whose every answer is now scored
-                if i not in built and all((i, j) in values for j in range(len(answers))):
-                    usage = split_usage(seconds[i], [len(prompts[i]) + extra], [0])[0]
-                    built[i] = AnswerScores({a: values[i, j] for j, a in enumerate(answers)}, dataclasses.replace(usage, seconds=seconds[i]))
-                    self._result_ready(i, built[i])
-        return [built[i] for i in range(len(chats))]
-
-
-def _until_end(row: list[int], ends: set[int]) -> list[int]:
-    for position, token in enumerate(row):
-        if token in ends:
-            return row[:position]
-    return row

@@ -141,7 +141,7 @@ class VLLMLLM(HFTokens, LLM):
 
     def _score(self, chats: list[Chat], answers: list[str]) -> list[AnswerScores]:
         start = time.perf_counter()
-        prompts = [self.render(chat) for chat in chats]
+        prompts = [self.render(chat, thinking=False) for chat in chats]  # the answer position, not a thinking block
         answer_ids = [self._answer_ids(a) for a in answers]
         vllm = import_vllm()
         fields = getattr(vllm.SamplingParams, "__struct_fields__", None) or getattr(vllm.SamplingParams, "__dataclass_fields__", {})

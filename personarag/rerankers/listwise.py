@@ -7,6 +7,22 @@ best w-s candidates of the whole list to the top. The prompt lists the window's
 passages as `[1] text` lines and asks for a permutation `[2] > [1] > [3]`; with
 `reasoning=True` the model first thinks inside `<think>...</think>`.
 
+How a window is answered (`scoring`, `constrained`):
+- `scoring="generate"` (default): the model writes the permutation, which is parsed.
+- `scoring="first-token"` (FIRST, Reddy et al. 2024): nothing is generated; one forward
+  pass per window reads the probability of each identifier at the first answer position
+  (after "[") over the full identifier set, and the window is ordered by it.
+- `constrained=True` (with generate): decoding can only write `[B] > [A] > ...` with every
+  identifier exactly once (`LLM.permute`; the transformers backend, a logits processor),
+  so every answer is a valid permutation.
+The last two use single-token identifiers: digits for windows of up to 9 candidates,
+letters A, B, ... beyond, with the `listwise-labels` prompt.
+
+`debias` (small models answer by position): `reverse` asks each window a second time with
+its candidates in reverse order, `rotate` once per rotation; first-token combines the
+identifiers' probabilities per candidate (mean), generation the ranks (mean rank, Borda);
+ties keep the window's input order.
+
 A malformed permutation never stops a run: unreadable, repeated or out-of-range ids
 are dropped and the missing ones keep their input order (see `parsing`), and the
 problem is recorded in the StageTrace. The reasoning of every window is kept in the
@@ -16,13 +32,23 @@ that placed it.
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
 from personarag.errors import InputError
 from personarag.llm.base import LLM
-from personarag.rerankers.llm_base import Algorithm, LLMReranker, StageLog, by_rank, drive, positive_int
+from personarag.rerankers.llm_base import Algorithm, Ask, LLMReranker, StageLog, by_rank, check_debias, drive, orders, positive_int
 from personarag.rerankers.parsing import parse_permutation
 from personarag.types import Ranking
+
+SCORINGS = ("generate", "first-token")
+
+
+def single_token_labels(n: int) -> list[str]:
+    """Identifiers for a window of n: 1..9 up to 9 candidates, letters A.. beyond (single tokens in common vocabularies)."""
+    if n > len(string.ascii_uppercase):
+        raise InputError(f"single-token identifiers go up to {len(string.ascii_uppercase)} candidates (letters), got a window of {n}")
+    return [str(i + 1) for i in range(n)] if n <= 9 else list(string.ascii_uppercase[:n])
 
 
 def window_starts(n: int, window: int, stride: int) -> list[tuple[int, int]]:
@@ -42,8 +68,33 @@ class ListwiseReranker(LLMReranker):
     default_prompt = "listwise"
     required_placeholders = ("query", "documents")
 
-    def __init__(self, llm: LLM | str, *, window: int = 20, stride: int = 10, passes: int = 1, **options: Any) -> None:
-        """`options`: the keyword options of every LLM reranker (`LLMReranker`)."""
+    def __init__(
+        self,
+        llm: LLM | str,
+        *,
+        window: int = 20,
+        stride: int = 10,
+        passes: int = 1,
+        scoring: str = "generate",
+        constrained: bool = False,
+        debias: str | None = None,
+        **options: Any,
+    ) -> None:
+        """`scoring`: "generate" or "first-token"; `constrained`: generation limited to permutations;
+        `debias`: None, "reverse" or "rotate" (see the module docstring).
+        `options`: the keyword options of every LLM reranker (`LLMReranker`)."""
+        if scoring not in SCORINGS:
+            raise InputError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+        if (scoring == "first-token" or constrained) and options.get("reasoning"):
+            raise InputError("scoring='first-token' and constrained=True read the answer's identifiers directly; they cannot follow reasoning=True")
+        if scoring == "first-token" and constrained:
+            raise InputError("constrained=True applies to scoring='generate' (first-token generates nothing)")
+        self.scoring, self.constrained = scoring, bool(constrained)
+        self.debias = check_debias(debias)
+        self.labelled = scoring == "first-token" or self.constrained
+        if self.labelled:
+            single_token_labels(window)
+            self.default_prompt = "listwise-labels"
         self.window = positive_int("window", window, 2)
         self.stride = positive_int("stride", stride)
         if stride >= window:
@@ -75,17 +126,49 @@ class ListwiseReranker(LLMReranker):
                 ids = order[start:end]
                 if len(ids) < 2:
                     continue
-                block = self.template.render_docs((str(j + 1), texts[docs[i].id]) for j, i in enumerate(ids))
-                completion = yield self.template.render(query=ranking.query.text, documents=block, num=len(ids))
-                permutation, parsed = parse_permutation(completion.text, len(ids))
-                where = f"pass {pass_number}, window {start + 1}-{end}"
-                log.answer(where, completion.text)
-                log.problems.extend(f"{where}: {p}" for p in parsed.problems)
+                permutation, parsed = yield from self._window(ranking.query.text, [texts[docs[i].id] for i in ids], log, f"pass {pass_number}, window {start + 1}-{end}")
                 order[start:end] = [ids[j] for j in permutation]
-                if parsed.reasoning:
-                    log.reasoning.append(f"[{where}] {parsed.reasoning}")
+                if parsed is not None and parsed.reasoning:
+                    log.reasoning.append(f"[pass {pass_number}, window {start + 1}-{end}] {parsed.reasoning}")
                     for i in ids:
                         reasonings[docs[i].id] = parsed.reasoning
-                windows.append({"pass": pass_number, "start": start, "end": end, "reasoning": parsed.reasoning})
+                windows.append({"pass": pass_number, "start": start, "end": end, "reasoning": parsed.reasoning if parsed else None})
         log.info["windows"] = windows
         return order, reasonings
+
+    def _window(self, query: str, texts: list[str], log: StageLog, where: str) -> Algorithm[tuple[list[int], Any]]:
+        """The window's new order (positions into `texts`) and, for generation, the parsed answer."""
+        n = len(texts)
+        labels = single_token_labels(n) if self.labelled else [str(j + 1) for j in range(n)]
+        shown = orders(n, self.debias)  # shown[o][j]: the candidate that identifier j shows in order o
+        chats = []
+        for order in shown:
+            block = self.template.render_docs((labels[j], texts[p]) for j, p in enumerate(order))
+            extra = {"first_label": labels[0], "second_label": labels[1], "last_label": labels[-1]} if self.labelled else {}
+            chats.append(self.template.render(query=query, documents=block, num=n, **extra))
+        support = [0.0] * n
+        parsed = None
+        if self.scoring == "first-token":
+            results = yield Ask(tuple(chats), "labels", tuple(labels), prefix="[")
+            for order, result in zip(shown, results):
+                probs = result.probabilities or (1.0 / n,) * n
+                log.answer(where, "first-token " + " ".join(f"[{x}]={p:.3f}" for x, p in zip(labels, probs)))
+                for j, p in enumerate(order):
+                    support[p] += probs[j] / len(shown)
+        else:
+            completions = yield (Ask(tuple(chats), "permute", tuple(labels)) if self.constrained else Ask(tuple(chats)))
+            for order, completion in zip(shown, completions):
+                permutation, parsed = parse_permutation(_letters_as_numbers(completion.text, labels), n)
+                log.answer(where, completion.text)
+                log.problems.extend(f"{where}: {p}" for p in parsed.problems)
+                for rank, j in enumerate(permutation):  # Borda: a candidate's support is minus its mean rank
+                    support[order[j]] -= rank / len(shown)
+        return sorted(range(n), key=lambda p: (-support[p], p)), parsed
+
+
+def _letters_as_numbers(text: str, labels: list[str]) -> str:
+    """`[B] > [A]` as `[2] > [1]` for letter identifiers (digits are read as they are)."""
+    if labels[0].isdigit():
+        return text
+    position = {x: str(j + 1) for j, x in enumerate(labels)}
+    return "".join(position.get(c, c) if c.isupper() else c for c in text)

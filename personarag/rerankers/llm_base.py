@@ -2,18 +2,23 @@
 per-query accounting, and a driver that batches sequential algorithms across queries.
 
 Sequential rerankers (sliding windows, heapsort) are written as one generator per query
-that yields a prompt and receives the Completion; `drive` sends every active query's
-next prompt to the LLM in one `generate` call, so a batch of queries costs as many
-LLM round trips as its longest query, not their sum.
+that yields a prompt and receives the Completion, or yields an `Ask` (several prompts to
+generate, to score over a label set, or to answer with a constrained permutation) and
+receives one result per prompt; `drive` sends every active query's next request to the
+LLM together (one call per kind of request), so a batch of queries costs as many LLM
+round trips as its longest query, not their sum.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from personarag.llm.base import LLM, Chat, Completion, GenerationConfig
+from personarag.errors import InputError
+from personarag.llm.base import LLM, Chat, GenerationConfig
+from personarag.llm.labels import score_labels
 from personarag.llm.stage import LLMStage, StageLog, positive_int
 from personarag.prompts import PromptTemplate, doc_text, load_prompt
 from personarag.rerankers.base import Reranker, check_depth
@@ -22,9 +27,45 @@ from personarag.types import Document, Ranking, ScoredDoc, StageTrace
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Algorithm = Generator[Chat, Completion, T]
+Algorithm = Generator[Any, Any, T]  # yields a Chat (receives a Completion) or an Ask (receives a list)
 
-__all__ = ["Algorithm", "LLMReranker", "StageLog", "by_rank", "drive", "positive_int"]
+__all__ = ["DEBIAS", "Algorithm", "Ask", "check_debias", "orders", "LLMReranker", "StageLog", "by_rank", "drive", "positive_int"]
+
+ASK_KINDS = ("generate", "labels", "permute")
+
+
+@dataclass(frozen=True)
+class Ask:
+    """Prompts of one algorithm step: `generate` (Completions), `labels` (LabelScores over
+    `labels`, each written after `prefix`) or `permute` (Completions that are permutations of `labels`)."""
+
+    chats: tuple[Chat, ...]
+    kind: str = "generate"
+    labels: tuple[str, ...] = ()
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ASK_KINDS:
+            raise ValueError(f"Ask kind must be one of {ASK_KINDS}, got {self.kind!r}")
+
+
+DEBIAS = (None, "reverse", "rotate")
+
+
+def check_debias(debias: Any) -> Any:
+    if debias not in DEBIAS:
+        raise InputError(f"debias must be None, 'reverse' or 'rotate', got {debias!r}")
+    return debias
+
+
+def orders(n: int, debias: str | None) -> list[list[int]]:
+    """The orders a window of n candidates is shown in: as given; plus reversed; or every rotation."""
+    identity = list(range(n))
+    if debias == "reverse":
+        return [identity, identity[::-1]]
+    if debias == "rotate":
+        return [identity[r:] + identity[:r] for r in range(n)]
+    return [identity]
 
 
 class LLMReranker(LLMStage, Reranker):
@@ -111,24 +152,40 @@ class LLMReranker(LLMStage, Reranker):
 
 
 def drive(llm: LLM, algorithms: Sequence[Algorithm[T]], config: GenerationConfig, logs: Sequence[StageLog]) -> list[T]:
-    """Run one generator per query to completion, batching their prompts step by step."""
+    """Run one generator per query to completion, batching their requests step by step."""
     results: list[Any] = [None] * len(algorithms)
-    pending: dict[int, Chat] = {}
-    for i, algorithm in enumerate(algorithms):
+    pending: dict[int, Any] = {}
+
+    def advance(i: int, value: Any) -> None:
         try:
-            pending[i] = next(algorithm)
+            pending[i] = algorithms[i].send(value) if value is not None else next(algorithms[i])
         except StopIteration as stop:
             results[i] = stop.value
+            pending.pop(i, None)
+
+    for i in range(len(algorithms)):
+        advance(i, None)
     while pending:
-        order = list(pending)
-        completions = llm.generate([pending[i] for i in order], config)
-        for i, completion in zip(order, completions):
-            logs[i].add(completion.usage)
-            try:
-                pending[i] = algorithms[i].send(completion)
-            except StopIteration as stop:
-                results[i] = stop.value
-                del pending[i]
+        asks = {i: request if isinstance(request, Ask) else Ask((request,)) for i, request in pending.items()}
+        groups: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
+        for i, ask in asks.items():
+            key = (ask.kind,) if ask.kind == "generate" else (ask.kind, ask.labels, ask.prefix)
+            groups.setdefault(key, []).extend((i, k) for k in range(len(ask.chats)))
+        answers: dict[tuple[int, int], Any] = {}
+        for key, owners in groups.items():
+            chats = [asks[i].chats[k] for i, k in owners]
+            if key[0] == "generate":
+                outputs: list[Any] = llm.generate(chats, config)
+            elif key[0] == "labels":
+                outputs = score_labels(llm, chats, key[1], prefix=key[2])
+            else:
+                outputs = llm.permute(chats, key[1], config)
+            for owner, output in zip(owners, outputs):
+                logs[owner[0]].add(output.usage)
+                answers[owner] = output
+        for i in list(pending):
+            got = [answers[i, k] for k in range(len(asks[i].chats))]
+            advance(i, got if isinstance(pending[i], Ask) else got[0])
     return results
 
 

@@ -1,11 +1,13 @@
 """Pointwise LLM reranking: every (query, document) pair judged on its own.
 
 Modes:
-- `yesno`: relevance = P(yes) / (P(yes) + P(no)) from `LLM.score` (no generation);
+- `yesno`: relevance = P(yes) / (P(yes) + P(no)), read by `personarag.llm.labels.score_labels`
+  at the answer position (no generation: the answer is restricted to those tokens, so
+  every document gets a score; chat templates with a thinking switch render with it off);
   with `case_variants=True` (default) "yes"/"Yes" and "no"/"No" are scored and summed,
   since models differ in which casing they put their mass on (SmolLM2 puts ~20x more on
   "Yes"/"No" than on "yes"/"no");
-- `fine`: the digits 0..k scored by `LLM.score`, normalised over the k+1 answers;
+- `fine`: the digits 0..k scored the same way, normalised over the k+1 answers;
   relevance = sum_i i * p_i, the expected score (ERank-style), k <= 9 so each answer
   is one digit;
 - `reason`: the model thinks inside `<think>...</think>` then answers "Score: N" on
@@ -21,27 +23,16 @@ their input order.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from personarag.errors import InputError
 from personarag.llm.base import LLM, Chat
+from personarag.llm.labels import score_labels
 from personarag.rerankers.llm_base import LLMReranker, StageLog, positive_int
 from personarag.rerankers.parsing import parse_score
 from personarag.types import Ranking, ScoredDoc
 
 MODES = ("yesno", "fine", "reason")
-
-
-def normalised(logprobs: list[float]) -> list[float] | None:
-    """Probabilities proportional to exp(logprobs); None when all are -inf or not finite."""
-    finite = [lp for lp in logprobs if math.isfinite(lp)]
-    if not finite:
-        return None
-    top = max(finite)
-    weights = [math.exp(lp - top) if math.isfinite(lp) else 0.0 for lp in logprobs]
-    total = sum(weights)
-    return [w / total for w in weights]
 
 
 class PointwiseReranker(LLMReranker):
@@ -128,17 +119,15 @@ class PointwiseReranker(LLMReranker):
 
     def _score(self, prompts: list[Chat], owners: list[tuple[int, int]], logs: list[StageLog]) -> dict[tuple[int, int], tuple[float, None]]:
         answers, values = self._scored_answers()
-        results = self.llm.score(prompts, answers)
+        results = score_labels(self.llm, prompts, answers)
         judged: dict[tuple[int, int], tuple[float, None]] = {}
         for (q, d), result in zip(owners, results):
             logs[q].add(result.usage)
-            logprobs = [result.logprobs[a] for a in answers]
-            invalid = [f"{a!r}: {lp}" for a, lp in zip(answers, logprobs) if math.isnan(lp) or lp == math.inf]
-            if invalid:  # a backend fault: +inf or nan is no log-probability, and would silently score 0
-                logs[q].problems.append(f"document {d + 1}: invalid log-probability from the LLM ({', '.join(invalid)}); scored 0")
+            if result.invalid:  # a backend fault: +inf or nan is no log-probability, and would silently score 0
+                logs[q].problems.append(f"document {d + 1}: invalid log-probability from the LLM ({', '.join(result.invalid)}); scored 0")
                 judged[(q, d)] = (0.0, None)
                 continue
-            probs = normalised(logprobs)
+            probs = result.probabilities
             if probs is None:
                 logs[q].problems.append(f"document {d + 1}: every answer has probability 0; scored 0")
                 judged[(q, d)] = (0.0, None)

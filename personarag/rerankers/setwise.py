@@ -8,10 +8,22 @@ relevant one. Two sorts are driven by these choices, both stopping at `top_k`:
 - `bubblesort`: `top_k` bottom-up passes of windows of c candidates overlapping by one;
   each pass carries the best remaining candidate to the next top position.
 
+How a comparison is answered (`choice`):
+- `generate` (default): the model writes a label, which is parsed. An answer that names
+  no label picks the shown candidate that ranked highest in the input (so failed
+  comparisons keep the input order); the problem is recorded in the StageTrace.
+- `likelihood`: nothing is generated; the probability of each single-token label (A, B, ...)
+  at the answer position is read over the full label set
+  (`personarag.llm.labels.score_labels`), and the most probable label wins, so every
+  comparison yields a choice (llm-rankers' likelihood setwise).
+
+`debias` (small models pick by position): `reverse` asks each comparison a second time
+with the candidates in reverse order, `rotate` asks once per rotation; the answers are
+combined per candidate (likelihood: mean probability; generate: votes, ties to the
+candidate ranked higher in the input). Each order costs one more prompt.
+
 The top_k come first in the order found; the other candidates follow in their input
-order (scores are rank-based: n, n-1, ...). An answer that names no label picks the
-shown candidate that ranked highest in the input, so failed comparisons keep the input
-order; the problem is recorded in the StageTrace. With `reasoning=True` the model thinks inside `<think>...</think>`
+order (scores are rank-based: n, n-1, ...). With `reasoning=True` the model thinks inside `<think>...</think>`
 before answering; each top_k document carries the reasoning of the choice that
 selected it last.
 """
@@ -23,12 +35,13 @@ from typing import Any
 
 from personarag.errors import InputError
 from personarag.llm.base import LLM
-from personarag.rerankers.llm_base import Algorithm, LLMReranker, StageLog, by_rank, drive, positive_int
+from personarag.rerankers.llm_base import Algorithm, Ask, LLMReranker, StageLog, by_rank, check_debias, drive, orders, positive_int
 from personarag.rerankers.parsing import parse_choice
 from personarag.types import Ranking
 
 LABELS = string.ascii_uppercase
 METHODS = ("heapsort", "bubblesort")
+CHOICES = ("generate", "likelihood")
 
 
 class SetwiseReranker(LLMReranker):
@@ -36,8 +49,25 @@ class SetwiseReranker(LLMReranker):
     default_prompt = "setwise"
     required_placeholders = ("query", "documents")
 
-    def __init__(self, llm: LLM | str, *, c: int = 4, top_k: int = 10, method: str = "heapsort", **options: Any) -> None:
-        """`options`: the keyword options of every LLM reranker (`LLMReranker`)."""
+    def __init__(
+        self,
+        llm: LLM | str,
+        *,
+        c: int = 4,
+        top_k: int = 10,
+        method: str = "heapsort",
+        choice: str = "generate",
+        debias: str | None = None,
+        **options: Any,
+    ) -> None:
+        """`choice`: "generate" or "likelihood" (see the module docstring); `debias`: None,
+        "reverse" or "rotate". `options`: the keyword options of every LLM reranker (`LLMReranker`)."""
+        if choice not in CHOICES:
+            raise InputError(f"choice must be one of {CHOICES}, got {choice!r}")
+        if choice == "likelihood" and options.get("reasoning"):
+            raise InputError("choice='likelihood' reads the label at the answer position; it cannot follow reasoning=True")
+        self.choice = choice
+        self.debias = check_debias(debias)
         self.c = positive_int("c", c, 2)
         if c > len(LABELS):
             raise InputError(f"c must be at most {len(LABELS)} (one letter label each), got {c}")
@@ -68,21 +98,37 @@ class SetwiseReranker(LLMReranker):
         """Ask which of the candidates `ids` is most relevant; the answer is a position in `ids`."""
         docs = ranking.docs
         labels = LABELS[: len(ids)]
-        block = self.template.render_docs((labels[j], texts[docs[i].doc.id]) for j, i in enumerate(ids))
-        completion = yield self.template.render(
-            query=ranking.query.text, documents=block, num=len(ids), labels=", ".join(labels), first_label=labels[0]
-        )
-        choice, parsed = parse_choice(completion.text, labels)
-        log.answer("choice among candidates " + ", ".join(str(i + 1) for i in ids), completion.text)
-        log.problems.extend(f"choice among {len(ids)}: {p}" for p in parsed.problems)
-        if choice is None:
-            log.problems.append(f"choice among {len(ids)}: no label read, took the candidate ranked highest in the input")
-        if choice is None:  # keep the input order: the candidate ranked highest before this stage wins
-            choice = min(range(len(ids)), key=lambda j: ids[j])
-        if parsed.reasoning:
-            log.reasoning.append(parsed.reasoning)
-            reasonings[docs[ids[choice]].doc.id] = parsed.reasoning
-        return choice
+        shown = orders(len(ids), self.debias)  # shown[o][j]: the position in ids that label j names in order o
+        chats = []
+        for order in shown:
+            block = self.template.render_docs((labels[j], texts[docs[ids[p]].doc.id]) for j, p in enumerate(order))
+            chats.append(self.template.render(
+                query=ranking.query.text, documents=block, num=len(ids), labels=", ".join(labels), first_label=labels[0]
+            ))
+        where = "choice among candidates " + ", ".join(str(i + 1) for i in ids)
+        support = [0.0] * len(ids)
+        if self.choice == "likelihood":
+            results = yield Ask(tuple(chats), "labels", tuple(labels))
+            for order, result in zip(shown, results):
+                probs = result.probabilities or (1.0 / len(ids),) * len(ids)
+                log.answer(where, "likelihood " + " ".join(f"{x}={p:.3f}" for x, p in zip(labels, probs)))
+                for j, p in enumerate(order):
+                    support[p] += probs[j] / len(shown)
+        else:
+            completions = yield Ask(tuple(chats))
+            for order, completion in zip(shown, completions):
+                picked, parsed = parse_choice(completion.text, labels)
+                log.answer(where, completion.text)
+                log.problems.extend(f"choice among {len(ids)}: {p}" for p in parsed.problems)
+                if picked is not None:
+                    support[order[picked]] += 1.0
+                if parsed.reasoning:
+                    log.reasoning.append(parsed.reasoning)
+                    reasonings[docs[ids[order[picked] if picked is not None else 0]].doc.id] = parsed.reasoning
+            if not any(support):
+                log.problems.append(f"choice among {len(ids)}: no label read, took the candidate ranked highest in the input")
+        # the best supported candidate; ties (and no readable answer) go to the one ranked highest in the input
+        return max(range(len(ids)), key=lambda j: (support[j], -ids[j]))
 
     def _heapsort(self, ranking: Ranking, log: StageLog) -> Algorithm[tuple[list[int], dict[str, str]]]:
         texts = self._texts(ranking.docs)

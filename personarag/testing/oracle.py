@@ -12,8 +12,11 @@ It answers in the format the prompt asks for:
 - number labels and a `[] > []` instruction: the permutation `[2] > [1] > ...` (listwise);
 - number labels otherwise: lines `[i] score: s` on the prompt's 0..k scale (groupwise);
 - one `Document:`: `Score: s` on 0..k (pointwise reasoning);
-and for `score()`: yes/no log-probabilities (the first answer is "yes") or a peaked
-distribution over the digits 0..k. A prompt that mentions `<think>` gets a short
+and for `score()`: yes/no log-probabilities (the first answer is "yes"), a peaked
+distribution over the digits 0..k, or, when the answers are the prompt's candidate labels
+(optionally after a common prefix such as "["), a distribution over the labels that puts
+more mass on more relevant candidates (setwise likelihood, listwise first-token);
+`permute()` answers the listwise permutation, as a constrained decoder would. A prompt that mentions `<think>` gets a short
 reasoning inside `<think>...</think>` first. Relevance maps to the 0..k scale as
 round(k * rel / max_rel), max_rel being the largest grade in the qrels.
 
@@ -149,7 +152,38 @@ class OracleLLM(LLM):
             out.append(Completion(texts, usage))
         return out
 
+    def _label_scores(self, text: str, answers: list[str]) -> dict[str, float] | None:
+        """log-probabilities of candidate labels (answers = prefix + label), or None when the answers are no labels of the prompt."""
+        labelled = dict(_LABELLED.findall(text))
+        prefix = answers[0][:-1] if len(answers[0]) > 1 else ""
+        labels = [a[len(prefix):] if a.startswith(prefix) else None for a in answers]
+        if not labelled or any(x is None or x not in labelled for x in labels):
+            return None
+        qid = self._query_id(text)
+        rels = [self._relevance(qid, labelled[x]) for x in labels]
+        if len(rels) > 1 and self._rng(text, 0).random() < self.error_rate:
+            a, b = self._rng(text, 1).sample(range(len(rels)), 2)
+            rels[a], rels[b] = rels[b], rels[a]
+        weights = [math.exp(2.0 * r) for r in rels]
+        total = sum(weights)
+        return {a: math.log(w / total) for a, w in zip(answers, weights)}
+
+    def _permute(self, chats: list[Chat], labels: list[str], config: GenerationConfig) -> list[Completion]:
+        out = []
+        for chat in chats:
+            text = "\n".join(m.content for m in chat)
+            scores = self._label_scores(text, labels)
+            if scores is None:
+                raise InputError(f"oracle: the labels {labels} are not the candidate labels of the prompt {text[:200]!r}")
+            order = sorted(range(len(labels)), key=lambda j: -scores[labels[j]])  # stable: ties keep the shown order
+            answer = " > ".join(f"[{labels[j]}]" for j in order)
+            out.append(Completion((answer,), Usage(calls=1, prompt_tokens=self.count_tokens(text), completion_tokens=self.count_tokens(answer))))
+        return out
+
     def _score(self, chats: list[Chat], answers: list[str]) -> list[AnswerScores]:
+        labelled = [self._label_scores("\n".join(m.content for m in chat), answers) for chat in chats]
+        if all(x is not None for x in labelled):
+            return [AnswerScores(x, Usage(calls=1, prompt_tokens=self.count_tokens("\n".join(m.content for m in chat)))) for x, chat in zip(labelled, chats)]
         digits = all(a.isdigit() for a in answers)
         positive = [a.lower() == answers[0].lower() for a in answers]  # yes/no in any casing: the first is "yes"
         if not digits and (all(positive) or len({a.lower() for a in answers}) != 2):

@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from personarag.errors import InputError
+
+V = TypeVar("V")
 
 
 def check_id(value: object, what: str) -> str:
@@ -156,7 +158,20 @@ class Output:
         return Usage.total(t.usage for t in self.trace)
 
 
-class Corpus(Mapping[str, Document]):
+class KeyedTable(Mapping[str, V]):
+    """A read-only mapping over `self._data` (a dict, in insertion order): iteration and length;
+    subclasses fill `_data` and define `__getitem__` (a value, a copy or a read-only view)."""
+
+    _data: dict[str, Any]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class Corpus(KeyedTable[Document]):
     """An ordered, validated id -> Document mapping. Refuses empty corpora and duplicate ids."""
 
     def __init__(self, documents: Iterable[Document], *, source: str = "corpus") -> None:
@@ -169,24 +184,17 @@ class Corpus(Mapping[str, Document]):
             docs[doc.id] = doc
         if not docs:
             raise InputError(f"{source}: the corpus is empty; at least one document is needed")
-        self._docs = docs
-        self._ids = list(docs)
+        self._data = docs
 
     def __getitem__(self, doc_id: str) -> Document:
-        return self._docs[doc_id]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._ids)
-
-    def __len__(self) -> int:
-        return len(self._docs)
+        return self._data[doc_id]
 
     @property
     def ids(self) -> list[str]:
-        return list(self._ids)
+        return list(self._data)
 
     def documents(self) -> list[Document]:
-        return list(self._docs.values())
+        return list(self._data.values())
 
     def __repr__(self) -> str:
         return f"Corpus({len(self)} documents)"

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
+
+from personarag.types import KeyedTable
 
 V = TypeVar("V")
 
 
-class QueryTable(Mapping[str, V]):
+class QueryTable(KeyedTable[V]):
     """Query id -> this table's value for it; subclasses fill `_data` and define `__getitem__`
     (returning a copy or a read-only view, so the table stays unchanged)."""
-
-    _data: dict[str, Any]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
     @property
     def query_ids(self) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from personarag.errors import InputError
+from personarag.resources import Closeable
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def read_records(path: str | Path, keep: Iterable[str] | None = None) -> dict[st
     return records
 
 
-class ResultLog:
+class ResultLog(Closeable):
     """Appends records to one JSONL file; each `append` is flushed and fsynced before it returns."""
 
     def __init__(self, path: str | Path) -> None:
@@ -74,9 +75,3 @@ class ResultLog:
 
     def close(self) -> None:
         self._handle.close()
-
-    def __enter__(self) -> ResultLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

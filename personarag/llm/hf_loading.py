@@ -151,6 +151,13 @@ class HFTokens:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
+    def answer_ids(self, answer: str) -> list[int]:
+        """The token ids of an answer to score (no special tokens); an answer of no tokens is an error."""
+        ids = list(self.tokenizer(answer, add_special_tokens=False).input_ids)
+        if not ids:
+            raise InputError(f"answer {answer!r} encodes to no tokens for model {getattr(self, 'model_name', '?')}")
+        return ids
+
     def truncate(self, text: str, max_tokens: int) -> str:
         if max_tokens <= 0:
             return ""

@@ -61,12 +61,6 @@ class TransformersScoring:
                 self._result_ready(i, results[i])
         return results  # type: ignore[return-value]
 
-    def answer_ids(self, answer: str) -> list[int]:
-        ids = list(self.tokenizer(answer, add_special_tokens=False).input_ids)
-        if not ids:
-            raise InputError(f"answer {answer!r} encodes to no tokens for model {self.model_name}")
-        return ids
-
     def _score(self, chats: list[Chat], answers: list[str]) -> list[AnswerScores]:
         answer_ids = [self.answer_ids(a) for a in answers]
         # Tokens every answer starts with (FIRST's "[" before the identifier) join the prompt:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from personarag.errors import InputError, MissingExtraError
+from personarag.errors import MissingExtraError
 from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, apply_stop, split_usage
 from personarag.llm.hf_loading import HFTokens, check_model_arg, check_model_source, local_name, weights_fingerprint
 
@@ -133,16 +133,10 @@ class VLLMLLM(HFTokens, LLM):
         usages = split_usage(time.perf_counter() - start, [len(p) for p in prompts], counts)
         return [Completion(tuple(t * config.n if config.greedy else t), u) for t, u in zip(texts, usages)]
 
-    def _answer_ids(self, answer: str) -> list[int]:
-        ids = list(self.tokenizer(answer, add_special_tokens=False).input_ids)
-        if not ids:
-            raise InputError(f"answer {answer!r} encodes to no tokens for model {self.model_name}")
-        return ids
-
     def _score(self, chats: list[Chat], answers: list[str]) -> list[AnswerScores]:
         start = time.perf_counter()
         prompts = [self.render(chat, thinking=False) for chat in chats]  # the answer position, not a thinking block
-        answer_ids = [self._answer_ids(a) for a in answers]
+        answer_ids = [self.answer_ids(a) for a in answers]
         vllm = import_vllm()
         fields = getattr(vllm.SamplingParams, "__struct_fields__", None) or getattr(vllm.SamplingParams, "__dataclass_fields__", {})
         if all(len(a) == 1 for a in answer_ids) and "logprob_token_ids" in fields:

@@ -49,6 +49,7 @@ from personarag.personal.store_io import (
 )
 from personarag.personal.store_schema import SCHEMA_VERSION
 from personarag.types import Document, User
+from personarag.resources import Closeable
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def _forget_connections(engine_ref: weakref.ref[Any]) -> None:
         engine.dispose(close=False)
 
 
-class UserStore(ImportExport):
+class UserStore(ImportExport, Closeable):
     def __init__(self, location: str | os.PathLike[str] = "personarag.db") -> None:
         self._location = schema.parse_location(location)
         s = schema.sa()
@@ -106,11 +107,6 @@ class UserStore(ImportExport):
     def close(self) -> None:
         self._engine.dispose()
 
-    def __enter__(self) -> UserStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Any]:
@@ -422,5 +418,3 @@ class UserStore(ImportExport):
         for row in rows:
             histories[row.user_id].append(document(row))
         return histories
-
-

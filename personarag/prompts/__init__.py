@@ -12,7 +12,7 @@ examples stay as they are.
 Every shipped template writes the query on a line `Query: ...` and each candidate on
 its own line `[LABEL] text` (pointwise: `Document: text`), with the candidate's
 whitespace collapsed. Those stable markers make prompts easy to read and let the
-test oracle (`personarag.testing.oracle`) parse them.
+test oracle (the `oracle` module of the test doubles) parse them.
 
 A `prompt` parameter of a reranker takes a shipped template name (`listwise`), a
 path to a YAML file with the same keys, a template string (the `user` message; it

@@ -218,15 +218,18 @@ class LampData:
             )
 
     def identity(self, pipeline: Any) -> dict[str, Any]:
-        """A retriever over other users' histories depends on the user pool: part of the run's identity."""
-        if pipeline.retriever is None or not hasattr(pipeline.retriever, "fit_users"):
+        """A retriever over other users' histories, or a floor counting their labels, depends on the user pool: part of the run's identity."""
+        fitted = [s for s in (pipeline.retriever, pipeline.generator) if s is not None and hasattr(s, "fit_users")]
+        if not fitted:
             return {}
         ids = "\n".join(sorted(u.id for u in self.users))
         return {"user_pool": {"users": len(self.users), "sha256": hashlib.sha256(ids.encode()).hexdigest()[:16]}}
 
     def prepare(self, pipeline: Any) -> None:
-        if pipeline.retriever is not None and hasattr(pipeline.retriever, "fit_users"):
-            pipeline.retriever.fit_users(self.users)
+        # the collaborative retriever searches the pool's histories; the floors count its labels
+        for stage in (pipeline.retriever, pipeline.generator):
+            if stage is not None and hasattr(stage, "fit_users"):
+                stage.fit_users(self.users)
 
     def run_batch(self, pipeline: Any, queries: list[Query]) -> list[tuple[dict[str, Any], ...]]:
         rankings = pipeline.retrieve(queries)

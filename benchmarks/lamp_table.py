@@ -202,9 +202,10 @@ def main() -> int:
                     name = re.sub(r"[^A-Za-z0-9]+", "_", f"llm {spec} {retriever} n{args.max_examples} s{args.seed}").strip("_")[-120:]
                     metrics, per_query, seconds = run_cell(subset, full.users, stages, Path(args.runs_dir) / folder.name / name,
                                                            {"data": folder.name, "k": args.k, "row": row, "seed": args.seed}, args)
-                    results.append({"task": task, "row": row, "examples": len(subset), "whole": cell(task, metrics, per_query),
-                                    "seconds": seconds, "answer_mode": mode})
-                    print(f"{task} {row}: {json.dumps({k: round(v['value'], 4) for k, v in results[-1]['whole'].items()})} ({seconds:.0f} s)", flush=True)
+                    results.append({"task": task, "row": row, "examples": len(subset), "whole": {}, "note": "-",
+                                    "subset": cell(task, metrics, per_query), "metrics": metrics, "seconds": seconds,
+                                    "answer_mode": mode})
+                    print(f"{task} {row}: {json.dumps({k: round(v, 4) for k, v in metrics.items()})} ({seconds:.0f} s)", flush=True)
     command = "PYTHONPATH=. python benchmarks/lamp_table.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     header = (f"LaMP dev (data: {data_dir}); floors on whole splits, knn over the top {args.k} retrieved items "
               f"(weights 1/rank; LaMP-3 rounded weighted mean; LaMP-4/5 the top item's title); value ± standard error."

@@ -181,7 +181,8 @@ def run_llm_feedback(config: LLMFeedbackRunConfig, *, resume: bool = False, over
                                              "llm_scores": [float(s) for s in f.llm_scores]}) + "\n")
             logger.info("llm feedback: %d / %d queries", min(start + 16, len(todo)), len(todo))
     feedback = [done[e.id] for e in train if e.id in done]
-    weights = train_scorer(feedback, initial, FeedbackTrainConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(FeedbackTrainConfig)}))
+    options = {f.name: getattr(config, f.name) for f in dataclasses.fields(FeedbackTrainConfig)}
+    weights = train_scorer(feedback, initial, FeedbackTrainConfig(**options))
     trained_on = [e.id for e in train]
     scorer = save_scorer(out / "scorer.json", weights, {
         "initial_weights": initial.tolist(), "llm": config.llm, "item_model": config.model, "queries": len(feedback),

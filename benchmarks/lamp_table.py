@@ -13,7 +13,7 @@ retrieved item's title; the label floors do not apply there ("n/a").
 
 `--scorer DIR` (from `personarag train llm-feedback`) adds a collaborative row with the trained
 scorer and, for every row of its task, columns over the examples the scorer was not trained
-on; `--user-encoder DIR` adds a collaborative row with a trained user encoder.
+on; `--user-encoder DIR` adds a collaborative row with a trained user encoder (on its task).
 
 `--llm SPEC` (repeatable) adds rows `lamp:SPEC` over each of --llm-retrievers on a subset of
 --max-examples examples drawn with --seed (the same examples in every LLM cell); the floors
@@ -72,6 +72,14 @@ def floor_rows(task: str, encoder: str | None) -> list[tuple[str, Any, str]]:
         if encoder:
             rows.append(("knn collaborative", f"collaborative:{encoder}", "knn"))
     return rows
+
+
+def _trained_task(path: Path) -> str | None:
+    """The LaMP task a trained artifact (scorer.json, a user encoder's config.json) was trained on."""
+    from personarag.evaluation.lamp_tasks import get_task
+
+    task = json.loads(path.read_text(encoding="utf-8")).get("training", {}).get("task")
+    return get_task(task).name if task else None
 
 
 def standard_error(values: list[float]) -> float | None:
@@ -193,12 +201,13 @@ def main() -> int:
         rows = floor_rows(task, encoder)
         heldout_ids: list[str] | None = None
         if args.scorer and encoder:
-            info = json.loads((Path(args.scorer) / "scorer.json" if Path(args.scorer).is_dir() else Path(args.scorer)).read_text())
-            if TASK_DIRS.get(str(info.get("training", {}).get("task", "")).replace("-", "_")[:6]) == task:
+            scorer_file = Path(args.scorer) / "scorer.json" if Path(args.scorer).is_dir() else Path(args.scorer)
+            info = json.loads(scorer_file.read_text(encoding="utf-8"))
+            if _trained_task(scorer_file) == task:
                 trained = set(info.get("trained_on", []))
                 heldout_ids = [e.id for e in full.examples if e.id not in trained]
                 rows.append(("knn collaborative+scorer", {"spec": f"collaborative:{encoder}", "params": {"scorer": args.scorer}}, "knn"))
-        if args.user_encoder and encoder and task != "LaMP-1":
+        if args.user_encoder and encoder and _trained_task(Path(args.user_encoder) / "config.json") == task:
             rows.append(("knn collaborative+user-encoder",
                          {"spec": f"collaborative:{encoder}", "params": {"user_encoder": args.user_encoder}}, "knn"))
         for row, retriever, generator in rows:

@@ -131,7 +131,7 @@ def markdown(results: list[dict]) -> str:
         heldout = any(r.get("heldout") for r in rows)
         per_names = [n for n, per in COLUMNS[task] if per]
         head = (["row", "examples"] + names + ([f"{n} (LLM subset)" for n in per_names] if subset else [])
-                + ([f"{n} (not trained on)" for n in per_names] if heldout else []) + ["seconds"])
+                + ([f"{n} (not trained on)" for n in per_names] if heldout else []) + ["seconds (this invocation)"])
         lines += [f"### {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
             cells = [r["row"], str(r["examples"])] + [format_cell(r["whole"].get(n)) if r["whole"] else r.get("note", "n/a") for n in names]
@@ -178,7 +178,7 @@ def main() -> int:
     from personarag.evaluation.lamp import LampDataset, load_lamp
     from personarag.generators.lamp import LaMPGenerator
 
-    data_dir = Path(args.data_dir)
+    data_dir = Path(args.data_dir).resolve()
     if not data_dir.is_dir():
         print(f"no LaMP data at {data_dir}: nothing to do")
         return 0

@@ -35,6 +35,8 @@ COMMANDS: list[str] = [
     "personarag.commands.train_pointwise",
     "personarag.commands.train_listwise",
     "personarag.commands.train_grpo",
+    "personarag.commands.train_user_encoder",
+    "personarag.commands.train_llm_feedback",
     "personarag.commands.users",
     "personarag.commands.serve",
     "personarag.commands.run_requests",

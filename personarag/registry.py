@@ -52,6 +52,10 @@ REGISTRY: dict[str, Entry] = {
     "groupwise": Entry("reranker", "personarag.rerankers.groupwise:GroupwiseReranker", "llm", "LLM scores a group of documents per prompt: groupwise:LLM_SPEC"),
     # generators
     "lamp": Entry("generator", "personarag.generators.lamp:LaMPGenerator", "llm", "LaMP task prompt over the retrieved profile items: lamp:LLM_SPEC (task=LaMP-1..7)"),
+    "majority": Entry("generator", "personarag.generators.floors:MajorityGenerator", "label", "LaMP floor: the split's most frequent profile label (no LLM); majority:LABEL fixes it"),
+    "user-majority": Entry("generator", "personarag.generators.floors:UserMajorityGenerator", None, "LaMP floor: the user's most frequent history label (LaMP-2/3; no LLM)"),
+    "user-mean": Entry("generator", "personarag.generators.floors:UserMeanGenerator", None, "LaMP floor: the user's mean history rating, rounded (LaMP-3; no LLM)"),
+    "knn": Entry("generator", "personarag.generators.floors:KnnGenerator", None, "LaMP floor: rank-weighted vote of the retrieved items' labels; LaMP-4..7: the top item's title (no LLM)"),
     "rag": Entry("generator", "personarag.generators.rag:RAGGenerator", "llm", "question answering from numbered retrieved passages: rag:LLM_SPEC"),
     # LLM backends (what rerankers and generators run on)
     "vllm": Entry("llm", "personarag.llm.vllm_backend:VLLMLLM", "model", "vLLM engine (optional extra vllm)"),

@@ -218,15 +218,18 @@ class LampData:
             )
 
     def identity(self, pipeline: Any) -> dict[str, Any]:
-        """A retriever over other users' histories depends on the user pool: part of the run's identity."""
-        if not _fits_user_pool(pipeline.retriever):
+        """A retriever over other users' histories, or a floor counting their labels, depends on the
+        user pool: part of the run's identity."""
+        if not any(_fits_user_pool(stage) for stage in (pipeline.retriever, pipeline.generator)):
             return {}
         ids = "\n".join(sorted(u.id for u in self.users))
         return {"user_pool": {"users": len(self.users), "sha256": hashlib.sha256(ids.encode()).hexdigest()[:16]}}
 
     def prepare(self, pipeline: Any) -> None:
-        if _fits_user_pool(pipeline.retriever):
-            pipeline.retriever.fit_users(self.users)
+        # the collaborative retriever searches the pool's histories; the floors count its labels
+        for stage in (pipeline.retriever, pipeline.generator):
+            if _fits_user_pool(stage):
+                stage.fit_users(self.users)
 
     def run_batch(self, pipeline: Any, queries: list[Query]) -> list[tuple[dict[str, Any], ...]]:
         rankings = pipeline.retrieve(queries)
@@ -282,7 +285,8 @@ def _lamp_values(example: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _fits_user_pool(retriever: Any) -> bool:
-    """A retriever over other users' histories that takes its users from the split (fit_users),
-    not from a user store it is bound to (whose users and changes it reads itself)."""
-    return hasattr(retriever, "fit_users") and not getattr(retriever, "bound_to_store", False)
+def _fits_user_pool(stage: Any) -> bool:
+    """A stage that takes the split's users through fit_users (a retriever over other users'
+    histories, a floor counting their labels), unless it is bound to a user store (whose users
+    and changes it reads itself)."""
+    return hasattr(stage, "fit_users") and not getattr(stage, "bound_to_store", False)

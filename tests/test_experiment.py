@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from personarag import Pipeline, Ranking, ScoredDoc, StageTrace, registry
+from personarag import Pipeline, registry
 from personarag.cli import main
 from personarag.evaluation.beir import load_beir
 from personarag.evaluation.lamp import load_lamp
@@ -24,28 +24,17 @@ from personarag.experiment.measures import paired_p_value
 from personarag.generators.lamp import LaMPGenerator
 from personarag.testing import ScriptedLLM
 from personarag.retrievers.base import Retriever
+from test_cli import TextOverlap
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BEIR = FIXTURES / "beir_mini"
 LAMP3 = FIXTURES / "lamp" / "LaMP_3"
 
 
-class Overlap(Retriever):
+class Overlap(TextOverlap):
     """Documents by the number of lowercase words they share with the query; ties in corpus order."""
 
     spec_name = "test-exp-overlap"
-
-    def _index(self, corpus):
-        self.corpus = corpus
-
-    def _retrieve(self, queries, k):
-        out = []
-        for q in queries:
-            words = set(q.text.lower().split())
-            scored = sorted((ScoredDoc(d, float(len(words & set(d.text.lower().split())))) for d in self.corpus.values()),
-                            key=lambda s: -s.score)
-            out.append(Ranking(q, scored[:k], (StageTrace("overlap"),)))
-        return out
 
 
 class Exploding(Retriever):

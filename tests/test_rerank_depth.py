@@ -14,23 +14,10 @@ from personarag.rerankers.listwise import ListwiseReranker
 from personarag.rerankers.pointwise import PointwiseReranker
 from personarag.rerankers.setwise import SetwiseReranker
 from personarag.rerankers.traces import reasoning_rows
-from personarag.retrievers.base import Retriever
 from personarag.testing import OracleLLM, ScriptedLLM
+from test_llm_rerankers import Fixed  # prepared candidate lists: the retriever is not under test
 
 
-class Fixed(Retriever):
-    """Returns prepared candidate lists: the retriever is not under test here."""
-
-    spec_name = ""
-
-    def __init__(self, rankings):
-        self.rankings = {r.query.id: r for r in rankings}
-
-    def _index(self, corpus):
-        pass
-
-    def _retrieve(self, queries, k):
-        return [self.rankings[q.id].top(k) for q in queries]
 
 
 @pytest.fixture(scope="module")

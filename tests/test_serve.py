@@ -87,6 +87,25 @@ def collaborative(pipeline: Pipeline) -> CollaborativeRetriever:
     return pipeline.retriever.retrievers[1]
 
 
+class LoadCountingLLM(ScriptedLLM):
+    """A scripted LLM that counts `load()` calls: the server's warm-up is under test, not the LLM."""
+
+    loads = 0
+
+    def load(self):
+        self.loads += 1
+
+
+def test_readiness_waits_for_the_llm_weights(store, encoder):
+    llm = LoadCountingLLM(default="ok")
+    pipeline = Pipeline([HistoryRetriever("bm25"), RAGGenerator(llm)], k=5, context_k=2).fit(store=store)
+    app = create_app(pipeline, store, Settings())
+    assert llm.loads == 0
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+        assert llm.loads == 1  # loaded during start-up, before the server said it was ready
+
+
 def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok", "ready": True}
     assert client.get("/readyz").status_code == 200

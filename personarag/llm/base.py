@@ -237,6 +237,10 @@ class LLM(Component):
         if sink is not None:
             sink(position, output)
 
+    def load(self) -> None:
+        """Load the model now instead of on the first call (a server's readiness means it);
+        a no-op for backends with nothing to load, such as a remote server."""
+
     def close(self) -> None:
         """Release model memory or connections; a no-op by default."""
 

@@ -114,6 +114,9 @@ class TransformersLLM(TransformersScoring, HFTokens, LLM):
         if self.adapter:
             check_model_source(self.adapter, what="adapter")
 
+    def load(self) -> None:
+        self._load()
+
     def _load(self) -> None:
         if self._hf is not None:
             return

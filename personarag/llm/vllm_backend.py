@@ -102,6 +102,9 @@ class VLLMLLM(HFTokens, LLM):
     def tokenizer(self) -> Any:
         return self.engine.get_tokenizer()
 
+    def load(self) -> None:
+        self.engine  # noqa: B018  starts the engine
+
     def close(self) -> None:
         self._engine = None
 

@@ -254,5 +254,7 @@ def warm_up(pipeline: Pipeline) -> None:
     for stage in _walk(pipeline):
         if hasattr(stage, "item_encoder"):
             stage.item_encoder  # noqa: B018  loads the encoder
+        if isinstance(getattr(type(stage), "llm", None), property):
+            stage.llm.load()  # LLM weights too: readiness means the first request pays for no loading
         if callable(getattr(stage, "sync", None)):
             stage.sync()

@@ -391,3 +391,47 @@ def test_run_command_from_a_config(tmp_path, capsys):
                                            "response_length": 2, "answer": [{"text": "See.", "citations": [1]}]}
     assert main(["run", "--requests", str(requests), "--config", str(config), "--output", str(out)]) == 0
     assert "0 written, 1 already there" in capsys.readouterr().out
+
+
+def test_a_client_that_disconnects_mid_request_leaves_the_whole_write_or_none(store, encoder):
+    """Over a real socket (uvicorn on 127.0.0.1): a body cut off half-way writes nothing; a complete
+    body whose client hangs up before the answer lands whole, never a part of its items."""
+    import socket
+    import threading
+    import time
+
+    uvicorn = pytest.importorskip("uvicorn")
+    pipeline = Pipeline([HistoryRetriever("bm25")], k=5).fit(store=store)
+    app = create_app(pipeline, store, Settings(max_body_bytes=1_000_000))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    before = len(store.user("ann").history)
+    body = json.dumps({"items": [{"id": f"n{i}", "text": f"new item {i} about guitar amps"} for i in range(200)]}).encode()
+
+    def send(payload: bytes, declared: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/users/ann/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {declared}\r\n\r\n".encode() + payload)
+        # closed without reading the answer
+
+    try:
+        send(body[: len(body) // 2], len(body))  # the client dies half-way through its body
+        time.sleep(1.0)
+        assert len(store.user("ann").history) == before
+        send(body, len(body))  # the whole body, then the client is gone
+        deadline = time.monotonic() + 30
+        while len(store.user("ann").history) == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert len(store.user("ann").history) in (before, before + 200)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -71,6 +71,7 @@ class Pipeline:
         self.rerank_depth = rerank_depth
         self.context_k = context_k
         self._indexed = False
+        self.timings: dict[str, float] = {}  # stage name -> wall seconds of the last retrieve/run
         if corpus is not None:
             self.index(corpus)
 

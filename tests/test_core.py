@@ -132,3 +132,12 @@ def test_import_is_light():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_pipeline_timings_are_empty_before_a_run_and_name_each_stage_after():
+    from personarag import Document, Pipeline
+
+    pipe = Pipeline(["bm25"], [Document("a", "solar panels"), Document("b", "honey bees")], k=2)
+    assert pipe.timings == {}
+    pipe("solar")
+    assert list(pipe.timings) == ["bm25"] and pipe.timings["bm25"] >= 0

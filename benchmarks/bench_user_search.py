@@ -51,6 +51,8 @@ def rss_mb() -> float:
 def index_mb(index: UserIndex) -> float:
     import faiss
 
+    if index.built_kind == "ivf-pq":  # the codes plus the float vectors it re-scores with
+        return (faiss.serialize_index(index.index.index).nbytes + index.index.rows * index.dim * 4) / 2**20
     return faiss.serialize_index(index.index).nbytes / 2**20
 
 
@@ -84,9 +86,16 @@ def exact_search(ids: list[str], vectors: np.ndarray, queries: np.ndarray, exclu
 def sweep_for(kind: str, index: UserIndex) -> list[dict[str, int]]:
     if index.built_kind == "ivf":
         return [{"nprobe": p} for p in (16, 32, 64, 128, 256)]
+    if index.built_kind == "ivf-pq":
+        return [{"nprobe": p} for p in (64, 128, 256, 384)]
     if index.built_kind == "hnsw":
         return [{"ef_search": e} for e in (32, 64, 128, 256)]
     return [{}]
+
+
+def rows_of(index: UserIndex) -> int:
+    """Rows the index holds, dead ones (HNSW, IVF-PQ) included."""
+    return index.index.rows if index.built_kind == "ivf-pq" else index.index.ntotal
 
 
 def run_noise(args: argparse.Namespace, noise: float) -> None:
@@ -118,8 +127,10 @@ def run_noise(args: argparse.Namespace, noise: float) -> None:
         indexes[kind] = index
         for knobs in sweep_for(kind, index):
             single, batched, found = timed_search(index, queries, exclude, args.m, knobs or None)
-            default = all(defaults.options[k] == v for k, v in knobs.items()) and kind in ("auto", defaults._choose_kind(args.users))
-            name = f"{kind} ({index.built_kind}, nlist={index.nlist_used})" if index.built_kind == "ivf" else f"{kind} ({index.built_kind})"
+            knob_defaults = {"nprobe": defaults.refine["pq_nprobe"]} if index.built_kind == "ivf-pq" else defaults.options
+            default = all(knob_defaults[k] == v for k, v in knobs.items()) and kind in ("auto", defaults._choose_kind(args.users))
+            name = (f"{kind} ({index.built_kind}, nlist={index.nlist_used})" if index.built_kind in ("ivf", "ivf-pq")
+                    else f"{kind} ({index.built_kind})")
             setting = ", ".join(f"{k}={v}" for k, v in knobs.items()) or "exact"
             print(f"| {name}{' *' if default else ''} | {setting} | {build_s:.1f} | {index_mb(index):.0f} | {grown:.0f} "
                   f"| {single:.3f} | {batched:.3f} | {recall(found, exact):.3f} |", flush=True)
@@ -144,7 +155,7 @@ def run_noise(args: argparse.Namespace, noise: float) -> None:
         upsert_s = time.perf_counter() - start
         faiss.omp_set_num_threads(1)
         after = index.search(queries, args.m, exclude=exclude)
-        print(f"| {kind} ({index.built_kind}) | {upsert_s:.2f} | {args.changed / upsert_s:,.0f} | {index.index.ntotal:,} "
+        print(f"| {kind} ({index.built_kind}) | {upsert_s:.2f} | {args.changed / upsert_s:,.0f} | {rows_of(index):,} "
               f"| {recall(after, exact_after):.3f} | {recall(before_found, exact):.3f} |", flush=True)
     del indexes
 

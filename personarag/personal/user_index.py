@@ -8,7 +8,9 @@ direct map, so a replace is `remove_ids` + `add_with_ids`; "hnsw" cannot remove 
 replaced or removed user's node is marked dead, filtered out at search, and the graph is rebuilt
 once dead nodes pass `rebuild_fraction`. "auto" (the default) is exact below `exact_below`
 users and AUTO_LARGE above, rebuilding when the size crosses that line; IVF is also rebuilt
-when it outgrows its lists (k-means ran on a quarter of today's users or fewer).
+when it outgrows its lists (k-means ran on a quarter of today's users or fewer). "ivf-pq" scans
+4-bit PQ codes of many lists and re-scores the best candidates exactly (`refined_ivf`); like HNSW
+it marks replaced users dead and rebuilds past `rebuild_fraction`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import numpy as np
 
 from personarag.errors import InputError, require
 from personarag.personal.profiles import normalize
+from personarag.personal.refined_ivf import RefinedIVFPQ
 from personarag.retrievers.faiss_index import IndexSpec, auto_nlist, new_faiss_index
 
-KINDS = ("auto", "flat", "ivf", "hnsw")
+KINDS = ("auto", "flat", "ivf", "ivf-pq", "hnsw")
 FORMAT = 1
 #: IVF k-means trains on this many sampled users per list, for this many rounds: at 1,000,000
 #: users (4,000 lists) a 256,000-user sample; training and adding took 3-4.5 minutes on 2 busy cores.
@@ -35,6 +38,9 @@ TRAIN_PER_LIST = 64
 TRAIN_NITER = 10
 #: The kind "auto" builds from `exact_below` users on (benchmarks/results/user_search.md).
 AUTO_LARGE = "ivf"
+#: Below this many users "ivf-pq" builds an exact index: its 4-bit codebooks train on 16 centroids
+#: per sub-quantizer, and a flat scan of so few users is fast anyway.
+PQ_MIN_USERS = 500
 
 
 def user_key(user_id: str) -> int:
@@ -58,14 +64,19 @@ class UserIndex:
 
     def __init__(self, kind: str = "auto", *, nlist: int | None = None, nprobe: int = 32, hnsw_m: int = 32,
                  ef_search: int = 64, ef_construction: int = 100, exact_below: int = 20_000,
-                 rebuild_fraction: float = 0.2, seed: int = 0) -> None:
+                 rebuild_fraction: float = 0.2, seed: int = 0, pq_nprobe: int = 256, k_factor: int = 20) -> None:
         if kind not in KINDS:
             raise InputError(f"user index kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if not 0 < rebuild_fraction <= 1:
             raise InputError(f"rebuild_fraction must be in (0, 1], got {rebuild_fraction!r}")
         if not isinstance(exact_below, int) or exact_below < 0:
             raise InputError(f"exact_below must be a non-negative integer, got {exact_below!r}")
+        for name, value in (("pq_nprobe", pq_nprobe), ("k_factor", k_factor)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
         self.kind = kind
+        #: the "ivf-pq" search knobs: lists probed, and candidates re-scored exactly per wanted user
+        self.refine = {"pq_nprobe": pq_nprobe, "k_factor": k_factor}
         self.exact_below = exact_below
         self.rebuild_fraction = rebuild_fraction
         # validated once here; the kind built is chosen per size
@@ -98,12 +109,13 @@ class UserIndex:
     @property
     def spec(self) -> IndexSpec:
         """The IndexSpec of the kind built now (or that the next build would choose)."""
-        return IndexSpec(**{**self.options, "kind": self.built_kind or self._choose_kind(len(self))})
+        kind = self.built_kind or self._choose_kind(len(self))
+        return IndexSpec(**{**self.options, "kind": "ivf" if kind == "ivf-pq" else kind})
 
     @property
     def dead(self) -> int:
-        """HNSW nodes of replaced or removed users still in the graph (0 for other kinds)."""
-        return self._dead
+        """HNSW nodes / IVF-PQ rows of replaced or removed users still indexed (0 for other kinds)."""
+        return self.index.dead if self.built_kind == "ivf-pq" else self._dead
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         """The stored (unit) embeddings of `ids`, in order; an unknown id is an InputError."""
@@ -112,6 +124,8 @@ class UserIndex:
             return np.zeros((0, self.dim or 0), dtype=np.float32)
         if self.built_kind == "hnsw":
             return np.stack([self.index.reconstruct(self._position[k]) for k in keys])
+        if self.built_kind == "ivf-pq":
+            return self.index.vectors(keys)
         return self.index.reconstruct_batch(np.asarray(keys, dtype=np.int64))
 
     # --- writes ------------------------------------------------------------------------------
@@ -189,6 +203,8 @@ class UserIndex:
         k = min(m + max(len(r) for r in rows), len(self) - len(hidden))
         if k < 1:
             return [[] for _ in range(len(matrix))]
+        if self.built_kind == "ivf-pq":
+            return self._search_refined(matrix, m, rows, hidden, params)
         scores, labels = self.index.search(matrix, k, params=self._search_params(hidden, params))
         out = []
         for row_scores, row_labels, skip in zip(scores.tolist(), labels.tolist(), rows):
@@ -202,6 +218,16 @@ class UserIndex:
             out.append(found[:m])
         return out
 
+    def _search_refined(self, matrix: np.ndarray, m: int, rows: list[frozenset[str]], hidden: set[int],
+                        params: dict[str, int] | None) -> list[list[tuple[str, float]]]:
+        params = dict(params or {})
+        if set(params) - {"nprobe", "k_factor"}:
+            raise InputError(f"ivf-pq search params may set nprobe or k_factor, got {sorted(set(params) - {'nprobe', 'k_factor'})}")
+        skip = [hidden | {user_key(user_id) for user_id in row} for row in rows]
+        found = self.index.search(matrix, m, skip, nprobe=params.get("nprobe", self.refine["pq_nprobe"]),
+                                  k_factor=params.get("k_factor", self.refine["k_factor"]))
+        return [[(self._names[key], score) for key, score in row] for row in found]
+
     # --- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the index into directory `path`: index.faiss, users.json (ids), hnsw positions
@@ -213,12 +239,14 @@ class UserIndex:
         directory.mkdir(parents=True, exist_ok=True)
         config = {
             "format": FORMAT, "kind": self.kind, "built_kind": self.built_kind, "options": self.options,
-            "exact_below": self.exact_below, "rebuild_fraction": self.rebuild_fraction,
+            "exact_below": self.exact_below, "rebuild_fraction": self.rebuild_fraction, "refine": self.refine,
             "dim": self.dim, "users": len(self), "dead": self.dead, "nlist_used": self.nlist_used,
             "key": "blake2b-8 & (2**63-1)", "versions": _versions(),
         }
         # config.json goes last: a directory without it (or with a stale one) fails to load loudly
-        if self.index is not None:
+        if self.built_kind == "ivf-pq":
+            self.index.save(directory)
+        elif self.index is not None:
             _replace(directory / "index.faiss", lambda p: faiss.write_index(self.index, str(p)))
         if self.built_kind == "hnsw":
             _replace(directory / "positions.npy", lambda p: np.save(p, self._owner, allow_pickle=False), suffix=".npy")
@@ -242,13 +270,20 @@ class UserIndex:
         options.pop("kind", None), options.pop("metric", None)
         options["nprobe"] = nprobe if nprobe is not None else options["nprobe"]
         options["ef_search"] = ef_search if ef_search is not None else options["ef_search"]
-        out = cls(config["kind"], exact_below=config["exact_below"], rebuild_fraction=config["rebuild_fraction"], **options)
+        out = cls(config["kind"], exact_below=config["exact_below"], rebuild_fraction=config["rebuild_fraction"],
+                  **options, **config.get("refine", {}))
         if config["built_kind"] is None:
             return out
-        out.index = faiss.read_index(str(directory / "index.faiss"))
+        if config["built_kind"] == "ivf-pq":
+            out.index = RefinedIVFPQ.load(directory)
+        else:
+            out.index = faiss.read_index(str(directory / "index.faiss"))
         out.built_kind, out.nlist_used, out.dim = config["built_kind"], config["nlist_used"], config["dim"]
         ids = json.loads((directory / "users.json").read_text(encoding="utf-8"))
-        if out.built_kind == "hnsw":
+        if out.built_kind == "ivf-pq":
+            out._names = {user_key(name): name for name in ids}
+            consistent = set(out._names) == set(out.index.position)
+        elif out.built_kind == "hnsw":
             out._owner = np.load(directory / "positions.npy", allow_pickle=False)
             out._names = {int(k): name for k, name in zip(out._owner, ids) if k >= 0}
             out._position = {int(k): p for p, k in enumerate(out._owner) if k >= 0}
@@ -265,6 +300,8 @@ class UserIndex:
 
     # --- internals -----------------------------------------------------------------------------
     def _choose_kind(self, n: int) -> str:
+        if self.kind == "ivf-pq" and n < PQ_MIN_USERS:
+            return "flat"
         if self.kind != "auto":
             return self.kind
         return "flat" if n < self.exact_below else AUTO_LARGE
@@ -306,6 +343,13 @@ class UserIndex:
         faiss = require("faiss", "dense", purpose="the user index")
         self._reset()
         kind = self._choose_kind(len(keys))
+        if kind == "ivf-pq":
+            nlist = min(self.options["nlist"] or auto_nlist(len(keys)), len(keys))
+            self.index = RefinedIVFPQ.trained(matrix, nlist=nlist, train_size=TRAIN_PER_LIST * nlist,
+                                              niter=TRAIN_NITER, seed=self.options["seed"])
+            self.built_kind, self.nlist_used, self.dim = kind, nlist, matrix.shape[1]
+            self._add(keys, ids, matrix)
+            return
         spec = IndexSpec(**{**self.options, "kind": kind})
         if kind == "ivf" and spec.nlist is not None and spec.nlist > len(keys):
             spec = IndexSpec(**{**self.options, "kind": kind, "nlist": None})  # grows back at the next rebuild
@@ -326,6 +370,8 @@ class UserIndex:
             self._owner = np.concatenate([self._owner, np.asarray(keys, dtype=np.int64)])
             self._position.update((k, start + n) for n, k in enumerate(keys))
             self._live_bits = None
+        elif self.built_kind == "ivf-pq":
+            self.index.add(keys, matrix)
         else:
             self.index.add_with_ids(matrix, np.asarray(keys, dtype=np.int64))
         self._names.update(zip(keys, ids))
@@ -336,6 +382,8 @@ class UserIndex:
             self._owner[[self._position.pop(k) for k in keys]] = -1
             self._dead += len(keys)
             self._live_bits = None
+        elif self.built_kind == "ivf-pq":
+            self.index.drop(keys)
         else:
             removed = self.index.remove_ids(faiss.IDSelectorArray(np.asarray(keys, dtype=np.int64)))
             if removed != len(keys):
@@ -352,7 +400,9 @@ class UserIndex:
         stale = kind != self.built_kind and not (self.kind == "auto" and self.built_kind != "flat" and n >= self.exact_below // 2)
         if self.built_kind == "hnsw":
             stale = stale or self.dead > self.rebuild_fraction * len(self._owner)
-        if self.built_kind == "ivf":  # grown about 4x since k-means (or trained on fewer users than nlist)
+        if self.built_kind == "ivf-pq":
+            stale = stale or self.dead > self.rebuild_fraction * self.index.rows
+        if self.built_kind in ("ivf", "ivf-pq"):  # grown about 4x since k-means (or trained on fewer users than nlist)
             wanted = self.options["nlist"] or auto_nlist(n)
             stale = stale or (wanted > 2 * (self.nlist_used or 1) and n >= wanted)
         if stale:

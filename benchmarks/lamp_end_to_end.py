@@ -9,7 +9,8 @@ For every task folder under --data-dir (the LaMP-format sets in ../shared/data/l
 default) and every retrieval setting (no retrieval, random, recency, BM25 over the user's
 history, dense all-MiniLM-L6-v2 over the user's history, collaborative when registered),
 runs `personarag.evaluation.lamp_runner.run_lamp` on the first --max-examples examples and
-prints one table of the task metrics. Runs are resumable: rerunning the same command
+prints one table of the task metrics, with the non-LLM floors (FLOORS) on the same examples as
+the rows an LLM must beat. Runs are resumable: rerunning the same command
 continues unfinished runs and reuses finished ones. The run folders (predictions quote
 the data) go to --output-dir, outside the repository by default.
 """
@@ -56,6 +57,16 @@ def retrievers(encoder: str) -> dict[str, str | None]:
     if "collaborative" in registry.REGISTRY:
         settings["collaborative"] = f"collaborative:{encoder}"
     return settings
+
+
+#: The non-LLM floors every LaMP table shows beside the LLM rows (personarag.generators.floors),
+#: run on the same examples: (row label, retriever spec or None, generator spec, tasks it answers)
+FLOORS = (
+    ("floor: majority", None, "majority", ("LaMP-1", "LaMP-2", "LaMP-3")),
+    ("floor: user-majority", None, "user-majority", ("LaMP-2", "LaMP-3")),
+    ("floor: user-mean", None, "user-mean", ("LaMP-3",)),
+    ("floor: knn over bm25 (history)", "history:bm25", "knn", ("LaMP-2", "LaMP-3", "LaMP-4", "LaMP-5", "LaMP-6", "LaMP-7")),
+)
 
 
 def main() -> int:
@@ -117,7 +128,15 @@ def main() -> int:
             results[(task, label)] = result.metrics
             print(f"{task} {label}: {json.dumps({k: round(v, 4) for k, v in result.metrics.items()})} "
                   f"({result.generated} generated, {seconds[(task, label)]:.0f}s)", flush=True)
-    table = format_table(results, [TASK_DIRS[f.name[:6]] for f in folders], list(settings))
+        for label, retriever, floor, floor_tasks in FLOORS:
+            if task not in floor_tasks:
+                continue
+            pipeline = Pipeline(([retriever] if retriever else []) + [floor], k=args.k, context_k=args.k)
+            out = Path(args.output_dir) / folder.name / re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
+            result = run_lamp(dataset, pipeline, out, run_config={"data": folder.name, "k": args.k}, batch_size=args.batch_size,
+                              progress=False, users=full.users, overwrite=args.overwrite)
+            results[(task, label)] = result.metrics
+    table = format_table(results, [TASK_DIRS[f.name[:6]] for f in folders], list(settings) + [row[0] for row in FLOORS])
     header = (f"{llm.model_name} ({llm.spec_name}, greedy), {args.encoder or 'all-MiniLM-L6-v2'} for dense; first {args.max_examples} dev "
               f"examples per task; k={args.k} profile items; prompt budget {args.max_prompt_tokens} tokens; "
               f"answers chosen by log-probability for: {', '.join(args.choose_tasks) or 'none'}, generated otherwise\n\n")
@@ -128,7 +147,7 @@ def main() -> int:
 
 
 def format_table(results: dict, tasks: list[str], settings: list[str]) -> str:
-    head = ["retrieval"] + [f"{t} {m}" for t in tasks for m in COLUMNS[t]]
+    head = ["retrieval / floor"] + [f"{t} {m}" for t in tasks for m in COLUMNS[t]]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label in settings:
         cells = [label]

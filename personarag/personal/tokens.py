@@ -84,6 +84,9 @@ class TokenCache:
     def __len__(self) -> int:
         return len(self._bags)
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._bags
+
     @property
     def terms(self) -> list[str]:
         return self.vocab.terms
@@ -145,6 +148,18 @@ class TokenCache:
         if len(set(terms)) != len(terms):
             raise InputError("a token cache vocabulary lists each term once; got duplicates")
         self.vocab = _Vocabulary(list(terms))
+        self.add_packed(bags)
+
+    def extend_terms(self, terms: Sequence[str]) -> None:
+        """Append terms that a stored vocabulary numbered after this cache's last term."""
+        known = [t for t in terms if t in self.vocab]
+        if known:
+            raise InputError(f"extend_terms: {len(known)} terms are in the vocabulary already, e.g. {known[0]!r}")
+        for term in terms:
+            self.vocab[term]  # numbered next, in order
+
+    def add_packed(self, bags: dict[bytes, tuple[np.ndarray, int]]) -> None:
+        """Add bags in `export`'s packed form, over this cache's vocabulary (keys: content hashes)."""
         for key, (packed, length) in bags.items():
             packed = np.asarray(packed, dtype=np.int64)
             if len(packed) and int((packed >> _TF_BITS).max()) >= len(self.terms):
@@ -152,3 +167,23 @@ class TokenCache:
             self._bags[key] = (
                 (packed >> _TF_BITS).astype(np.int32), (packed & ((1 << _TF_BITS) - 1)).astype(np.int32), int(length)
             )
+
+    def packed(self, keys: Iterable[Hashable]) -> dict[Hashable, tuple[np.ndarray, int]]:
+        """key -> (packed bag, token count) of cached texts, as `export` writes them."""
+        return {
+            key: (terms.astype(np.int64) << _TF_BITS | counts, length)
+            for key in keys
+            for terms, counts, length in (self._bags[key],)
+        }
+
+    def renumber(self, first: int, terms: Sequence[str], new_ids: np.ndarray, keys: Iterable[Hashable]) -> None:
+        """Take a stored vocabulary's numbering from term id `first` on: `terms` is its list from
+        `first`, `new_ids[i]` the id it gave this cache's term `first + i`; the bags of `keys`
+        (the only ones naming ids >= first) are renumbered."""
+        if len(new_ids) != len(self.terms) - first:
+            raise InputError(f"renumber: {len(new_ids)} new ids for {len(self.terms) - first} terms")
+        ids = np.concatenate([np.arange(first, dtype=np.int32), np.asarray(new_ids, dtype=np.int32)])
+        self.vocab = _Vocabulary(self.terms[:first] + list(terms))
+        for key in keys:
+            term_ids, counts, length = self._bags[key]
+            self._bags[key] = (ids[term_ids], counts, length)

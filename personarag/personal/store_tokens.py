@@ -1,0 +1,147 @@
+"""The user store's tables of history-BM25 data, per tokenizer fingerprint (a `UserStore` mixin):
+
+- `pr_token_terms`: an append-only vocabulary in chunks (term id = position). Writers are
+  serialised, so a writer that finds terms appended since it last read numbers its own new
+  terms after them and tells the caller how (`put_token_bags`).
+- `pr_token_bags`: each text's bag of words over that vocabulary, keyed by the content hash
+  of `pr_items` (only texts some stored item has are kept; a bag goes with the last item
+  holding its content, like a cached embedding).
+- `pr_bm25_postings`: a user's BM25 postings, keyed by fingerprint, parameters and user id,
+  with the user's history version when written and a digest of the indexed history's texts.
+  A row is served only while the user's version is unchanged (every change also deletes it)
+  and its digest matches the history asked about.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from personarag.errors import InputError
+from personarag.personal import store_schema as schema
+
+_CHUNK = 500  # ids per IN (...) list
+
+
+def _terms_from(conn: Any, table: Any, fingerprint: str, start: int) -> list[str]:
+    s = schema.sa()
+    rows = conn.execute(s.select(table.c.first_id, table.c.terms).where(
+        table.c.fingerprint == fingerprint, table.c.first_id >= start).order_by(table.c.first_id))
+    terms: list[str] = []
+    for first_id, chunk in rows:
+        if first_id != start + len(terms):
+            raise InputError(f"stored vocabulary {fingerprint!r}: chunk at term {first_id}, expected "
+                             f"{start + len(terms)}; the store's token tables are damaged")
+        terms.extend(json.loads(chunk))
+    return terms
+
+
+class TokenTables:
+    _t: dict[str, Any]
+    _read: Callable[[], Any]
+    _write: Callable[[], Any]
+    _insert: Callable[[Any], Any]
+
+    def token_terms(self, fingerprint: str, start: int = 0) -> list[str]:
+        """The stored vocabulary of a tokenizer fingerprint, from term id `start` (a chunk start) on."""
+        with self._read() as conn:
+            return _terms_from(conn, self._t["token_terms"], fingerprint, start)
+
+    def get_token_bags(self, fingerprint: str, content_hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, int]]:
+        """content hash -> (packed bag: int64 term << 32 | count, token count) of the stored ones."""
+        table = self._t["token_bags"]
+        s = schema.sa()
+        wanted = list(dict.fromkeys(content_hashes))
+        found: dict[str, tuple[np.ndarray, int]] = {}
+        with self._read() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                rows = conn.execute(s.select(table.c.content_hash, table.c.bag, table.c.length).where(
+                    table.c.fingerprint == fingerprint, table.c.content_hash.in_(wanted[start:start + _CHUNK])))
+                found.update((key, (np.frombuffer(blob, dtype="<i8"), int(length))) for key, blob, length in rows)
+        return found
+
+    def put_token_bags(
+        self, fingerprint: str, known: int, new_terms: Sequence[str], bags: Mapping[str, tuple[np.ndarray, int]]
+    ) -> tuple[list[str], np.ndarray]:
+        """Store bags written over the stored vocabulary's first `known` terms plus `new_terms`
+        (ids known, known + 1, ...). Returns (the stored terms from `known` on, the stored id of
+        each of `new_terms`): equal to (new_terms, known + arange) unless another process
+        appended terms meanwhile. Bags of content no stored item has are not kept."""
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise InputError(f"put_token_bags: fingerprint must be a non-empty string, got {fingerprint!r}")
+        s, t = schema.sa(), self._t
+        terms_table, items = t["token_terms"], t["items"]
+        with self._write() as conn:
+            tail = _terms_from(conn, terms_table, fingerprint, known)
+            position = {term: known + i for i, term in enumerate(tail)}
+            extra = [term for term in new_terms if term not in position]
+            position.update((term, known + len(tail) + i) for i, term in enumerate(extra))
+            if extra:
+                conn.execute(s.insert(terms_table).values(
+                    fingerprint=fingerprint, first_id=known + len(tail), terms=json.dumps(extra, ensure_ascii=False)))
+            new_ids = np.fromiter((position[term] for term in new_terms), dtype=np.int64, count=len(new_terms))
+            hashes = list(bags)
+            held: set[str] = set()
+            for start in range(0, len(hashes), _CHUNK):
+                held.update(r[0] for r in conn.execute(s.select(items.c.content_hash).distinct().where(
+                    items.c.content_hash.in_(hashes[start:start + _CHUNK]))))
+            ids = np.concatenate([np.arange(known, dtype=np.int64), new_ids])
+            rows = []
+            for key in hashes:
+                if key in held:
+                    packed, length = bags[key]
+                    packed = np.asarray(packed, dtype=np.int64)
+                    packed = ids[packed >> 32] << 32 | (packed & 0xFFFFFFFF)
+                    rows.append({"fingerprint": fingerprint, "content_hash": key, "length": int(length),
+                                 "bag": packed.astype("<i8").tobytes()})
+            for start in range(0, len(rows), _CHUNK):
+                conn.execute(self._insert(t["token_bags"]).on_conflict_do_nothing(), rows[start:start + _CHUNK])
+        return tail + extra, new_ids
+
+    def get_bm25_postings(self, fingerprint: str, params: str, user_ids: Sequence[str]) -> dict[str, tuple[str, bytes, bytes]]:
+        """user id -> (history digest, posting records, item lengths) of rows written at the
+        user's current history version."""
+        table, users = self._t["bm25_postings"], self._t["users"]
+        s = schema.sa()
+        ids = list(dict.fromkeys(user_ids))
+        query = (s.select(table.c.user_id, table.c.digest, table.c.postings, table.c.lengths)
+                 .join(users, users.c.user_id == table.c.user_id)
+                 .where(table.c.fingerprint == fingerprint, table.c.params == params,
+                        users.c.history_version == table.c.history_version))
+        found: dict[str, tuple[str, bytes, bytes]] = {}
+        with self._read() as conn:
+            for start in range(0, len(ids), _CHUNK):
+                for user_id, digest, postings, lengths in conn.execute(
+                        query.where(table.c.user_id.in_(ids[start:start + _CHUNK]))):
+                    found[user_id] = (digest, bytes(postings), bytes(lengths))
+        return found
+
+    def put_bm25_postings(self, fingerprint: str, params: str, rows: Mapping[str, tuple[str, bytes, bytes]]) -> int:
+        """Store (replace) users' postings: user id -> (history digest, records, item lengths),
+        stamped with each user's current history version; users not in the store are skipped.
+        Returns how many rows were written."""
+        table, users = self._t["bm25_postings"], self._t["users"]
+        s = schema.sa()
+        ids = list(rows)
+        with self._write() as conn:
+            versions: dict[str, int] = {}
+            for start in range(0, len(ids), _CHUNK):
+                versions.update((u, int(v)) for u, v in conn.execute(s.select(users.c.user_id, users.c.history_version)
+                                                                     .where(users.c.user_id.in_(ids[start:start + _CHUNK]))))
+            values = [{"fingerprint": fingerprint, "params": params, "user_id": user_id, "history_version": version,
+                       "digest": rows[user_id][0], "postings": rows[user_id][1], "lengths": rows[user_id][2]}
+                      for user_id, version in versions.items()]
+            stmt = self._insert(table)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["fingerprint", "params", "user_id"],
+                set_={name: getattr(stmt.excluded, name) for name in ("history_version", "digest", "postings", "lengths")})
+            for start in range(0, len(values), _CHUNK):
+                conn.execute(stmt, values[start:start + _CHUNK])
+        return len(values)
+
+    def _drop_postings(self, conn: Any, user_id: str) -> None:
+        table = self._t["bm25_postings"]
+        conn.execute(schema.sa().delete(table).where(table.c.user_id == user_id))

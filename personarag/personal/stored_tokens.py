@@ -1,0 +1,145 @@
+"""History BM25's derived data kept in a user store: a `TokenCache` whose vocabulary and bags
+are the store's (`store_tokens` tables, one set per tokenizer fingerprint), and users'
+postings saved and read back in bulk, so a fresh process on a warm store tokenizes and
+indexes only what changed.
+
+`StoredTokens(store, cache)` loads the fingerprint's vocabulary into an empty cache once;
+`bags_of(documents)` reads the bags the cache lacks from the store (one query per 500
+hashes), tokenizes the rest and saves them; `load_postings` / `save_postings` move
+`ProfileBM25` segments as one packed record array per user, decoded in one `np.frombuffer`
+over all users read. A user's postings are re-used only when the history asked about has
+the digest (`history_digest`: its texts, in order) they were built from and the user's
+stored history version has not moved since they were written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from personarag.errors import InputError
+from personarag.personal.tokens import Bags, TokenCache, content_hash
+from personarag.types import Document
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "bm25-v1"  # bump when bags, postings or their packing change
+POSTING = np.dtype([("term", "<i4"), ("row", "<i4"), ("tf", "<i4"), ("weight", "<f8")])
+
+Segment = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # as profile_bm25.Segment
+
+
+def tokenizer_fingerprint(name: str) -> str:
+    """What stored bags are filed under: the format, the tokenizer's name ("split", "words+english")
+    and, for a stemmed one, the PyStemmer version (another version may stem differently)."""
+    if not isinstance(name, str) or not name:
+        raise InputError(f"a stored token cache needs the tokenizer's name (TokenCache(..., name)), got {name!r}")
+    parts = [FORMAT, name]
+    if "+" in name:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            parts.append(f"PyStemmer={version('PyStemmer')}")
+        except PackageNotFoundError:
+            parts.append("PyStemmer=?")
+    return "|".join(parts)
+
+
+def history_digest(history: Sequence[Document]) -> str:
+    """sha256 of a history's texts (`full_text`) in order: their lengths, then the texts."""
+    texts = [d.full_text for d in history]
+    digest = hashlib.sha256(",".join(map(str, map(len, texts))).encode())
+    digest.update(b"\0")
+    digest.update("\0".join(texts).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def params_key(k1: float, b: float, epsilon: float) -> str:
+    return f"k1={k1!r},b={b!r},epsilon={epsilon!r}"
+
+
+class StoredTokens:
+    """A token cache backed by a `UserStore` (see the module docstring). Counters for tests and
+    benchmarks: `bags_read`, `bags_saved`, `postings_read`, `postings_saved`."""
+
+    def __init__(self, store: Any, cache: TokenCache) -> None:
+        if len(cache) or cache.terms:
+            raise InputError(f"a stored token cache starts empty; this one holds {len(cache)} texts "
+                             f"and {len(cache.terms)} terms")
+        self.store, self.cache = store, cache
+        self.fingerprint = tokenizer_fingerprint(cache.name)
+        cache.load(store.token_terms(self.fingerprint), {})
+        self.bags_read = self.bags_saved = self.postings_read = self.postings_saved = 0
+
+    def _catch_up(self, needed: int) -> None:
+        """Read the terms other processes appended, up to term id `needed` at least."""
+        if needed >= len(self.cache.terms):
+            self.cache.extend_terms(self.store.token_terms(self.fingerprint, len(self.cache.terms)))
+        if needed >= len(self.cache.terms):
+            raise InputError(f"stored data of {self.fingerprint!r} names term {needed}, but the stored vocabulary "
+                             f"has {len(self.cache.terms)} terms; the store's token tables are damaged")
+
+    def bags_of(self, documents: Sequence[Document]) -> Bags:
+        """`TokenCache.bags_of` keyed by content hash, through the store."""
+        cache = self.cache
+        keys = [content_hash(d.full_text) for d in documents]
+        missing = {key: i for i, key in enumerate(keys) if key not in cache}
+        if missing:
+            stored = self.store.get_token_bags(self.fingerprint, [key.hex() for key in missing])
+            if stored:
+                top = max((int(packed.max() >> 32) for packed, _ in stored.values() if len(packed)), default=-1)
+                self._catch_up(top)
+                cache.add_packed({bytes.fromhex(key): value for key, value in stored.items()})
+                self.bags_read += len(stored)
+            todo = [key for key in missing if key not in cache]
+            if todo:
+                self._tokenize_and_save(todo, [documents[missing[key]].full_text for key in todo])
+        return cache.bags_of(documents, keys)
+
+    def _tokenize_and_save(self, keys: list[bytes], texts: list[str]) -> None:
+        cache = self.cache
+        known = len(cache.terms)
+        cache.bags(texts, keys)
+        new_terms = cache.terms[known:]
+        packed = {key.hex(): value for key, value in cache.packed(keys).items()}  # type: ignore[union-attr]
+        terms, new_ids = self.store.put_token_bags(self.fingerprint, known, new_terms, packed)
+        if terms != new_terms:  # another process appended terms meanwhile: take its numbering
+            cache.renumber(known, terms, new_ids, keys)
+        self.bags_saved += len(keys)
+
+    def load_postings(self, params: str, digests: Mapping[str, str]) -> dict[str, Segment]:
+        """user id -> stored segment, for the users whose stored postings were built from a
+        history with the given digest (and are of their current history version)."""
+        rows = self.store.get_bm25_postings(self.fingerprint, params, list(digests))
+        users = [u for u, (digest, _, _) in rows.items() if digest == digests[u]]
+        if not users:
+            return {}
+        records = np.frombuffer(b"".join(rows[u][1] for u in users), dtype=POSTING)
+        lengths = np.frombuffer(b"".join(rows[u][2] for u in users), dtype="<f8").astype(np.float64)
+        if len(records):
+            self._catch_up(int(records["term"].max()))
+        term, row = records["term"].astype(np.int64), records["row"].astype(np.int64)
+        tf, weight = records["tf"].astype(np.float64), records["weight"].astype(np.float64)
+        post = np.cumsum([0] + [len(rows[u][1]) // POSTING.itemsize for u in users]).tolist()
+        cut = np.cumsum([0] + [len(rows[u][2]) // 8 for u in users]).tolist()
+        self.postings_read += len(users)
+        return {
+            u: (term[post[i]:post[i + 1]], row[post[i]:post[i + 1]], weight[post[i]:post[i + 1]],
+                tf[post[i]:post[i + 1]], lengths[cut[i]:cut[i + 1]])
+            for i, u in enumerate(users)
+        }
+
+    def save_postings(self, params: str, segments: Mapping[str, tuple[str, Segment]]) -> None:
+        """Save users' segments: user id -> (digest of the history indexed, segment); users not
+        in the store are skipped."""
+        rows = {}
+        for user_id, (digest, (term, row, weight, tf, lengths)) in segments.items():
+            records = np.empty(len(term), dtype=POSTING)
+            records["term"], records["row"], records["tf"], records["weight"] = term, row, tf, weight
+            rows[user_id] = (digest, records.tobytes(), np.asarray(lengths, dtype="<f8").tobytes())
+        if rows:
+            self.postings_saved += self.store.put_bm25_postings(self.fingerprint, params, rows)

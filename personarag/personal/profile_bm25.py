@@ -13,7 +13,7 @@ import numpy as np
 
 from personarag.errors import InputError
 from personarag.personal.bm25_arrays import group_entries, sequential_sums
-from personarag.personal.profile_store import ProfileStore, UserKey, user_key
+from personarag.personal.profile_store import ProfileStore, UserKey, same_history, user_key
 from personarag.personal.stored_tokens import StoredTokens, history_digest, params_key
 from personarag.personal.tokens import TokenCache
 from personarag.types import User
@@ -123,7 +123,7 @@ class ProfileBM25:
         segments: list[Segment | None] = [None] * len(owners)
         for i, owner in enumerate(owners):
             entry = kept.get(owner[0]) if owner is not None else None
-            if entry is not None and entry[1] == params and entry[0] == owner[1]:  # type: ignore[index]
+            if entry is not None and entry[1] == params and same_history(entry[0], owner[1]):  # type: ignore[index]
                 segments[i] = entry[2]
         todo = [i for i, segment in enumerate(segments) if segment is None]
         digests: dict[str, str] = {}
@@ -131,12 +131,17 @@ class ProfileBM25:
             for i in todo:
                 if owners[i] is not None:
                     block = first_block + i
-                    digests[owners[i][0]] = history_digest(store.items[store.starts[block]: store.starts[block + 1]])  # type: ignore[index]
-            found = self.stored.load_postings(params_key(*params), digests)
+                    digests[owners[i][0]] = history_digest(owners[i][1])  # type: ignore[index]
+            loaded = self.stored.load_postings(params_key(*params), digests)
+            found = loaded.segments()
             for i in todo:
                 if owners[i] is not None and owners[i][0] in found:  # type: ignore[index]
                     segments[i] = found[owners[i][0]]  # type: ignore[index]
                     kept[owners[i][0]] = (owners[i][1], params, segments[i])  # type: ignore[index]
+            if len(found) == len(segments):  # every block, in block order: no concatenating
+                blocks = np.repeat(np.arange(first_block, n_blocks), loaded.post_sizes)
+                self._append((blocks << 32 | loaded.arrays[0], *loaded.arrays[1:]), n_blocks)
+                return
             todo = [i for i in todo if segments[i] is None]
         if todo:
             built = self._build([first_block + i for i in todo])
@@ -155,6 +160,9 @@ class ProfileBM25:
             sizes = np.fromiter(map(len, parts[0]), dtype=np.int64, count=len(segments))
             blocks = np.repeat(np.arange(first_block, n_blocks), sizes)
             new = (blocks << 32 | np.concatenate(parts[0]), *(np.concatenate(p) for p in parts[1:]))
+        self._append(new, n_blocks)
+
+    def _append(self, new: tuple[np.ndarray, ...], n_blocks: int) -> None:
         old = (self._key, self._row, self._weight, self._tf, self._doc_len)
         self._key, self._row, self._weight, self._tf, self._doc_len = (
             b if not len(a) else np.concatenate([a, b]) for a, b in zip(old, new)

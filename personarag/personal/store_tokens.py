@@ -101,28 +101,32 @@ class TokenTables:
                 conn.execute(self._insert(t["token_bags"]).on_conflict_do_nothing(), rows[start:start + _CHUNK])
         return tail + extra, new_ids
 
-    def get_bm25_postings(self, fingerprint: str, params: str, user_ids: Sequence[str]) -> dict[str, tuple[str, bytes, bytes]]:
-        """user id -> (history digest, posting records, item lengths) of rows written at the
-        user's current history version."""
+    def get_bm25_postings(
+        self, fingerprint: str, params: str, user_ids: Sequence[str]
+    ) -> dict[str, tuple[str, int, bytes, bytes]]:
+        """user id -> (history digest, vocabulary size, posting records, item lengths) of rows
+        written at the user's current history version."""
         table, users = self._t["bm25_postings"], self._t["users"]
         s = schema.sa()
         ids = list(dict.fromkeys(user_ids))
-        query = (s.select(table.c.user_id, table.c.digest, table.c.postings, table.c.lengths)
+        query = (s.select(table.c.user_id, table.c.digest, table.c.terms, table.c.postings, table.c.lengths)
                  .join(users, users.c.user_id == table.c.user_id)
                  .where(table.c.fingerprint == fingerprint, table.c.params == params,
-                        users.c.history_version == table.c.history_version))
-        found: dict[str, tuple[str, bytes, bytes]] = {}
+                        users.c.history_version == table.c.history_version,
+                        table.c.user_id.in_(s.bindparam("ids", expanding=True))))  # ids bound as is, not one by one
+        found: dict[str, tuple[str, int, bytes, bytes]] = {}
         with self._read() as conn:
             for start in range(0, len(ids), _CHUNK):
-                for user_id, digest, postings, lengths in conn.execute(
-                        query.where(table.c.user_id.in_(ids[start:start + _CHUNK]))):
-                    found[user_id] = (digest, bytes(postings), bytes(lengths))
+                for user_id, digest, terms, postings, lengths in conn.execute(query, {"ids": ids[start:start + _CHUNK]}):
+                    found[user_id] = (digest, int(terms), bytes(postings), bytes(lengths))
         return found
 
-    def put_bm25_postings(self, fingerprint: str, params: str, rows: Mapping[str, tuple[str, bytes, bytes]]) -> int:
-        """Store (replace) users' postings: user id -> (history digest, records, item lengths),
-        stamped with each user's current history version; users not in the store are skipped.
-        Returns how many rows were written."""
+    def put_bm25_postings(
+        self, fingerprint: str, params: str, rows: Mapping[str, tuple[str, int, bytes, bytes]]
+    ) -> int:
+        """Store (replace) users' postings: user id -> (history digest, vocabulary size, records,
+        item lengths), stamped with each user's current history version; users not in the store
+        are skipped. Returns how many rows were written."""
         table, users = self._t["bm25_postings"], self._t["users"]
         s = schema.sa()
         ids = list(rows)
@@ -132,12 +136,13 @@ class TokenTables:
                 versions.update((u, int(v)) for u, v in conn.execute(s.select(users.c.user_id, users.c.history_version)
                                                                      .where(users.c.user_id.in_(ids[start:start + _CHUNK]))))
             values = [{"fingerprint": fingerprint, "params": params, "user_id": user_id, "history_version": version,
-                       "digest": rows[user_id][0], "postings": rows[user_id][1], "lengths": rows[user_id][2]}
+                       "digest": rows[user_id][0], "terms": rows[user_id][1], "postings": rows[user_id][2],
+                       "lengths": rows[user_id][3]}
                       for user_id, version in versions.items()]
             stmt = self._insert(table)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["fingerprint", "params", "user_id"],
-                set_={name: getattr(stmt.excluded, name) for name in ("history_version", "digest", "postings", "lengths")})
+                set_={name: getattr(stmt.excluded, name) for name in ("history_version", "digest", "terms", "postings", "lengths")})
             for start in range(0, len(values), _CHUNK):
                 conn.execute(stmt, values[start:start + _CHUNK])
         return len(values)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,12 +51,35 @@ def tokenizer_fingerprint(name: str) -> str:
 
 
 def history_digest(history: Sequence[Document]) -> str:
-    """sha256 of a history's texts (`full_text`) in order: their lengths, then the texts."""
-    texts = [d.full_text for d in history]
-    digest = hashlib.sha256(",".join(map(str, map(len, texts))).encode())
-    digest.update(b"\0")
-    digest.update("\0".join(texts).encode("utf-8", "surrogatepass"))
+    """sha256 of a history's titles and texts in order (their lengths, then the strings: no
+    `full_text` is built). Equal `full_text`s split differently only cost a rebuild."""
+    titles = [d.title or "" for d in history]
+    texts = [d.text for d in history]
+    digest = hashlib.sha256(",".join(map(str, map(len, titles + texts))).encode())
+    for part in (titles, texts):
+        digest.update(b"\0")
+        digest.update("\0".join(part).encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedPostings:
+    """Stored postings of several users, concatenated in the order they were asked for."""
+
+    users: list[str]
+    arrays: tuple[np.ndarray, ...]  # term, row, weight, tf per posting; item lengths
+    post_sizes: np.ndarray  # postings per user
+    row_sizes: np.ndarray  # history items per user
+
+    def segments(self) -> dict[str, Segment]:
+        post = np.cumsum(np.concatenate([[0], self.post_sizes])).tolist()
+        cut = np.cumsum(np.concatenate([[0], self.row_sizes])).tolist()
+        term, row, weight, tf, lengths = self.arrays
+        return {
+            u: (term[post[i]:post[i + 1]], row[post[i]:post[i + 1]], weight[post[i]:post[i + 1]],
+                tf[post[i]:post[i + 1]], lengths[cut[i]:cut[i + 1]])
+            for i, u in enumerate(self.users)
+        }
 
 
 def params_key(k1: float, b: float, epsilon: float) -> str:
@@ -111,27 +135,21 @@ class StoredTokens:
             cache.renumber(known, terms, new_ids, keys)
         self.bags_saved += len(keys)
 
-    def load_postings(self, params: str, digests: Mapping[str, str]) -> dict[str, Segment]:
-        """user id -> stored segment, for the users whose stored postings were built from a
-        history with the given digest (and are of their current history version)."""
+    def load_postings(self, params: str, digests: Mapping[str, str]) -> LoadedPostings:
+        """Stored postings of the users (in `digests`' order) whose stored postings were built
+        from a history with the given digest and are of their current history version."""
         rows = self.store.get_bm25_postings(self.fingerprint, params, list(digests))
-        users = [u for u, (digest, _, _) in rows.items() if digest == digests[u]]
-        if not users:
-            return {}
-        records = np.frombuffer(b"".join(rows[u][1] for u in users), dtype=POSTING)
-        lengths = np.frombuffer(b"".join(rows[u][2] for u in users), dtype="<f8").astype(np.float64)
-        if len(records):
-            self._catch_up(int(records["term"].max()))
-        term, row = records["term"].astype(np.int64), records["row"].astype(np.int64)
-        tf, weight = records["tf"].astype(np.float64), records["weight"].astype(np.float64)
-        post = np.cumsum([0] + [len(rows[u][1]) // POSTING.itemsize for u in users]).tolist()
-        cut = np.cumsum([0] + [len(rows[u][2]) // 8 for u in users]).tolist()
+        users = [u for u in digests if u in rows and rows[u][0] == digests[u]]
+        if users:
+            self._catch_up(max(rows[u][1] for u in users) - 1)
+        records = np.frombuffer(b"".join(rows[u][2] for u in users), dtype=POSTING)
+        lengths = np.frombuffer(b"".join(rows[u][3] for u in users), dtype="<f8")
         self.postings_read += len(users)
-        return {
-            u: (term[post[i]:post[i + 1]], row[post[i]:post[i + 1]], weight[post[i]:post[i + 1]],
-                tf[post[i]:post[i + 1]], lengths[cut[i]:cut[i + 1]])
-            for i, u in enumerate(users)
-        }
+        # the int32 fields stay int32 (numpy widens them where they meet int64 or float64)
+        arrays = (records["term"], records["row"], records["weight"], records["tf"], lengths)
+        return LoadedPostings(users, arrays,
+                              np.fromiter((len(rows[u][2]) // POSTING.itemsize for u in users), np.int64, len(users)),
+                              np.fromiter((len(rows[u][3]) // 8 for u in users), np.int64, len(users)))
 
     def save_postings(self, params: str, segments: Mapping[str, tuple[str, Segment]]) -> None:
         """Save users' segments: user id -> (digest of the history indexed, segment); users not
@@ -140,6 +158,6 @@ class StoredTokens:
         for user_id, (digest, (term, row, weight, tf, lengths)) in segments.items():
             records = np.empty(len(term), dtype=POSTING)
             records["term"], records["row"], records["tf"], records["weight"] = term, row, tf, weight
-            rows[user_id] = (digest, records.tobytes(), np.asarray(lengths, dtype="<f8").tobytes())
+            rows[user_id] = (digest, len(self.cache.terms), records.tobytes(), np.asarray(lengths, dtype="<f8").tobytes())
         if rows:
             self.postings_saved += self.store.put_bm25_postings(self.fingerprint, params, rows)

@@ -57,8 +57,10 @@ class _Vocabulary(dict):
     """term -> id; an unseen term gets the next id (looked up in C, numbered in Python once)."""
 
     def __init__(self, terms: list[str]) -> None:
-        super().__init__((t, i) for i, t in enumerate(terms))
+        super().__init__(zip(terms, range(len(terms))))
         self.terms = terms
+        if len(self) != len(terms):
+            raise InputError(f"a token cache vocabulary lists each term once; got {len(terms) - len(self)} duplicates")
 
     def __missing__(self, term: str) -> int:
         ident = self[term] = len(self.terms)
@@ -76,10 +78,10 @@ class TokenCache:
         self.vocab = _Vocabulary([])
         self._bags: dict[Hashable, tuple[np.ndarray, np.ndarray, int]] = {}  # key -> (terms, counts, length)
         self.tokenized = 0  # texts tokenized so far (cache misses), for tests and benchmarks
-        # user id -> (history content key, (k1, b, epsilon), that history's BM25 postings over
-        # this vocabulary): derived data a user store keeps per user, replaced when the
-        # history changes (filled and read by ProfileBM25)
-        self.postings: dict[str, tuple[Hashable, tuple[float, float, float], tuple[np.ndarray, ...]]] = {}
+        # user id -> (the history, (k1, b, epsilon), that history's BM25 postings over this
+        # vocabulary): re-used while a user comes with an equal history, replaced when it
+        # changes (filled and read by ProfileBM25)
+        self.postings: dict[str, tuple[Sequence[Document], tuple[float, float, float], tuple[np.ndarray, ...]]] = {}
 
     def __len__(self) -> int:
         return len(self._bags)
@@ -145,8 +147,6 @@ class TokenCache:
         """Adopt an exported vocabulary and bags (into an empty cache of the same tokenizer)."""
         if self.vocab or self._bags:
             raise InputError(f"load needs an empty token cache; this one holds {len(self._bags)} texts")
-        if len(set(terms)) != len(terms):
-            raise InputError("a token cache vocabulary lists each term once; got duplicates")
         self.vocab = _Vocabulary(list(terms))
         self.add_packed(bags)
 

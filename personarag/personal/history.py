@@ -196,13 +196,14 @@ class HistoryRetriever(_UserHistoryRetriever):
 
     def config(self) -> dict[str, Any]:
         params = self._construction_params  # type: ignore[has-type]
-        self._construction_params = {k: v for k, v in params.items() if k != "tokens"}
+        store = params.get("store")
+        opened = store is not None and hasattr(store, "changes_since")  # a UserStore: saved as its URL
+        self._construction_params = {k: v for k, v in params.items() if k != "tokens" and not (opened and k == "store")}
         try:
             config = super().config()
         finally:
             self._construction_params = params
-        store = params.get("store")
-        if store is not None and hasattr(store, "changes_since"):
+        if opened:
             config["params"]["store"] = store.url
         return config
 

@@ -74,27 +74,32 @@ class TokenTables:
             raise InputError(f"put_token_bags: fingerprint must be a non-empty string, got {fingerprint!r}")
         s, t = schema.sa(), self._t
         terms_table, items = t["token_terms"], t["items"]
+        held_query = s.select(items.c.content_hash).distinct().where(
+            items.c.content_hash.in_(s.bindparam("hashes", expanding=True)))
         with self._write() as conn:
             tail = _terms_from(conn, terms_table, fingerprint, known)
-            position = {term: known + i for i, term in enumerate(tail)}
-            extra = [term for term in new_terms if term not in position]
-            position.update((term, known + len(tail) + i) for i, term in enumerate(extra))
+            if tail:  # another process appended terms: ours go after them, shared ones take its ids
+                position = {term: known + i for i, term in enumerate(tail)}
+                extra = [term for term in new_terms if term not in position]
+                position.update((term, known + len(tail) + i) for i, term in enumerate(extra))
+                new_ids = np.fromiter(map(position.__getitem__, new_terms), dtype=np.int64, count=len(new_terms))
+                ids = np.concatenate([np.arange(known, dtype=np.int64), new_ids])
+            else:
+                extra, new_ids = list(new_terms), np.arange(known, known + len(new_terms), dtype=np.int64)
             if extra:
                 conn.execute(s.insert(terms_table).values(
                     fingerprint=fingerprint, first_id=known + len(tail), terms=json.dumps(extra, ensure_ascii=False)))
-            new_ids = np.fromiter((position[term] for term in new_terms), dtype=np.int64, count=len(new_terms))
             hashes = list(bags)
             held: set[str] = set()
             for start in range(0, len(hashes), _CHUNK):
-                held.update(r[0] for r in conn.execute(s.select(items.c.content_hash).distinct().where(
-                    items.c.content_hash.in_(hashes[start:start + _CHUNK]))))
-            ids = np.concatenate([np.arange(known, dtype=np.int64), new_ids])
+                held.update(r[0] for r in conn.execute(held_query, {"hashes": hashes[start:start + _CHUNK]}))
             rows = []
             for key in hashes:
                 if key in held:
                     packed, length = bags[key]
                     packed = np.asarray(packed, dtype=np.int64)
-                    packed = ids[packed >> 32] << 32 | (packed & 0xFFFFFFFF)
+                    if tail:
+                        packed = ids[packed >> 32] << 32 | (packed & 0xFFFFFFFF)
                     rows.append({"fingerprint": fingerprint, "content_hash": key, "length": int(length),
                                  "bag": packed.astype("<i8").tobytes()})
             for start in range(0, len(rows), _CHUNK):

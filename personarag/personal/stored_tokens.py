@@ -53,12 +53,10 @@ def tokenizer_fingerprint(name: str) -> str:
 def history_digest(history: Sequence[Document]) -> str:
     """sha256 of a history's titles and texts in order (their lengths, then the strings: no
     `full_text` is built). Equal `full_text`s split differently only cost a rebuild."""
-    titles = [d.title or "" for d in history]
-    texts = [d.text for d in history]
-    digest = hashlib.sha256(",".join(map(str, map(len, titles + texts))).encode())
-    for part in (titles, texts):
-        digest.update(b"\0")
-        digest.update("\0".join(part).encode("utf-8", "surrogatepass"))
+    parts = [d.title or "" for d in history] + [d.text for d in history]
+    digest = hashlib.sha256(",".join(map(str, map(len, parts))).encode())
+    digest.update(b"\0")
+    digest.update("\0".join(parts).encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
 
 

@@ -15,14 +15,14 @@ so a fresh index re-uses every history that did not change.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 
 import numpy as np
 
 from personarag.errors import InputError
+from personarag.personal.bm25_arrays import count_in_order
 from personarag.types import Document
 
 _TF_BITS = 32  # an exported bag entry packs term << 32 | count into one int64
@@ -111,7 +111,7 @@ class TokenCache:
         cached = self._bags
         missing = {key: i for i, key in enumerate(keys) if key not in cached}
         if missing:
-            self._add((key, text_at(i)) for key, i in missing.items())
+            self._add([(key, text_at(i)) for key, i in missing.items()])
         bags = [cached[key] for key in keys]
         if not bags:
             return Bags(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0))
@@ -123,14 +123,20 @@ class TokenCache:
             np.fromiter(lengths, dtype=np.float64, count=len(bags)),
         )
 
-    def _add(self, items: Iterable[tuple[Hashable, str]]) -> None:
-        term_id = self.vocab.__getitem__
-        for key, text in items:
-            tokens = Counter(self.tokenize(text))  # insertion-ordered: first occurrence first
-            ids = np.fromiter(map(term_id, tokens), dtype=np.int32, count=len(tokens))
-            tf = np.fromiter(tokens.values(), dtype=np.int32, count=len(tokens))
-            self._bags[key] = (ids, tf, int(tf.sum()))
-            self.tokenized += 1
+    def _add(self, items: Sequence[tuple[Hashable, str]]) -> None:
+        """Tokenize all texts, number every token in one pass, and count each text's terms in
+        order of first occurrence (what rank_bm25's per-document Counter holds) with array ops."""
+        keys, texts = zip(*items) if items else ((), ())
+        splits = list(map(self.tokenize, texts))
+        lengths = np.fromiter(map(len, splits), dtype=np.int64, count=len(splits))
+        stream = np.fromiter(map(self.vocab.__getitem__, chain.from_iterable(splits)), dtype=np.int64,
+                             count=int(lengths.sum()))
+        terms, counts, entries = count_in_order(stream, lengths, len(self.terms))
+        terms, counts = terms.astype(np.int32), counts.astype(np.int32)
+        ends = np.cumsum(entries)
+        for key, start, end, length in zip(keys, (ends - entries).tolist(), ends.tolist(), lengths.tolist()):
+            self._bags[key] = (terms[start:end], counts[start:end], length)
+        self.tokenized += len(keys)
 
     def lookup(self, tokens: Sequence[str]) -> np.ndarray:
         """Term ids of query tokens, -1 for a term no cached text contains (order kept)."""

@@ -116,6 +116,8 @@ class ProfileBM25:
         store = self.store
         first_block, n_blocks = self._blocks_done, store.n_blocks
         if first_block == n_blocks:
+            if self.stored is not None and not self.stored.terms_read:  # queries are looked up in it
+                self.stored.read_terms()
             return
         params = (self.k1, self.b, self.epsilon)
         kept = self.tokens.postings

@@ -26,10 +26,10 @@ from personarag.personal import store_schema as schema
 _CHUNK = 500  # ids per IN (...) list
 
 
-def _terms_from(conn: Any, table: Any, fingerprint: str, start: int) -> list[str]:
-    s = schema.sa()
-    rows = conn.execute(s.select(table.c.first_id, table.c.terms).where(
-        table.c.fingerprint == fingerprint, table.c.first_id >= start).order_by(table.c.first_id))
+def _terms_from(conn: Any, fingerprint: str, start: int) -> list[str]:
+    rows = conn.execute(schema.sa().text(
+        "SELECT first_id, terms FROM pr_token_terms WHERE fingerprint = :fingerprint AND first_id >= :start "
+        "ORDER BY first_id"), {"fingerprint": fingerprint, "start": start})
     terms: list[str] = []
     for first_id, chunk in rows:
         if first_id != start + len(terms):
@@ -48,7 +48,7 @@ class TokenTables:
     def token_terms(self, fingerprint: str, start: int = 0) -> list[str]:
         """The stored vocabulary of a tokenizer fingerprint, from term id `start` (a chunk start) on."""
         with self._read() as conn:
-            return _terms_from(conn, self._t["token_terms"], fingerprint, start)
+            return _terms_from(conn, fingerprint, start)
 
     def get_token_bags(self, fingerprint: str, content_hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, int]]:
         """content hash -> (packed bag: int64 term << 32 | count, token count) of the stored ones."""
@@ -77,7 +77,7 @@ class TokenTables:
         held_query = s.select(items.c.content_hash).distinct().where(
             items.c.content_hash.in_(s.bindparam("hashes", expanding=True)))
         with self._write() as conn:
-            tail = _terms_from(conn, terms_table, fingerprint, known)
+            tail = _terms_from(conn, fingerprint, known)
             if tail:  # another process appended terms: ours go after them, shared ones take its ids
                 position = {term: known + i for i, term in enumerate(tail)}
                 extra = [term for term in new_terms if term not in position]
@@ -107,24 +107,27 @@ class TokenTables:
         return tail + extra, new_ids
 
     def get_bm25_postings(
-        self, fingerprint: str, params: str, user_ids: Sequence[str]
-    ) -> dict[str, tuple[str, int, bytes, bytes]]:
-        """user id -> (history digest, vocabulary size, posting records, item lengths) of rows
-        written at the user's current history version."""
-        table, users = self._t["bm25_postings"], self._t["users"]
+        self, fingerprint: str, params: str, user_ids: Sequence[str], terms_from: int = 0
+    ) -> tuple[list[str], dict[str, tuple[str, int, bytes, bytes]]]:
+        """(the stored vocabulary from term id `terms_from` on, user id -> (history digest,
+        vocabulary size when written, posting records, item lengths) of the rows written at the
+        user's current history version), read in one snapshot. Plain SQL: a fresh process
+        pays no statement compiling on this path."""
         s = schema.sa()
+        query = s.text(
+            "SELECT p.user_id, p.digest, p.terms, p.postings, p.lengths FROM pr_bm25_postings p "
+            "JOIN pr_users u ON u.user_id = p.user_id WHERE p.fingerprint = :fingerprint "
+            "AND p.params = :params AND p.history_version = u.history_version AND p.user_id IN :ids"
+        ).bindparams(s.bindparam("ids", expanding=True))
         ids = list(dict.fromkeys(user_ids))
-        query = (s.select(table.c.user_id, table.c.digest, table.c.terms, table.c.postings, table.c.lengths)
-                 .join(users, users.c.user_id == table.c.user_id)
-                 .where(table.c.fingerprint == fingerprint, table.c.params == params,
-                        users.c.history_version == table.c.history_version,
-                        table.c.user_id.in_(s.bindparam("ids", expanding=True))))  # ids bound as is, not one by one
         found: dict[str, tuple[str, int, bytes, bytes]] = {}
         with self._read() as conn:
+            terms = _terms_from(conn, fingerprint, terms_from)
             for start in range(0, len(ids), _CHUNK):
-                for user_id, digest, terms, postings, lengths in conn.execute(query, {"ids": ids[start:start + _CHUNK]}):
-                    found[user_id] = (digest, int(terms), bytes(postings), bytes(lengths))
-        return found
+                rows = conn.execute(query, {"fingerprint": fingerprint, "params": params, "ids": ids[start:start + _CHUNK]})
+                for user_id, digest, size, postings, lengths in rows:
+                    found[user_id] = (digest, int(size), bytes(postings), bytes(lengths))
+        return terms, found
 
     def put_bm25_postings(
         self, fingerprint: str, params: str, rows: Mapping[str, tuple[str, int, bytes, bytes]]

@@ -3,8 +3,8 @@ are the store's (`store_tokens` tables, one set per tokenizer fingerprint), and 
 postings saved and read back in bulk, so a fresh process on a warm store tokenizes and
 indexes only what changed.
 
-`StoredTokens(store, cache)` loads the fingerprint's vocabulary into an empty cache once;
-`bags_of(documents)` reads the bags the cache lacks from the store (one query per 500
+`StoredTokens(store, cache)` reads the fingerprint's vocabulary into an empty cache with
+the first postings (one read) or bags; `bags_of(documents)` reads the bags the cache lacks from the store (one query per 500
 hashes), tokenizes the rest and saves them; `load_postings` / `save_postings` move
 `ProfileBM25` segments as one packed record array per user, decoded in one `np.frombuffer`
 over all users read. A user's postings are re-used only when the history asked about has
@@ -94,13 +94,18 @@ class StoredTokens:
                              f"and {len(cache.terms)} terms")
         self.store, self.cache = store, cache
         self.fingerprint = tokenizer_fingerprint(cache.name)
-        cache.load(store.token_terms(self.fingerprint), {})
+        self.terms_read = False  # the stored vocabulary is read with the first postings (one snapshot) or bags
         self.bags_read = self.bags_saved = self.postings_read = self.postings_saved = 0
 
+    def read_terms(self) -> None:
+        """Read the stored vocabulary (the first time) or the terms other processes appended since."""
+        self.cache.extend_terms(self.store.token_terms(self.fingerprint, len(self.cache.terms)))
+        self.terms_read = True
+
     def _catch_up(self, needed: int) -> None:
-        """Read the terms other processes appended, up to term id `needed` at least."""
+        """Make sure the vocabulary reaches term id `needed`, reading what was appended since."""
         if needed >= len(self.cache.terms):
-            self.cache.extend_terms(self.store.token_terms(self.fingerprint, len(self.cache.terms)))
+            self.read_terms()
         if needed >= len(self.cache.terms):
             raise InputError(f"stored data of {self.fingerprint!r} names term {needed}, but the stored vocabulary "
                              f"has {len(self.cache.terms)} terms; the store's token tables are damaged")
@@ -108,6 +113,8 @@ class StoredTokens:
     def bags_of(self, documents: Sequence[Document]) -> Bags:
         """`TokenCache.bags_of` keyed by content hash, through the store."""
         cache = self.cache
+        if not self.terms_read:
+            self.read_terms()
         keys = [content_hash(d.full_text) for d in documents]
         missing = {key: i for i, key in enumerate(keys) if key not in cache}
         if missing:
@@ -136,7 +143,9 @@ class StoredTokens:
     def load_postings(self, params: str, digests: Mapping[str, str]) -> LoadedPostings:
         """Stored postings of the users (in `digests`' order) whose stored postings were built
         from a history with the given digest and are of their current history version."""
-        rows = self.store.get_bm25_postings(self.fingerprint, params, list(digests))
+        terms, rows = self.store.get_bm25_postings(self.fingerprint, params, list(digests), len(self.cache.terms))
+        self.cache.extend_terms(terms)  # read in the same snapshot as the postings
+        self.terms_read = True
         users = [u for u in digests if u in rows and rows[u][0] == digests[u]]
         if users:
             self._catch_up(max(rows[u][1] for u in users) - 1)

@@ -158,11 +158,14 @@ class TokenCache:
 
     def extend_terms(self, terms: Sequence[str]) -> None:
         """Append terms that a stored vocabulary numbered after this cache's last term."""
-        known = [t for t in terms if t in self.vocab]
-        if known:
-            raise InputError(f"extend_terms: {len(known)} terms are in the vocabulary already, e.g. {known[0]!r}")
-        for term in terms:
-            self.vocab[term]  # numbered next, in order
+        if self.vocab and not self.vocab.keys().isdisjoint(terms):
+            raise InputError(f"extend_terms: some of the {len(terms)} terms are in the vocabulary already")
+        start = len(self.terms)
+        self.vocab.update(zip(terms, range(start, start + len(terms))))
+        self.terms.extend(terms)
+        if len(self.vocab) != len(self.terms):
+            raise InputError(f"extend_terms: {len(self.terms) - len(self.vocab)} of the {len(terms)} terms "
+                             "are listed twice")
 
     def add_packed(self, bags: dict[bytes, tuple[np.ndarray, int]]) -> None:
         """Add bags in `export`'s packed form, over this cache's vocabulary (keys: content hashes)."""

@@ -214,17 +214,11 @@ class HistoryRetriever(_UserHistoryRetriever):
 
     def fit(self, *, users: Any = None, store: Any = None) -> HistoryRetriever:
         """The pipeline's fitting hook (`Pipeline.fit`): with `store`, keep BM25's data there
-        (`bind_store`); with `users`, index their histories now (queries bring their own, so
-        this only moves work ahead)."""
+        (`bind_store`); `users` are not needed (each query brings its user's history), so a
+        pool of users given for other stages is not indexed here."""
         if (users is None) == (store is None):
             raise InputError("fit takes exactly one of users= (User objects) or store= (a UserStore, path or URL)")
-        if store is not None:
-            return self.bind_store(store)
-        if "bm25" in self.parts:
-            self._open_store()
-            self.store.add(users)
-            self.bm25.sync()
-        return self
+        return self.bind_store(store) if store is not None else self
 
     def bind_store(self, store: Any) -> HistoryRetriever:
         """Keep BM25's derived data in `store` (a `UserStore`, path or URL) from now on; what

@@ -135,15 +135,15 @@ class ProfileBM25:
                     block = first_block + i
                     digests[owners[i][0]] = history_digest(owners[i][1])  # type: ignore[index]
             loaded = self.stored.load_postings(params_key(*params), digests)
+            if len(loaded.users) == len(segments):  # every block, in block order: no concatenating
+                blocks = np.repeat(np.arange(first_block, n_blocks), loaded.post_sizes)
+                self._append((blocks << 32 | loaded.arrays[0], *loaded.arrays[1:]), n_blocks)
+                return
             found = loaded.segments()
             for i in todo:
                 if owners[i] is not None and owners[i][0] in found:  # type: ignore[index]
                     segments[i] = found[owners[i][0]]  # type: ignore[index]
                     kept[owners[i][0]] = (owners[i][1], params, segments[i])  # type: ignore[index]
-            if len(found) == len(segments):  # every block, in block order: no concatenating
-                blocks = np.repeat(np.arange(first_block, n_blocks), loaded.post_sizes)
-                self._append((blocks << 32 | loaded.arrays[0], *loaded.arrays[1:]), n_blocks)
-                return
             todo = [i for i in todo if segments[i] is None]
         if todo:
             built = self._build([first_block + i for i in todo])

@@ -54,9 +54,8 @@ def history_digest(history: Sequence[Document]) -> str:
     """sha256 of a history's titles and texts in order (their lengths, then the strings: no
     `full_text` is built). Equal `full_text`s split differently only cost a rebuild."""
     parts = [d.title or "" for d in history] + [d.text for d in history]
-    digest = hashlib.sha256(",".join(map(str, map(len, parts))).encode())
-    digest.update(b"\0")
-    digest.update("\0".join(parts).encode("utf-8", "surrogatepass"))
+    digest = hashlib.sha256(np.fromiter(map(len, parts), dtype="<i8", count=len(parts)).tobytes())
+    digest.update("".join(parts).encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
 
 

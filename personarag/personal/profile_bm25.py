@@ -132,7 +132,6 @@ class ProfileBM25:
         if self.stored is not None and todo:
             for i in todo:
                 if owners[i] is not None:
-                    block = first_block + i
                     digests[owners[i][0]] = history_digest(owners[i][1])  # type: ignore[index]
             loaded = self.stored.load_postings(params_key(*params), digests)
             if len(loaded.users) == len(segments):  # every block, in block order: no concatenating

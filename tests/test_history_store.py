@@ -175,6 +175,11 @@ def test_a_schema_1_store_gains_the_token_tables_on_open(location):
 
 def test_pipeline_fit_binds_the_history_retriever_and_its_config_names_the_store(tmp_path):
     users = make_users()
+    in_memory = HistoryRetriever("bm25")
+    Pipeline([in_memory], k=3).fit(users=users)  # users= indexes nothing: queries bring their histories
+    assert not in_memory.bound_to_store and len(in_memory.store) == 0
+    with pytest.raises(InputError, match="exactly one"):
+        in_memory.fit(users=users, store=tmp_path / "x.db")
     path = tmp_path / "users.db"
     with UserStore(path) as store:
         store.add_users(users)
@@ -191,3 +196,26 @@ def test_pipeline_fit_binds_the_history_retriever_and_its_config_names_the_store
         cache = TokenCache(str.split, "split")
         cache.bags(["some text"])
         StoredTokens(UserStore(path), cache)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", ["LaMP_2_movielens_tmdb", "LaMP_3_amazon_mi", "LaMP_4_huffpost", "LaMP_5_acl_anthology"])
+def test_store_backed_history_bm25_equals_reference_on_real_lamp_dev(folder, tmp_path):
+    from conftest import shared_data
+
+    from personarag.evaluation.lamp import load_lamp
+
+    path = shared_data("lamp", folder, "dev_questions.json")
+    queries = load_lamp(folder[:6], path).queries[::5]
+    with UserStore(tmp_path / "users.db") as store:
+        store.add_users({q.user.id: q.user for q in queries}.values())
+        for run in ("cold store", "warm store"):
+            retriever = HistoryRetriever("bm25", store=store)
+            rankings = retriever.retrieve(queries, k=5)
+            for query, ranking in zip(queries, rankings):
+                ids, scores = reference_top_k(query.user, query.text, 5)
+                assert ranking.ids == ids, (run, query.id)
+                position = {d.id: i for i, d in enumerate(query.user.history)}
+                assert [s.score for s in ranking.docs] == [scores[position[i]] for i in ids], (run, query.id)
+        assert retriever.bm25.tokens.tokenized == 0  # the warm run read every bag and postings
+        assert retriever.bm25.stored.postings_read == len({q.user.id for q in queries})

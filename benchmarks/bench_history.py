@@ -11,8 +11,14 @@ same tokenizer (`str.split`). Three runs of ours over all examples:
 - `postings`: a fresh retriever over a cache that also holds each user's postings (derived
   data a store keeps per user until the history changes): histories found unchanged are
   not re-indexed, every query is still tokenized and scored.
+- `store`: what a fresh process does on a warm user store: open the `UserStore` (SQLite file
+  holding the split's users), a new `HistoryRetriever("bm25", store=...)` (new token cache)
+  reads the vocabulary and every user's postings in bulk and scores; nothing is tokenized
+  but the queries, nothing indexed;
+- `store-cold`: the first such retriever on a freshly imported store (no BM25 data yet): it
+  tokenizes every item, indexes every history and writes the bags and postings to the store.
 Each timing is the best of `--repeat` runs; the script checks that the top-k ids of all
-three agree with the reference on every example and prints wall times and the speed-ups in
+runs agree with the reference on every example and prints wall times and the speed-ups in
 wall and CPU time (CPU time is steadier on a shared, loaded machine).
 
     .venv/bin/python benchmarks/bench_history.py [--k 5] [--repeat 3] [--data ../shared/data/lamp]
@@ -23,12 +29,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 from rank_bm25 import BM25Okapi
 
 from personarag.personal.history import HistoryRetriever
+from personarag.personal.store import UserStore
 from personarag.personal.tokens import TokenCache
 from personarag.types import Document, Query, User
 
@@ -64,10 +73,12 @@ def reference(queries: list[Query], k: int) -> list[list[str]]:
     return out
 
 
-def timed(run, repeat: int):
-    """(result of the last run, best wall seconds, best CPU seconds)."""
+def timed(run, repeat: int, setup=None):
+    """(result of the last run, best wall seconds, best CPU seconds); `setup` runs untimed before each."""
     best_wall = best_cpu = float("inf")
     for _ in range(repeat):
+        if setup is not None:
+            setup()
         start, cpu = time.perf_counter(), time.process_time()
         result = run()
         best_wall = min(best_wall, time.perf_counter() - start)
@@ -86,8 +97,9 @@ def main() -> None:
     if not folders:
         raise SystemExit(f"no LaMP dev splits under {args.data} (pass --data)")
     print(f"{'split':<22} {'examples':>8} {'users':>5} {'items/ex':>8} {'reference s':>11} {'cold s':>7} "
-          f"{'tokens s':>8} {'postings s':>10} {'cold x':>7} {'tokens x':>8} {'postings x':>10} "
-          f"{'cpu: cold x':>11} {'tokens x':>8} {'postings x':>10} {'same top-k':>11}")
+          f"{'tokens s':>8} {'postings s':>10} {'store-cold s':>12} {'store s':>7} {'cold x':>7} {'tokens x':>8} "
+          f"{'postings x':>10} {'store-cold x':>12} {'store x':>7} {'cpu: cold x':>11} {'tokens x':>8} "
+          f"{'postings x':>10} {'store-cold x':>12} {'store x':>7} {'same top-k':>11}")
     for folder in folders:
         queries = load_queries(folder)
         expected, ref_s, ref_cpu = timed(lambda: reference(queries, args.k), args.repeat)
@@ -103,13 +115,34 @@ def main() -> None:
         kept, kept_s, kept_cpu = timed(
             lambda: HistoryRetriever("bm25", tokens=cache).retrieve(queries, k=args.k), args.repeat
         )
-        same = sum(c.ids == e and w.ids == e and p.ids == e for c, w, p, e in zip(cold, warm, kept, expected))
+        with tempfile.TemporaryDirectory() as tmp:
+            imported, path = Path(tmp) / "imported.db", Path(tmp) / "users.db"
+            with UserStore(imported) as store:  # the split's users, as `personarag store import` leaves them
+                store.add_users({q.user.id: q.user for q in queries}.values())
+
+            def fresh_copy() -> None:
+                for suffix in ("-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+                shutil.copyfile(imported, path)
+
+            def on_store() -> list:
+                with UserStore(path) as store:  # opened as a fresh process would
+                    return HistoryRetriever("bm25", store=store).retrieve(queries, k=args.k)
+
+            first, first_s, first_cpu = timed(on_store, args.repeat, setup=fresh_copy)  # leaves a warm store
+            stored, store_s, store_cpu = timed(on_store, args.repeat)
+        same = sum(all(run.ids == e for run in runs)
+                   for *runs, e in zip(cold, warm, kept, first, stored, expected))
         items = sum(len(q.user.history) for q in queries) / len(queries)
         users = len({q.user.id for q in queries})
-        print(f"{folder.name:<22} {len(queries):>8} {users:>5} {items:>8.1f} {ref_s:>11.3f} {cold_s:>7.3f} "
-              f"{warm_s:>8.3f} {kept_s:>10.3f} {ref_s / cold_s:>6.1f}x {ref_s / warm_s:>7.1f}x "
-              f"{ref_s / kept_s:>9.1f}x {ref_cpu / cold_cpu:>10.1f}x {ref_cpu / warm_cpu:>7.1f}x "
-              f"{ref_cpu / kept_cpu:>9.1f}x {same:>6}/{len(queries):<4}")
+        walls = [cold_s, warm_s, kept_s, first_s, store_s]
+        cpus = [cold_cpu, warm_cpu, kept_cpu, first_cpu, store_cpu]
+        widths = [7, 8, 10, 12, 7]
+        print(f"{folder.name:<22} {len(queries):>8} {users:>5} {items:>8.1f} {ref_s:>11.3f} "
+              + " ".join(f"{t:>{w}.3f}" for t, w in zip(walls, widths)) + " "
+              + " ".join(f"{ref_s / t:>{w - 1}.1f}x" for t, w in zip(walls, widths)) + " "
+              + " ".join(f"{ref_cpu / t:>{w - 1}.1f}x" for t, w in zip(cpus, [11, 8, 10, 12, 7]))
+              + f" {same:>6}/{len(queries):<4}", flush=True)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,24 @@ def test_sequential_sums_add_left_to_right_as_python_does():
     assert any(float(np.sum(values[s:s + n])) != e for s, n, e in zip(starts, counts, expected))
 
 
+def test_count_in_order_equals_a_counter_per_text():
+    from collections import Counter
+
+    from personarag.personal.bm25_arrays import count_in_order
+
+    rng = np.random.default_rng(11)
+    lengths = rng.integers(0, 40, size=300)
+    lengths[[0, 7, 299]] = 0  # empty texts first, inside and last
+    stream = rng.zipf(1.3, size=int(lengths.sum())) % 500
+    terms, counts, entries = count_in_order(stream, lengths, 500)
+    start, at = 0, 0
+    for length, n in zip(lengths.tolist(), entries.tolist()):
+        expected = Counter(stream[start:start + length].tolist())
+        assert list(zip(terms[at:at + n].tolist(), counts[at:at + n].tolist())) == list(expected.items())
+        start, at = start + length, at + n
+    assert at == len(terms) and start == len(stream)
+
+
 def test_group_tokens_packed_sort_equals_stable_argsort():
     rng = np.random.default_rng(1)
     block = np.sort(rng.integers(0, 40, 6000))

@@ -1,5 +1,6 @@
 """Array steps of per-profile BM25 that must match rank_bm25 bit for bit: grouping a token
-stream by (user block, term) in stream order, and left-to-right sums."""
+stream by (user block, term) in stream order, counting each text's terms as a Counter
+does, and left-to-right sums."""
 
 from __future__ import annotations
 
@@ -46,3 +47,23 @@ def sequential_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
         grid = np.where(step < counts[runs], values[np.minimum(starts[runs] + step, len(values) - 1)], 0.0)
         out[runs] = np.cumsum(grid, axis=0)[-1]
     return out
+
+
+def count_in_order(terms: np.ndarray, lengths: np.ndarray, n_terms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bags of words of many texts at once, as `collections.Counter(tokens)` builds each:
+    `terms` is the token stream (term ids) of texts of `lengths` tokens, one after another.
+    Returns each text's distinct terms in order of first occurrence, their counts, and the
+    number of distinct terms per text."""
+    terms = np.asarray(terms, dtype=np.int64)
+    doc = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    tok, group, term_bits = group_entries(doc, terms, n_terms)
+    if not len(tok):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(len(lengths), np.int64)
+    new = np.ones(len(tok), dtype=bool)
+    new[1:] = group[1:] != group[:-1]
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, len(tok)))
+    first = tok[starts]  # each (text, term)'s first position: positions ascend within a group
+    order = np.argsort(first)  # texts are contiguous, so this is text order, then first occurrence
+    entries = np.bincount(doc[first], minlength=len(lengths))
+    return group[starts][order] & ((1 << term_bits) - 1), counts[order], entries

@@ -129,8 +129,14 @@ class HistoryRetriever(_UserHistoryRetriever):
     `batch_size`, `device`, `encoder` (an object with the `SentenceEncoder.encode` signature,
     used instead of loading MODEL; for tests). Fusion: `rrf_k`, `weights` (one per part).
     `tokens`: a `TokenCache` for the same tokenizer (`tokenizer_name(tokenizer, stemmer)`),
-    shared with other retrievers or loaded from a user store; texts it holds are not tokenized
-    again. It is state, not configuration, so `config()` leaves it out.
+    shared with other retrievers; texts it holds are not tokenized again. It is state, not
+    configuration, so `config()` leaves it out.
+    `store` (a `UserStore`, path or URL; or later `bind_store` / `Pipeline.fit(store=...)`):
+    BM25 keeps its derived data there (`personal.stored_tokens`): the vocabulary and each
+    text's bag of words under the tokenizer's fingerprint, and each stored user's postings,
+    read in bulk by a fresh retriever and re-used while the user's history is unchanged. The
+    ranked history is still the query's (`query.user.history`); stored data is used only for
+    content equal to it. Opened on first use.
     """
 
     spec_name = "history"
@@ -150,8 +156,12 @@ class HistoryRetriever(_UserHistoryRetriever):
         weights: Sequence[float] | None = None,
         encoder: Any = None,
         tokens: TokenCache | None = None,
+        store: Any = None,
     ) -> None:
         self.parts, self.fusion = parse_history_spec(retriever)
+        if store is not None and tokens is not None:
+            raise InputError("give the history retriever either tokens= (a token cache) or store= "
+                             "(a user store that keeps the tokens), not both")
         if weights is not None and len(weights) != len(self.parts):
             raise InputError(f"weights: one per fused retriever ({len(self.parts)}), got {list(weights)!r}")
         self.weights = [1.0] * len(self.parts) if weights is None else [float(w) for w in weights]
@@ -163,8 +173,11 @@ class HistoryRetriever(_UserHistoryRetriever):
             raise InputError(f"the token cache holds {tokens.name!r} tokens; this retriever tokenizes with {name!r}")
         self._tokenize = make_tokenizer(tokenizer, stemmer) if tokens is None else tokens.tokenize
         tokens = TokenCache(self._tokenize, name) if tokens is None else tokens
+        self._token_name = name
         self.store = ProfileStore(replace=True)  # one history per user id: a changed one replaces it
         self.bm25 = ProfileBM25(self.store, self._tokenize, k1=k1, b=b, epsilon=epsilon, tokens=tokens)
+        self.user_store: Any = None  # a UserStore keeping the BM25 data, once opened
+        self._pending_store = store
         models = {p.partition(":")[2] for p in self.parts if p.startswith("dense:")}
         if len(models) > 1:
             raise InputError(f"history fusion over one dense model at most, got {sorted(models)}")
@@ -183,11 +196,48 @@ class HistoryRetriever(_UserHistoryRetriever):
 
     def config(self) -> dict[str, Any]:
         params = self._construction_params  # type: ignore[has-type]
-        self._construction_params = {k: v for k, v in params.items() if k != "tokens"}
+        store = params.get("store")
+        opened = store is not None and hasattr(store, "changes_since")  # a UserStore: saved as its URL
+        self._construction_params = {k: v for k, v in params.items() if k != "tokens" and not (opened and k == "store")}
         try:
-            return super().config()
+            config = super().config()
         finally:
             self._construction_params = params
+        if opened:
+            config["params"]["store"] = store.url
+        return config
+
+    @property
+    def bound_to_store(self) -> bool:
+        """True when BM25 keeps its tokens and postings in a user store (store= or bound)."""
+        return self.user_store is not None or self._pending_store is not None
+
+    def fit(self, *, users: Any = None, store: Any = None) -> HistoryRetriever:
+        """The pipeline's fitting hook (`Pipeline.fit`): with `store`, keep BM25's data there
+        (`bind_store`); `users` are not needed (each query brings its user's history), so a
+        pool of users given for other stages is not indexed here."""
+        if (users is None) == (store is None):
+            raise InputError("fit takes exactly one of users= (User objects) or store= (a UserStore, path or URL)")
+        return self.bind_store(store) if store is not None else self
+
+    def bind_store(self, store: Any) -> HistoryRetriever:
+        """Keep BM25's derived data in `store` (a `UserStore`, path or URL) from now on; what
+        this retriever indexed before is dropped (its term ids are not the store's)."""
+        from personarag.personal.store import UserStore
+        from personarag.personal.stored_tokens import StoredTokens
+
+        opened = store if isinstance(store, UserStore) else UserStore(store)
+        params = self.bm25.k1, self.bm25.b, self.bm25.epsilon
+        stored = StoredTokens(opened, TokenCache(self._tokenize, self._token_name))
+        self.store = ProfileStore(replace=True)
+        self.bm25 = ProfileBM25(self.store, self._tokenize, k1=params[0], b=params[1], epsilon=params[2], stored=stored)
+        self.embeddings = None
+        self.user_store, self._pending_store = opened, None
+        return self
+
+    def _open_store(self) -> None:
+        if self._pending_store is not None:
+            self.bind_store(self._pending_store)
 
     def _encode(self, task: str) -> Callable[[Sequence[str]], np.ndarray]:
         def run(texts: Sequence[str]) -> np.ndarray:
@@ -197,6 +247,8 @@ class HistoryRetriever(_UserHistoryRetriever):
 
     def _prepare(self, queries: list[Query]) -> None:
         # BM25 stores and indexes the batch's histories when it scores them (one pass)
+        if "bm25" in self.parts:
+            self._open_store()
         if self.model is not None:
             self.store.add(q.user for q in queries if q.user is not None)
             if self.embeddings is None:

@@ -13,7 +13,8 @@ import numpy as np
 
 from personarag.errors import InputError
 from personarag.personal.bm25_arrays import group_entries, sequential_sums
-from personarag.personal.profile_store import ProfileStore, UserKey, user_key
+from personarag.personal.profile_store import ProfileStore, UserKey, same_history, user_key
+from personarag.personal.stored_tokens import StoredTokens, history_digest, params_key
 from personarag.personal.tokens import TokenCache
 from personarag.types import User
 
@@ -61,11 +62,16 @@ class ProfileBM25:
 
     def __init__(self, store: ProfileStore, tokenizer: Callable[[str], list[str]], *,
                  k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25,
-                 tokens: TokenCache | None = None) -> None:
+                 tokens: TokenCache | None = None, stored: StoredTokens | None = None) -> None:
         self.store = store
+        if stored is not None:
+            if tokens is not None and tokens is not stored.cache:
+                raise InputError("give ProfileBM25 either a token cache or a stored one (whose cache it uses), not both")
+            tokens = stored.cache
         if tokens is not None and tokens.tokenize is not tokenizer:
             raise InputError(f"the token cache {tokens.name!r} was made for another tokenizer than {tokenizer!r}")
         self.tokens = TokenCache(tokenizer) if tokens is None else tokens
+        self.stored = stored  # a user store's bags and postings, read and written through
         self.tokenize = self.tokens.tokenize
         self.k1, self.b, self.epsilon = float(k1), float(b), float(epsilon)
         self._blocks_done = 0
@@ -110,6 +116,8 @@ class ProfileBM25:
         store = self.store
         first_block, n_blocks = self._blocks_done, store.n_blocks
         if first_block == n_blocks:
+            if self.stored is not None and not self.stored.terms_read:  # queries are looked up in it
+                self.stored.read_terms()
             return
         params = (self.k1, self.b, self.epsilon)
         kept = self.tokens.postings
@@ -117,15 +125,35 @@ class ProfileBM25:
         segments: list[Segment | None] = [None] * len(owners)
         for i, owner in enumerate(owners):
             entry = kept.get(owner[0]) if owner is not None else None
-            if entry is not None and entry[1] == params and entry[0] == owner[1]:  # type: ignore[index]
+            if entry is not None and entry[1] == params and same_history(entry[0], owner[1]):  # type: ignore[index]
                 segments[i] = entry[2]
         todo = [i for i, segment in enumerate(segments) if segment is None]
+        digests: dict[str, str] = {}
+        if self.stored is not None and todo:
+            for i in todo:
+                if owners[i] is not None:
+                    digests[owners[i][0]] = history_digest(owners[i][1])  # type: ignore[index]
+            loaded = self.stored.load_postings(params_key(*params), digests)
+            if len(loaded.users) == len(segments):  # every block, in block order: no concatenating
+                blocks = np.repeat(np.arange(first_block, n_blocks), loaded.post_sizes)
+                self._append((blocks << 32 | loaded.arrays[0], *loaded.arrays[1:]), n_blocks)
+                return
+            found = loaded.segments()
+            for i in todo:
+                if owners[i] is not None and owners[i][0] in found:  # type: ignore[index]
+                    segments[i] = found[owners[i][0]]  # type: ignore[index]
+                    kept[owners[i][0]] = (owners[i][1], params, segments[i])  # type: ignore[index]
+            todo = [i for i in todo if segments[i] is None]
         if todo:
             built = self._build([first_block + i for i in todo])
             for i, segment in zip(todo, built.segments()):
                 segments[i] = segment
                 if owners[i] is not None:
                     kept[owners[i][0]] = (owners[i][1], params, segment)  # type: ignore[index]
+            if self.stored is not None:
+                self.stored.save_postings(params_key(*params), {
+                    owners[i][0]: (digests[owners[i][0]], segments[i])  # type: ignore[index, misc]
+                    for i in todo if owners[i] is not None})
         if len(todo) == len(segments):
             new = built.arrays(first_block)
         else:
@@ -133,6 +161,9 @@ class ProfileBM25:
             sizes = np.fromiter(map(len, parts[0]), dtype=np.int64, count=len(segments))
             blocks = np.repeat(np.arange(first_block, n_blocks), sizes)
             new = (blocks << 32 | np.concatenate(parts[0]), *(np.concatenate(p) for p in parts[1:]))
+        self._append(new, n_blocks)
+
+    def _append(self, new: tuple[np.ndarray, ...], n_blocks: int) -> None:
         old = (self._key, self._row, self._weight, self._tf, self._doc_len)
         self._key, self._row, self._weight, self._tf, self._doc_len = (
             b if not len(a) else np.concatenate([a, b]) for a, b in zip(old, new)
@@ -148,7 +179,7 @@ class ProfileBM25:
             items = [d for b in blocks for d in store.items[store.starts[b]: store.starts[b + 1]]]
         block_sizes = np.asarray([store.starts[b + 1] - store.starts[b] for b in blocks], dtype=np.int64)
         starts = np.cumsum(block_sizes) - block_sizes
-        bags = self.tokens.bags_of(items)
+        bags = self.tokens.bags_of(items) if self.stored is None else self.stored.bags_of(items)
         doc_len = bags.lengths
         row_of = np.repeat(np.arange(len(doc_len)), bags.entries)  # row of each bag entry
         block_of_row = np.repeat(np.arange(len(block_sizes)), block_sizes)

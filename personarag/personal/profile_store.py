@@ -18,8 +18,16 @@ _ID, _TITLE, _TEXT = (operator.attrgetter(name) for name in ("id", "title", "tex
 def user_key(user: User) -> UserKey:
     """A user's id and history content (item ids, titles, texts: an edited text is another
     history); three flat tuples, not one per item, keep it cheap to build and hash."""
-    history = user.history
-    return (user.id, tuple(map(_ID, history)), tuple(map(_TITLE, history)), tuple(map(_TEXT, history)))
+    return _key(user.id, user.history)
+
+
+def _key(user_id: str, history: Sequence[Document]) -> UserKey:
+    return (user_id, tuple(map(_ID, history)), tuple(map(_TITLE, history)), tuple(map(_TEXT, history)))
+
+
+def same_history(a: Sequence[Document], b: Sequence[Document]) -> bool:
+    """Equal item ids, titles and texts, in order (the same object: no comparing)."""
+    return a is b or _key("", a) == _key("", b)
 
 
 class ProfileStore:
@@ -42,7 +50,7 @@ class ProfileStore:
         self.block_users: list[str] = []  # user id of each block
         # user id -> its live histories: (block, the history object stored, its content key);
         # content is compared, never hashed, so a history seen again costs one pass over it
-        self._users: dict[str, list[tuple[int, tuple[Document, ...], UserKey]]] = {}
+        self._users: dict[str, list[tuple[int, tuple[Document, ...], UserKey | None]]] = {}
         self.dead_rows = 0
         self.generation = 0  # compactions so far
         self._remaps: list[tuple[np.ndarray, np.ndarray]] = []  # per compaction: (block map, kept rows)
@@ -66,7 +74,10 @@ class ProfileStore:
                 return block
         if versions:
             key = user_key(user) if key is None else key
-            for block, _, stored in versions:
+            for position, (block, history, stored) in enumerate(versions):
+                if stored is None:  # keys are built when first compared, not when stored
+                    stored = _key(user.id, history)
+                    versions[position] = (block, history, stored)
                 if stored == key:
                     return block
         return None
@@ -86,10 +97,12 @@ class ProfileStore:
         for block, history, _ in versions:
             if history is user.history:
                 return block
-        key = user_key(user)
-        found = self._find(user, key)
-        if found is not None:
-            return found
+        key = None
+        if versions:
+            key = user_key(user)
+            found = self._find(user, key)
+            if found is not None:
+                return found
         if self.replace:
             for block, _, _ in versions:
                 self.dead_rows += self.starts[block + 1] - self.starts[block]
@@ -128,12 +141,12 @@ class ProfileStore:
         live = self._users
         return [b if any(v[0] == b for v in live[u.id]) else None for u, b in zip(users, found)]
 
-    def current(self, block: int) -> tuple[str, UserKey] | None:
-        """(user id, history content key) of a live block; None for a retired one."""
+    def current(self, block: int) -> tuple[str, tuple[Document, ...]] | None:
+        """(user id, the history stored) of a live block; None for a retired one."""
         user_id = self.block_users[block]
-        for live, _, key in self._users.get(user_id, ()):
+        for live, history, _ in self._users.get(user_id, ()):
             if live == block:
-                return user_id, key
+                return user_id, history
         return None
 
     def rows(self, user: User) -> slice:

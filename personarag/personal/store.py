@@ -27,6 +27,8 @@ profiles of several co-authors, with identical content):
   undated items) newest-added first.
 - Deleting a user deletes their items, their user vectors and the cached embeddings no
   remaining item has; an embedding of identical content another user still holds stays.
+  Token bags and BM25 postings (history BM25's derived data, `store_tokens`) follow the
+  same rules: bags go with the last item of their content, a user's postings with any change.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from personarag.personal.store_io import (
     COMPARED, ImportExport, ImportReport, check_user_id, content_hash, dedupe, document, item_row, vector_blob,
 )
 from personarag.personal.store_schema import SCHEMA_VERSION
+from personarag.personal.store_tokens import TokenTables
 from personarag.types import Document, User
 from personarag.resources import Closeable
 
@@ -71,7 +74,7 @@ def _forget_connections(engine_ref: weakref.ref[Any]) -> None:
         engine.dispose(close=False)
 
 
-class UserStore(ImportExport, Closeable):
+class UserStore(ImportExport, TokenTables, Closeable):
     def __init__(self, location: str | os.PathLike[str] = "personarag.db") -> None:
         self._location = schema.parse_location(location)
         s = schema.sa()
@@ -172,6 +175,7 @@ class UserStore(ImportExport, Closeable):
                 s.select(t["items"].c.content_hash).where(t["items"].c.user_id == user_id))]
             conn.execute(s.delete(t["items"]).where(t["items"].c.user_id == user_id))
             conn.execute(s.delete(t["user_vectors"]).where(t["user_vectors"].c.user_id == user_id))
+            self._drop_postings(conn, user_id)
             conn.execute(s.delete(t["users"]).where(t["users"].c.user_id == user_id))
             conn.execute(s.insert(t["changes"]).values(user_id=user_id))
             self._drop_orphan_embeddings(conn, hashes)
@@ -351,6 +355,7 @@ class UserStore(ImportExport, Closeable):
         conn.execute(s.update(t["users"]).where(t["users"].c.user_id == user_id)
                      .values(history_version=version + 1, **values))
         conn.execute(s.insert(t["changes"]).values(user_id=user_id))
+        self._drop_postings(conn, user_id)  # built from the old history
         return version + 1
 
     def _add_rows(self, conn: Any, user_id: str, rows: list[dict[str, Any]], *, create: bool) -> tuple[int, ImportReport]:
@@ -399,11 +404,12 @@ class UserStore(ImportExport, Closeable):
 
     def _drop_orphan_embeddings(self, conn: Any, hashes: Sequence[str]) -> None:
         s, t = schema.sa(), self._t
-        emb, items = t["embeddings"], t["items"]
+        items = t["items"]
         hashes = list(dict.fromkeys(hashes))
-        still_used = s.select(items.c.content_hash).where(items.c.content_hash == emb.c.content_hash).exists()
-        for start in range(0, len(hashes), _CHUNK):
-            conn.execute(s.delete(emb).where(emb.c.content_hash.in_(hashes[start:start + _CHUNK]), ~still_used))
+        for derived in (t["embeddings"], t["token_bags"]):  # both keyed by content hash
+            still_used = s.select(items.c.content_hash).where(items.c.content_hash == derived.c.content_hash).exists()
+            for start in range(0, len(hashes), _CHUNK):
+                conn.execute(s.delete(derived).where(derived.c.content_hash.in_(hashes[start:start + _CHUNK]), ~still_used))
 
     def _histories(self, conn: Any, user_ids: Sequence[str], strict: bool = True) -> dict[str, list[Document]]:
         s, t = schema.sa(), self._t

@@ -10,6 +10,7 @@ user's history safe across processes and machines without retry loops.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,11 @@ from typing import Any
 
 from personarag.errors import InputError, require
 
-#: bump when a table or column changes; a store of another version is refused, never migrated silently
-SCHEMA_VERSION = 1
+logger = logging.getLogger(__name__)
+
+#: bump when a table or column changes; a store of another version is refused, except the
+#: additive steps in `_MIGRATIONS`, which only create tables and are applied (and logged) on open
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 60_000
 _PG_WRITER_LOCK = 0x70657273  # advisory lock key ("pers") held by the one PostgreSQL writer
 
@@ -96,7 +100,39 @@ def tables() -> dict[str, Any]:
         s.Column("vector", s.LargeBinary, nullable=False),
         s.Index("pr_user_vectors_user", "user_id"),
     )
+    # history BM25's derived data (schema 2), per tokenizer fingerprint: an append-only
+    # vocabulary (term id = position), each text's bag over it, each user's postings
+    _TABLES["token_terms"] = s.Table(
+        "pr_token_terms", metadata,
+        s.Column("fingerprint", key(), primary_key=True),
+        s.Column("first_id", s.Integer, primary_key=True),  # id of the chunk's first term
+        s.Column("terms", s.Text, nullable=False),  # JSON list
+    )
+    _TABLES["token_bags"] = s.Table(
+        "pr_token_bags", metadata,
+        s.Column("fingerprint", key(), primary_key=True),
+        s.Column("content_hash", key(), primary_key=True),
+        s.Column("length", s.Integer, nullable=False),  # tokens in the text
+        s.Column("bag", s.LargeBinary, nullable=False),  # int64 LE: term << 32 | count, first occurrence first
+        s.Index("pr_token_bags_content_hash", "content_hash"),
+    )
+    _TABLES["bm25_postings"] = s.Table(
+        "pr_bm25_postings", metadata,
+        s.Column("fingerprint", key(), primary_key=True),
+        s.Column("params", key(), primary_key=True),  # k1, b, epsilon
+        s.Column("user_id", key(), primary_key=True),
+        s.Column("history_version", s.Integer, nullable=False),  # the user's version when written
+        s.Column("digest", key(), nullable=False),  # sha256 of the indexed history's texts, in order
+        s.Column("terms", s.Integer, nullable=False),  # vocabulary size when written: term ids are below it
+        s.Column("postings", s.LargeBinary, nullable=False),  # records: term i4, row i4, tf i4, weight f8
+        s.Column("lengths", s.LargeBinary, nullable=False),  # f8 tokens per history item
+        s.Index("pr_bm25_postings_user", "user_id"),
+    )
     return _TABLES
+
+
+#: schema version -> tables added by the step to the next version (additive only)
+_MIGRATIONS = {1: ("token_terms", "token_bags", "bm25_postings")}
 
 
 @dataclass(frozen=True)
@@ -177,6 +213,7 @@ def create_engine(location: Location) -> Any:
             cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a killed process loses no commit
+            cursor.execute("PRAGMA mmap_size = 268435456")  # reads map pages instead of copying them: bulk blob reads twice as fast
             cursor.close()
 
         @s.event.listens_for(engine, "begin")
@@ -227,6 +264,13 @@ def init_schema(connection: Any, location: Location) -> None:
         return
     row = connection.execute(s.select(t["meta"].c.value).where(t["meta"].c.key == "schema_version")).first()
     found = row[0] if row else None
+    while found is not None and found.isdigit() and int(found) in _MIGRATIONS:
+        step = int(found)
+        for name in _MIGRATIONS[step]:
+            t[name].create(connection, checkfirst=True)
+        found = str(step + 1)
+        connection.execute(s.update(t["meta"]).where(t["meta"].c.key == "schema_version").values(value=found))
+        logger.info("user store %s: schema %d -> %s (added %s)", where, step, found, ", ".join(_MIGRATIONS[step]))
     if found != str(SCHEMA_VERSION):
         raise InputError(f"user store {where} has schema version {found}, this personarag reads schema version "
                          f"{SCHEMA_VERSION}; export it with the personarag that wrote it and import the JSONL here")

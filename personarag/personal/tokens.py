@@ -15,14 +15,14 @@ so a fresh index re-uses every history that did not change.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 
 import numpy as np
 
 from personarag.errors import InputError
+from personarag.personal.bm25_arrays import count_in_order
 from personarag.types import Document
 
 _TF_BITS = 32  # an exported bag entry packs term << 32 | count into one int64
@@ -57,8 +57,10 @@ class _Vocabulary(dict):
     """term -> id; an unseen term gets the next id (looked up in C, numbered in Python once)."""
 
     def __init__(self, terms: list[str]) -> None:
-        super().__init__((t, i) for i, t in enumerate(terms))
+        super().__init__(zip(terms, range(len(terms))))
         self.terms = terms
+        if len(self) != len(terms):
+            raise InputError(f"a token cache vocabulary lists each term once; got {len(terms) - len(self)} duplicates")
 
     def __missing__(self, term: str) -> int:
         ident = self[term] = len(self.terms)
@@ -76,13 +78,16 @@ class TokenCache:
         self.vocab = _Vocabulary([])
         self._bags: dict[Hashable, tuple[np.ndarray, np.ndarray, int]] = {}  # key -> (terms, counts, length)
         self.tokenized = 0  # texts tokenized so far (cache misses), for tests and benchmarks
-        # user id -> (history content key, (k1, b, epsilon), that history's BM25 postings over
-        # this vocabulary): derived data a user store keeps per user, replaced when the
-        # history changes (filled and read by ProfileBM25)
-        self.postings: dict[str, tuple[Hashable, tuple[float, float, float], tuple[np.ndarray, ...]]] = {}
+        # user id -> (the history, (k1, b, epsilon), that history's BM25 postings over this
+        # vocabulary): re-used while a user comes with an equal history, replaced when it
+        # changes (filled and read by ProfileBM25)
+        self.postings: dict[str, tuple[Sequence[Document], tuple[float, float, float], tuple[np.ndarray, ...]]] = {}
 
     def __len__(self) -> int:
         return len(self._bags)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._bags
 
     @property
     def terms(self) -> list[str]:
@@ -106,7 +111,7 @@ class TokenCache:
         cached = self._bags
         missing = {key: i for i, key in enumerate(keys) if key not in cached}
         if missing:
-            self._add((key, text_at(i)) for key, i in missing.items())
+            self._add([(key, text_at(i)) for key, i in missing.items()])
         bags = [cached[key] for key in keys]
         if not bags:
             return Bags(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0))
@@ -118,14 +123,20 @@ class TokenCache:
             np.fromiter(lengths, dtype=np.float64, count=len(bags)),
         )
 
-    def _add(self, items: Iterable[tuple[Hashable, str]]) -> None:
-        term_id = self.vocab.__getitem__
-        for key, text in items:
-            tokens = Counter(self.tokenize(text))  # insertion-ordered: first occurrence first
-            ids = np.fromiter(map(term_id, tokens), dtype=np.int32, count=len(tokens))
-            tf = np.fromiter(tokens.values(), dtype=np.int32, count=len(tokens))
-            self._bags[key] = (ids, tf, int(tf.sum()))
-            self.tokenized += 1
+    def _add(self, items: Sequence[tuple[Hashable, str]]) -> None:
+        """Tokenize all texts, number every token in one pass, and count each text's terms in
+        order of first occurrence (what rank_bm25's per-document Counter holds) with array ops."""
+        keys, texts = zip(*items) if items else ((), ())
+        splits = list(map(self.tokenize, texts))
+        lengths = np.fromiter(map(len, splits), dtype=np.int64, count=len(splits))
+        stream = np.fromiter(map(self.vocab.__getitem__, chain.from_iterable(splits)), dtype=np.int64,
+                             count=int(lengths.sum()))
+        terms, counts, entries = count_in_order(stream, lengths, len(self.terms))
+        terms, counts = terms.astype(np.int32), counts.astype(np.int32)
+        ends = np.cumsum(entries)
+        for key, start, end, length in zip(keys, (ends - entries).tolist(), ends.tolist(), lengths.tolist()):
+            self._bags[key] = (terms[start:end], counts[start:end], length)
+        self.tokenized += len(keys)
 
     def lookup(self, tokens: Sequence[str]) -> np.ndarray:
         """Term ids of query tokens, -1 for a term no cached text contains (order kept)."""
@@ -142,9 +153,22 @@ class TokenCache:
         """Adopt an exported vocabulary and bags (into an empty cache of the same tokenizer)."""
         if self.vocab or self._bags:
             raise InputError(f"load needs an empty token cache; this one holds {len(self._bags)} texts")
-        if len(set(terms)) != len(terms):
-            raise InputError("a token cache vocabulary lists each term once; got duplicates")
         self.vocab = _Vocabulary(list(terms))
+        self.add_packed(bags)
+
+    def extend_terms(self, terms: Sequence[str]) -> None:
+        """Append terms that a stored vocabulary numbered after this cache's last term."""
+        if self.vocab and not self.vocab.keys().isdisjoint(terms):
+            raise InputError(f"extend_terms: some of the {len(terms)} terms are in the vocabulary already")
+        start = len(self.terms)
+        self.vocab.update(zip(terms, range(start, start + len(terms))))
+        self.terms.extend(terms)
+        if len(self.vocab) != len(self.terms):
+            raise InputError(f"extend_terms: {len(self.terms) - len(self.vocab)} of the {len(terms)} terms "
+                             "are listed twice")
+
+    def add_packed(self, bags: dict[bytes, tuple[np.ndarray, int]]) -> None:
+        """Add bags in `export`'s packed form, over this cache's vocabulary (keys: content hashes)."""
         for key, (packed, length) in bags.items():
             packed = np.asarray(packed, dtype=np.int64)
             if len(packed) and int((packed >> _TF_BITS).max()) >= len(self.terms):
@@ -152,3 +176,23 @@ class TokenCache:
             self._bags[key] = (
                 (packed >> _TF_BITS).astype(np.int32), (packed & ((1 << _TF_BITS) - 1)).astype(np.int32), int(length)
             )
+
+    def packed(self, keys: Iterable[Hashable]) -> dict[Hashable, tuple[np.ndarray, int]]:
+        """key -> (packed bag, token count) of cached texts, as `export` writes them."""
+        return {
+            key: (terms.astype(np.int64) << _TF_BITS | counts, length)
+            for key in keys
+            for terms, counts, length in (self._bags[key],)
+        }
+
+    def renumber(self, first: int, terms: Sequence[str], new_ids: np.ndarray, keys: Iterable[Hashable]) -> None:
+        """Take a stored vocabulary's numbering from term id `first` on: `terms` is its list from
+        `first`, `new_ids[i]` the id it gave this cache's term `first + i`; the bags of `keys`
+        (the only ones naming ids >= first) are renumbered."""
+        if len(new_ids) != len(self.terms) - first:
+            raise InputError(f"renumber: {len(new_ids)} new ids for {len(self.terms) - first} terms")
+        ids = np.concatenate([np.arange(first, dtype=np.int32), np.asarray(new_ids, dtype=np.int32)])
+        self.vocab = _Vocabulary(self.terms[:first] + list(terms))
+        for key in keys:
+            term_ids, counts, length = self._bags[key]
+            self._bags[key] = (ids[term_ids], counts, length)

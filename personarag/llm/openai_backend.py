@@ -115,7 +115,7 @@ class OpenAILLM(LLM):
 
     def extra_key(self) -> dict[str, Any]:
         return {"base_url": self.base_url, "score_mode": self.score_mode, "top_logprobs": self.top_logprobs, "missing": self.missing_logprob,
-                **({"permute_with": self.permute_with} if self.permute_with else {})}
+                **({"prefill": True} if self.prefill else {}), **({"permute_with": self.permute_with} if self.permute_with else {})}
 
     # ---- HTTP ------------------------------------------------------------------------------
     def _session(self) -> Any:

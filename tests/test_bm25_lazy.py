@@ -106,3 +106,13 @@ def test_sort_by_score_then_position_equals_lexsort():
     order = np.lexsort((positions, -scores), axis=-1)
     assert np.array_equal(got_positions, np.take_along_axis(positions, order, axis=-1))
     assert np.array_equal(got_scores, np.take_along_axis(scores, order, axis=-1)) and got_scores.dtype == np.float32
+
+
+def test_one_hit_and_zero_hit_rankings_build_like_longer_ones(retriever):
+    """One position is picked on its own path (itemgetter of one index returns the item, not a tuple)."""
+    [one] = retriever.retrieve(QUERIES[:1], k=1)
+    expected = eager(one)  # read before the docs are built
+    assert one.docs == expected.docs and len(one.docs) == 1 and type(one.docs[0]) is ScoredDoc
+    [deep] = retriever.retrieve(QUERIES[:1], k=10)
+    assert deep.top(1).docs == deep.docs[:1]
+    assert deep.top(0).docs == ()

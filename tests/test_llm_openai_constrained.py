@@ -204,3 +204,14 @@ def test_a_server_that_ignores_the_choice_is_caught():
             llm.permute(["I will\n[1] a b c d\n[2] a\n[3] a b"], ["1", "2", "3"])
     finally:
         ignoring.close()
+
+
+def test_a_constrained_answer_is_cached_under_its_options(server, tmp_path):
+    prompt = "I will\n[1] a b c\n[2] a\n[3] a b c d e"
+    first = make(server.url, prefill=True, permute_with="structured_outputs", cache_dir=str(tmp_path))
+    [fresh] = first.permute([prompt], ["1", "2", "3"])
+    asked = len(server.requests)
+    [again] = make(server.url, prefill=True, permute_with="structured_outputs", cache_dir=str(tmp_path)).permute([prompt], ["1", "2", "3"])
+    assert again.text == fresh.text == "[3] > [1] > [2]" and again.cached and len(server.requests) == asked == 2
+    make(server.url, prefill=True, permute_with="guided_choice", cache_dir=str(tmp_path)).permute([prompt], ["1", "2", "3"])
+    assert len(server.requests) == 4  # another way of constraining is another cache entry

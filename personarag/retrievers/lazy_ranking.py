@@ -37,7 +37,8 @@ class LazyRanking(Ranking):
 
     It behaves as the Ranking with those docs: equal to it (either way round), the same
     repr, pickled and copied as a plain Ranking; `dataclasses.replace` and `with_stage` give
-    ordinary rankings. `ids` and `top(k)` read the positions and build no ScoredDoc. The
+    ordinary rankings. `ids`, `scores`, `reasoned` and `top(k)` read the positions and scores and
+    build no ScoredDoc (run files and per-query records read only those). The
     first `docs` read builds those of every ranking of the same batch (a `retrieve` call)
     still alive, with the cyclic GC paused once: one at a time, GC passes between them cost
     half again.
@@ -85,6 +86,15 @@ class LazyRanking(Ranking):
         if pending is None:
             return super().ids
         return list(map(pending.ids.__getitem__, pending.positions.tolist()))
+
+    @property
+    def scores(self) -> list[float]:
+        pending = self.__dict__.get("_pending")
+        return super().scores if pending is None else pending.scores.tolist()
+
+    @property
+    def reasoned(self) -> tuple[ScoredDoc, ...]:
+        return super().reasoned if "_pending" not in self.__dict__ else ()  # a retriever's hits carry no reasoning
 
     def top(self, k: int) -> Ranking:
         pending = self.__dict__.get("_pending")

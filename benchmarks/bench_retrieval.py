@@ -7,6 +7,8 @@ Each system runs in a fresh Python process, one after another, and reports:
   for each depth k in `--k` (one index per system serves every k);
 - q/s, top 100 read: the same, with the first 100 result documents of each query then read
   (`ranking.top(100).docs`: what a reranker over the top 100 of a deep first stage reads);
+- q/s, run read: the same, with every hit's (id, score) then read, as a run file or a per-query
+  record reads them (`ranking.ids` and `ranking.scores`);
 - q/s, all read: the same, with every result document then read once (`ranking.docs`, which is
   when personarag's BM25 rankings build their ScoredDocs; raw bm25s's lists are built already);
 - peak memory MB: peak RSS of the process (getrusage ru_maxrss) minus its RSS after the data
@@ -229,6 +231,13 @@ def _read_top(results: list[Any], n: int) -> None:
             pass
 
 
+def _read_run(results: list[Any]) -> None:
+    """Every hit's (id, score), as a run file or per-query record reads them (rankings' `ids` and `scores`)."""
+    for result in results:
+        for _ in result[1] if isinstance(result, tuple) else zip(result.ids, result.scores):
+            pass
+
+
 def _read_all(results: list[Any]) -> None:
     """Touch every result document: rankings' docs (built on first use), raw (id, score) lists as they are."""
     for result in results:
@@ -248,7 +257,7 @@ def measure(system: System, args: argparse.Namespace) -> dict[str, Any]:
     build_s = time.perf_counter() - start
     by_k = {}
     for k in args.k:
-        passes, top_passes, read_passes = [], [], []
+        passes, top_passes, run_passes, read_passes = [], [], [], []
         for _ in range(args.repeats):
             results = None  # the previous pass's results are freed outside the timed region
             start = time.perf_counter()
@@ -259,11 +268,16 @@ def measure(system: System, args: argparse.Namespace) -> dict[str, Any]:
             results = None
             start = time.perf_counter()
             results = search(queries, k)
+            _read_run(results)
+            run_passes.append(time.perf_counter() - start)
+            results = None
+            start = time.perf_counter()
+            results = search(queries, k)
             _read_all(results)
             read_passes.append(time.perf_counter() - start)
             if read_passes[-1] > 10:
                 break
-        by_k[str(k)] = {"qps": len(queries) / min(passes), "qps_top": len(queries) / min(top_passes),
+        by_k[str(k)] = {"qps": len(queries) / min(passes), "qps_top": len(queries) / min(top_passes), "qps_run": len(queries) / min(run_passes),
                         "qps_read": len(queries) / min(read_passes), "passes": len(passes),
                         "ndcg10": _ndcg10(results, dataset)}  # fmt: skip
         del results
@@ -321,9 +335,9 @@ def main() -> None:
     print("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}".format(*load_before, *os.getloadavg()))
     top = f"q/s, top {TOP_READ} read"
     top_ratio = f"top {TOP_READ}, vs raw"
-    header = (f"| {'system':<26} | {'k':>4} | {'index build s':>13} | {'queries/s':>9} | {top:>17} | {'q/s, all read':>13} | "
-              f"{'peak memory MB':>14} | {'nDCG@10':>7} | {'vs raw bm25s':>12} | {top_ratio:>16} | {'all read, vs raw':>16} | "
-              f"{'vs rank_bm25':>12} |")  # fmt: skip
+    header = (f"| {'system':<26} | {'k':>4} | {'index build s':>13} | {'queries/s':>9} | {top:>17} | {'q/s, run read':>13} | "
+              f"{'q/s, all read':>13} | {'peak memory MB':>14} | {'nDCG@10':>7} | {'vs raw bm25s':>12} | {top_ratio:>16} | "
+              f"{'run read, vs raw':>16} | {'all read, vs raw':>16} | {'vs rank_bm25':>12} |")  # fmt: skip
     print(header)
     print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
     for k in args.k:
@@ -332,16 +346,17 @@ def main() -> None:
                 print(f"| {name:<26} | {k:>4} | skipped: {row.get('skipped') or row.get('error')}")
                 continue
             this = row["by_k"][str(k)]
-            pairs = ((this["qps"], qps(RAW, k)), (this["qps_top"], qps(RAW, k, "qps_top")),
+            pairs = ((this["qps"], qps(RAW, k)), (this["qps_top"], qps(RAW, k, "qps_top")), (this["qps_run"], qps(RAW, k, "qps_run")),
                      (this["qps_read"], qps(RAW, k, "qps_read")), (this["qps"], qps(REFERENCE, k)))  # fmt: skip
             ratios = [f"{mine / base:.2f}x" if base else "-" for mine, base in pairs]
             print(f"| {name:<26} | {k:>4} | {row['build_s']:>13.2f} | {this['qps']:>9.1f} | {this['qps_top']:>17.1f} | "
-                  f"{this['qps_read']:>13.1f} | {row['peak_mb']:>14.1f} | {this['ndcg10']:>7.4f} | {ratios[0]:>12} | "
-                  f"{ratios[1]:>16} | {ratios[2]:>16} | {ratios[3]:>12} |")  # fmt: skip
+                  f"{this['qps_run']:>13.1f} | {this['qps_read']:>13.1f} | {row['peak_mb']:>14.1f} | {this['ndcg10']:>7.4f} | "
+                  f"{ratios[0]:>12} | {ratios[1]:>16} | {ratios[2]:>16} | {ratios[3]:>16} | {ratios[4]:>12} |")  # fmt: skip
     for k in args.k:
         if qps(OURS, k) and qps(RAW, k):
             print(f"k={k}: personarag bm25s / raw bm25s = {qps(OURS, k) / qps(RAW, k):.2f} (goal >= 0.8), "
                   f"{qps(OURS, k, 'qps_top') / qps(RAW, k, 'qps_top'):.2f} with the top {TOP_READ} documents read, "
+                  f"{qps(OURS, k, 'qps_run') / qps(RAW, k, 'qps_run'):.2f} with every (id, score) read, "
                   f"{qps(OURS, k, 'qps_read') / qps(RAW, k, 'qps_read'):.2f} with every document read", end="")
             if qps(REFERENCE, k):
                 print(f"; personarag bm25s / rank_bm25 = {qps(OURS, k) / qps(REFERENCE, k):.1f}x (goal >= 20x)", end="")

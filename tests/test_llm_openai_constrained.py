@@ -25,8 +25,8 @@ PASSAGE = re.compile(r"^\[([A-Z0-9]+)\] (.*)$", re.M)
 
 
 class FakeVLLMServer:
-    def __init__(self, *, openai_strict: bool = False, logprobs: bool = True) -> None:
-        self.openai_strict, self.logprobs = openai_strict, logprobs
+    def __init__(self, *, openai_strict: bool = False, logprobs: bool = True, processor: bool = True) -> None:
+        self.openai_strict, self.logprobs, self.processor = openai_strict, logprobs, processor
         self.requests: list[dict] = []
         server = self
 
@@ -72,6 +72,10 @@ class FakeVLLMServer:
         values = self.preferences(messages)
         ranked = sorted(values, key=lambda x: -values[x])
         usage = {"prompt_tokens": len(str(messages).split()), "completion_tokens": 1}
+        labels = (payload.get("vllm_xargs") or {}).get("personarag_permutation")
+        if labels is not None:  # a server with the permutation logits processor writes the model's order
+            order = sorted(labels, key=lambda x: -values[x]) if self.processor else [ranked[0]] * len(labels)
+            return 200, {"choices": [{"message": {"role": "assistant", "content": " > ".join(f"[{x}]" for x in order)}}], "usage": usage}
         allowed = (payload.get("structured_outputs") or {}).get("choice") or payload.get("guided_choice")
         if allowed:
             pick = max(allowed, key=values.__getitem__)
@@ -110,6 +114,26 @@ def by_length(given: Ranking) -> list[str]:
 
 def is_permutation(text: str, labels: list[str]) -> bool:
     return text.startswith("[") and text.endswith("]") and sorted(text[1:-1].split("] > [")) == sorted(labels)
+
+
+@pytest.mark.parametrize("window", [6, 12])
+def test_constrained_listwise_through_the_servers_logits_processor_is_one_request(server, window):
+    given = ranking(window)
+    llm = make(server.url, permute_with="logits_processor")  # no prefill needed
+    [out] = ListwiseReranker(llm, window=window, stride=window - 1, constrained=True).rerank([given])
+    assert out.ids == by_length(given) and out.trace[-1].problems == ()
+    [request] = server.requests
+    labels = [str(i + 1) for i in range(window)] if window <= 9 else [chr(65 + i) for i in range(window)]
+    assert request["vllm_xargs"] == {"personarag_permutation": labels} and request["messages"][-1]["role"] == "user"
+
+
+def test_a_server_without_the_logits_processor_is_caught():
+    plain = FakeVLLMServer(processor=False)
+    try:
+        with pytest.raises(LLMRequestError, match=r"not a permutation of \['1', '2', '3'\].*--logits-processors personarag.llm.vllm_permute"):
+            make(plain.url, permute_with="logits_processor").permute(["[1] a b\n[2] a\n[3] a b c"], ["1", "2", "3"])
+    finally:
+        plain.close()
 
 
 @pytest.mark.parametrize("permute_with", ["structured_outputs", "guided_choice", "top_logprobs"])
@@ -162,7 +186,7 @@ def test_first_token_without_prefill_says_which_option_to_set(server):
 
 
 def test_permute_without_the_options_names_them(server):
-    with pytest.raises(InputError, match=r"prefill=True and permute_with=.*structured_outputs.*first-token"):
+    with pytest.raises(InputError, match=r"permute_with='logits_processor'.*prefill=True and permute_with=.*structured_outputs.*first-token"):
         make(server.url, prefill=True).permute(["x"], ["A", "B"])
     with pytest.raises(InputError, match="permute_with must be one of"):
         make(server.url, permute_with="regex")

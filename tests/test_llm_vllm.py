@@ -130,15 +130,16 @@ def test_vllm_without_the_processor_says_how_to_get_it(vllm_result):
 
 
 @pytest.mark.slow
-def test_vllm_server_structured_outputs_permute_like_the_transformers_processor(vllm_server_result):
-    """The OpenAI backend against vLLM's own server (prefill + structured_outputs choice, one
-    identifier at a time): full permutations, and the same greedy order as the transformers
-    logits processor on the same weights."""
+def test_vllm_server_permutes_like_the_transformers_processor(vllm_server_result):
+    """The OpenAI backend against vLLM's own server started with our logits processor (labels sent
+    as vllm_xargs), and with prefill + structured_outputs choice (one identifier at a time): full
+    permutations, and the same greedy order as the transformers logits processor on the same weights."""
     r = vllm_server_result
     for kind, labels in r["chosen"].items():
-        texts = r["permuted"]["structured_outputs"][kind]
-        assert len(texts) == 4 and all(is_permutation(t, labels) for t in texts), texts
-        assert sum(a == b for a, b in zip(texts, r["ref_permuted"][kind])) >= 3, (texts, r["ref_permuted"][kind])
+        for mode in ("logits_processor", "structured_outputs"):  # one request per window / one per identifier
+            texts = r["permuted"][mode][kind]
+            assert len(texts) == 4 and all(is_permutation(t, labels) for t in texts), (mode, texts)
+            assert sum(a == b for a, b in zip(texts, r["ref_permuted"][kind])) >= 3, (mode, texts, r["ref_permuted"][kind])
         # top_logprobs: a random model lists no identifier among its top 20, so the shown order stays (documented)
         assert all(is_permutation(t, labels) for t in r["permuted"]["top_logprobs"][kind])
 
@@ -150,3 +151,10 @@ def test_vllm_server_prefilled_label_scores_are_upper_bounds(vllm_server_result)
     for served, ref in zip(vllm_server_result["labels"], vllm_server_result["ref_labels"]):
         assert all(s >= t - 0.02 for s, t in zip(served, ref)), (served, ref)
         assert max(served) < 0  # a real log-probability bound, read from the server's answer
+
+
+@pytest.mark.slow
+def test_vllm_server_refuses_a_malformed_label_list_and_keeps_serving(vllm_server_result):
+    status, body = vllm_server_result["bad_request"]
+    assert status == 400 and "personarag_permutation" in body
+    assert is_permutation(vllm_server_result["after_bad"], [str(i) for i in range(1, 10)])

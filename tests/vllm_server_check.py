@@ -1,6 +1,7 @@
 """Runs inside .venv-vllm (see tests/test_llm_vllm.py): vLLM's own OpenAI-compatible server on a
-tiny local Llama, driven by our OpenAI backend's constrained permutations (prefill +
-structured_outputs / top_logprobs) and prefilled first-token scoring, checked against our
+tiny local Llama, started with our permutation logits processor, driven by our OpenAI backend's
+constrained permutations (that processor; prefill + structured_outputs / top_logprobs) and
+prefilled first-token scoring, checked against our
 transformers backend on the same weights.
 
 Usage: python tests/vllm_server_check.py WORK_DIR TOKENIZER_DIR  -> prints one JSON line of results.
@@ -47,14 +48,18 @@ def wait_ready(url: str, server: subprocess.Popen, limit: float) -> float:
 def main(work: Path, tokenizer_dir: Path) -> dict:
     from personarag.llm import load_llm
     from personarag.llm.labels import score_labels
-    from personarag.llm.openai_backend import OpenAILLM
+    from personarag.llm.openai_backend import VLLM_ARG, VLLM_PROCESSOR, OpenAILLM
+    from personarag.llm.vllm_permute import ARG, PROCESSOR
+
+    assert (VLLM_PROCESSOR, VLLM_ARG) == (PROCESSOR, ARG), "openai_backend spells vllm_permute's names differently"
 
     model = build_tiny_llama(work / "tiny-llama", tokenizer_dir)
     port = free_port()
     log = open(work / "server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--host", "127.0.0.1",
-         "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "512"],
+         "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "512",
+         "--logits-processors", VLLM_PROCESSOR],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
     )
     try:
@@ -63,9 +68,15 @@ def main(work: Path, tokenizer_dir: Path) -> dict:
         digits, letters = [str(i) for i in range(1, 10)], [chr(ord("A") + i) for i in range(12)]
         chosen = {"digits": digits, "letters": letters}
         client = {mode: OpenAILLM(str(model), base_url=url + "/v1", prefill=True, permute_with=mode, cache_dir=None, max_retries=0, timeout=120)
-                  for mode in ("structured_outputs", "top_logprobs")}  # fmt: skip
+                  for mode in ("logits_processor", "structured_outputs", "top_logprobs")}  # fmt: skip
         permuted = {mode: {name: [c.text for c in llm.permute(PROMPTS, labels)] for name, labels in chosen.items()} for mode, llm in client.items()}
         served_labels = [list(s.logprobs) for s in score_labels(client["top_logprobs"], PROMPTS, digits, prefix="[")]
+        import requests  # a malformed label list is refused at the door (HTTP 400), the engine keeps serving
+
+        bad = requests.post(url + "/v1/chat/completions", json={"model": str(model), "messages": [{"role": "user", "content": "x"}],
+                                                                "max_tokens": 4, "vllm_xargs": {VLLM_ARG: ["A"]}}, timeout=60)  # fmt: skip
+        bad_request = [bad.status_code, bad.text[:300]]
+        after_bad = client["logits_processor"].permute(PROMPTS[:1], digits)[0].text
     finally:
         server.terminate()
         try:
@@ -79,6 +90,8 @@ def main(work: Path, tokenizer_dir: Path) -> dict:
         "permuted": permuted,
         "ref_permuted": {name: [c.text for c in reference.permute(PROMPTS, labels)] for name, labels in chosen.items()},
         "labels": served_labels,
+        "bad_request": bad_request,
+        "after_bad": after_bad,
         "ref_labels": [list(s.logprobs) for s in score_labels(reference, PROMPTS, digits, prefix="[")],
     }
 

@@ -23,14 +23,18 @@
     rendered as plain "role: content" lines ending in "assistant:", the answer appended,
     and the log-probabilities of the answer's tokens (by `text_offset`) summed. Exact for
     multi-token answers, but the chat template is not applied.
-- `permute` (constrained listwise answers, `[B] > [A] > ...`): one identifier at a time, each
-  request continuing the answer so far (`prefill=True`) and restricted by `permute_with` to the
-  identifiers not yet written: "structured_outputs" (vLLM 0.11+ servers:
+- `permute` (constrained listwise answers, `[B] > [A] > ...`), by `permute_with`:
+  "logits_processor": one request per window to a vLLM server started with
+  `--logits-processors personarag.llm.vllm_permute:PermutationLogitsProcessor` (personarag
+  installed beside it), the labels sent as `vllm_xargs`; the answer is checked and an answer
+  that is no permutation (a server without the processor) raises LLMRequestError. Otherwise one
+  identifier at a time, each request continuing the answer so far (`prefill=True`) and
+  restricted to the identifiers not yet written: "structured_outputs" (vLLM 0.11+ servers:
   `structured_outputs={"choice": [...]}`), "guided_choice" (older vLLM servers) or
   "top_logprobs" (any server with logprobs: the most likely unwritten identifier among the
   top `top_logprobs`; when none is listed, the first unwritten one in the order shown).
   n-1 requests per window (the last identifier is forced); a server with prefix caching
-  computes the shared prompt once. Without both options `permute` raises InputError.
+  computes the shared prompt once. With neither way set, `permute` raises InputError naming them.
 - Retries with exponential backoff (`backoff` * 2**attempt seconds, at most
   `max_backoff`, or the server's Retry-After) on timeouts, connection errors, HTTP 429 and
   5xx; after `max_retries` an LLMRequestError names the URL, the status and the start of
@@ -57,7 +61,9 @@ from personarag.llm.permutation import partial_text, permutation_text
 from personarag.types import Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-PERMUTE_WITH = (None, "structured_outputs", "guided_choice", "top_logprobs")
+# personarag.llm.vllm_permute's names, spelled here: that module imports vllm
+VLLM_PROCESSOR, VLLM_ARG = "personarag.llm.vllm_permute:PermutationLogitsProcessor", "personarag_permutation"
+PERMUTE_WITH = (None, "logits_processor", "structured_outputs", "guided_choice", "top_logprobs")
 
 
 class LLMRequestError(PersonaragError):
@@ -261,14 +267,29 @@ class OpenAILLM(LLM):
 
     # ---- constrained permutations ------------------------------------------------------------
     def _permute(self, chats: list[Chat], labels: list[str], config: GenerationConfig) -> list[Completion]:
+        if self.permute_with == "logits_processor":
+            return self._run_batch(chats, lambda chat: self._permute_processor(chat, labels), "permute")
         if not (self.prefill and self.permute_with):
             raise InputError(
-                f"the openai backend constrains a permutation one identifier at a time on servers that continue a partial "
-                f"answer and restrict the next one: set prefill=True and permute_with= one of {PERMUTE_WITH[1:]} "
-                f"(vLLM's server: 'structured_outputs'; OpenAI's API offers neither; {self.base_url}), "
-                "or use listwise scoring='first-token'"
+                f"the openai backend constrains a permutation on a vLLM server ({self.base_url}): permute_with='logits_processor' "
+                f"when it was started with --logits-processors {VLLM_PROCESSOR}, or prefill=True and permute_with= one of "
+                f"{PERMUTE_WITH[2:]} (one identifier at a time; vLLM's server: 'structured_outputs'); OpenAI's API offers "
+                "none of these: use listwise scoring='first-token' there"
             )
         return self._run_batch(chats, lambda chat: self._permute_one(chat, labels), "permute")
+
+    def _permute_processor(self, chat: Chat, labels: list[str]) -> Completion:
+        """One request: the server's permutation logits processor writes the whole answer."""
+        start = time.perf_counter()
+        payload = {**self._continuation(chat, ""), "max_tokens": 8 * len(labels) + 8, "temperature": 0.0, "vllm_xargs": {VLLM_ARG: labels}}
+        answer = self.post("/chat/completions", payload)
+        text = str(((answer.get("choices") or [{}])[0].get("message") or {}).get("content") or "").strip()
+        if not (text.startswith("[") and text.endswith("]") and sorted(text[1:-1].split("] > [")) == sorted(labels)):
+            raise LLMRequestError(
+                f"POST {self.base_url}/chat/completions answered {text[:200]!r}, not a permutation of {labels}: was the server "
+                f"started with --logits-processors {VLLM_PROCESSOR} (and personarag importable there), and is every label one token?"
+            )
+        return Completion((text,), _usage(answer, 1, start))
 
     def _permute_one(self, chat: Chat, labels: list[str]) -> Completion:
         start = time.perf_counter()

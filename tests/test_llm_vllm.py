@@ -65,7 +65,7 @@ def vllm_result(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def vllm_server_result(request, tmp_path_factory):
     result = run_check("vllm_server_check.py", request, tmp_path_factory)
-    print(f"vLLM server: {result['seconds_to_ready']} s to ready")
+    print(f"vLLM server: {result['seconds_to_ready']} s to ready; permute seconds by mode {result['permute_seconds']}")
     return result
 
 

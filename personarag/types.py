@@ -134,6 +134,16 @@ class Ranking:
     def ids(self) -> list[str]:
         return [d.doc.id for d in self.docs]
 
+    @property
+    def scores(self) -> list[float]:
+        """The docs' scores, in rank order (with `ids`: the run, without touching the documents)."""
+        return [d.score for d in self.docs]
+
+    @property
+    def reasoned(self) -> tuple[ScoredDoc, ...]:
+        """The docs that carry reasoning."""
+        return tuple(d for d in self.docs if d.reasoning)
+
     def top(self, k: int) -> Ranking:
         return dataclasses.replace(self, docs=self.docs[:k])
 

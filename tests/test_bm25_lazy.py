@@ -106,3 +106,28 @@ def test_sort_by_score_then_position_equals_lexsort():
     order = np.lexsort((positions, -scores), axis=-1)
     assert np.array_equal(got_positions, np.take_along_axis(positions, order, axis=-1))
     assert np.array_equal(got_scores, np.take_along_axis(scores, order, axis=-1)) and got_scores.dtype == np.float32
+
+
+def test_one_hit_and_zero_hit_rankings_build_like_longer_ones(retriever):
+    """One position is picked on its own path (itemgetter of one index returns the item, not a tuple)."""
+    [one] = retriever.retrieve(QUERIES[:1], k=1)
+    expected = eager(one)  # read before the docs are built
+    assert one.docs == expected.docs and len(one.docs) == 1 and type(one.docs[0]) is ScoredDoc
+    [deep] = retriever.retrieve(QUERIES[:1], k=10)
+    assert deep.top(1).docs == deep.docs[:1]
+    assert deep.top(0).docs == ()
+
+
+def test_run_files_and_records_read_ids_and_scores_without_building(retriever):
+    from personarag.evaluation.runs import Run
+    from personarag.rerankers.traces import reasoning_rows
+
+    rankings = retriever.retrieve(QUERIES, k=10)
+    expected = [eager(r) for r in rankings]
+    assert [r.scores for r in rankings] == [e.scores for e in expected] and rankings[0].scores[0] > 0
+    run = Run.from_rankings(rankings)
+    assert reasoning_rows(rankings) == [] and [r.reasoned for r in rankings] == [(), (), ()]
+    assert all("_pending" in r.__dict__ for r in rankings)  # none of the above built a ScoredDoc
+    assert run == Run.from_rankings(expected)
+    rankings[0].docs  # built: the same answers from the built docs
+    assert rankings[0].scores == expected[0].scores and rankings[0].reasoned == ()

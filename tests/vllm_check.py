@@ -32,6 +32,19 @@ def build_tiny_llama(path: Path, tokenizer_dir: Path) -> Path:
     return path
 
 
+def listwise_answers(llm) -> dict:
+    """A constrained listwise reranker on vLLM over 14 candidates (windows of 11: letters)."""
+    from personarag.rerankers.listwise import ListwiseReranker
+    from personarag.types import Document, Query, Ranking, ScoredDoc
+
+    words = "solar wind panels bees honey flowers rivers lakes trains roads stars moons clouds rain".split()
+    docs = [ScoredDoc(Document(f"d{i}", f"{w} {words[(i * 5) % len(words)]} facts"), 14.0 - i) for i, w in enumerate(words)]
+    given = Ranking(Query("q", "renewable energy from the sun"), tuple(docs))
+    [out] = ListwiseReranker(llm, window=11, stride=6, constrained=True, max_doc_tokens=16).rerank([given])
+    return {"given": given.ids, "ids": out.ids, "problems": list(out.trace[-1].problems),
+            "answers": [a["text"] for a in out.trace[-1].info["answers"]]}
+
+
 def main(work: Path, tokenizer_dir: Path) -> dict:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from personarag.llm import GenerationConfig, load_llm
@@ -64,17 +77,25 @@ def main(work: Path, tokenizer_dir: Path) -> dict:
 
     digits, letters = [str(i) for i in range(1, 10)], [chr(ord("A") + i) for i in range(12)]
     labels = {name: [list(s.logprobs) for s in score_labels(llm, prompts, chosen, prefix="[")] for name, chosen in (("digits", digits), ("letters", letters))}
+    permute_labels = {"digits": digits, "letters": letters}
+    permuted = {name: [c.text for c in llm.permute(prompts, chosen)] for name, chosen in permute_labels.items()}
+    listwise = listwise_answers(llm)
     try:
-        llm.permute(prompts[:1], ["A", "B"])
+        load_llm(f"vllm:{model}", permute=False, cache_dir=None).permute(prompts[:1], ["A", "B"])
         permute_error = ""
-    except InputError as error:
+    except InputError as error:  # raised before any engine starts
         permute_error = str(error)
 
     reference = load_llm(f"transformers:{model}", threads=1, dtype="float32", cache_dir=None)
+    ref_permuted = {name: [c.text for c in reference.permute(prompts, chosen)] for name, chosen in permute_labels.items()}
     ref_labels = {name: [list(s.logprobs) for s in score_labels(reference, prompts, chosen, prefix="[")] for name, chosen in (("digits", digits), ("letters", letters))}
     return {
         "labels": labels,
         "ref_labels": ref_labels,
+        "permute_labels": permute_labels,
+        "permuted": permuted,
+        "ref_permuted": ref_permuted,
+        "listwise": listwise,
         "permute_error": permute_error,
         "seconds_to_first_batch": round(load_and_first, 1),
         "seconds": seconds,

@@ -63,7 +63,7 @@ class Run(QueryTable[list[tuple[str, float]]]):
                 raise InputError(f"rankings[{position}] is a {type(ranking).__name__}, expected Ranking")
             if ranking.query.id in data:
                 raise InputError(f"rankings[{position}]: query {ranking.query.id!r} appears twice")
-            data[ranking.query.id] = [(d.doc.id, d.score) for d in ranking.docs]
+            data[ranking.query.id] = list(zip(ranking.ids, ranking.scores))  # builds no ScoredDocs of lazy rankings
         return cls(data, name=name)
 
     @classmethod

@@ -169,7 +169,7 @@ def ranking_records(queries: Sequence[Query], rankings: Sequence[Ranking],
         if ranking.query.id != query.id:
             raise InputError(f"the pipeline returned {ranking.query.id!r} for query {query.id!r}")
         reasoning = reasoning_rows([ranking])  # reasoning and the raw model answers
-        record = {"id": query.id, "docs": [[d.doc.id, d.score] for d in ranking.docs],
+        record = {"id": query.id, "docs": [list(hit) for hit in zip(ranking.ids, ranking.scores)],
                   "trace": _trace_json(ranking.trace), "usage": dataclasses.asdict(ranking.usage)}
         if reasoning:
             record["reasoning"] = reasoning

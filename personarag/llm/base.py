@@ -8,7 +8,8 @@ Three operations, all on batches of chat prompts:
   once for all answers where the backend can (transformers: its key/value cache; vLLM:
   prefix caching). `personarag.llm.labels.score_labels` reads label distributions from it;
 - `permute`: greedy generation constrained to a permutation of given labels
-  (transformers only; the others raise InputError).
+  (transformers and vLLM: a logits processor; OpenAI-compatible: a vLLM server's structured
+  outputs, one identifier at a time, when asked for; backends without a way raise InputError).
 Backends implement `_generate` / `_score` on the prompts the cache could not serve;
 the base class does validation, caching (`personarag.llm.cache`) and usage accounting.
 
@@ -207,7 +208,7 @@ class LLM(Component):
     def _permute(self, chats: list[Chat], labels: list[str], config: GenerationConfig) -> list[Completion]:
         raise InputError(
             f"the {self.spec_name or type(self).__name__} backend cannot constrain generation to a permutation; "
-            "use the transformers backend, or listwise scoring='first-token'"
+            "use the transformers or vllm backend, or listwise scoring='first-token'"
         )
 
     def count_tokens(self, text: str) -> int:

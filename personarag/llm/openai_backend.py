@@ -14,10 +14,27 @@
     the top K get their real value. Others get `missing_logprob` when set, else an upper
     bound on their true value: min(lowest listed log-probability, log of the probability
     mass the list leaves over).
+    Answers that all start with the same text (listwise first-token's "[" before each
+    identifier) would all look alike in the first token: with `prefill=True` that shared
+    start is sent as the beginning of the assistant's answer (`continue_final_message`, which
+    vLLM's server offers; OpenAI's API does not) and the next token's top logprobs are read;
+    without it such a call raises InputError naming both ways out.
   * `score_mode="echo"` (legacy /completions with `echo`, e.g. vLLM's server): the chat is
     rendered as plain "role: content" lines ending in "assistant:", the answer appended,
     and the log-probabilities of the answer's tokens (by `text_offset`) summed. Exact for
     multi-token answers, but the chat template is not applied.
+- `permute` (constrained listwise answers, `[B] > [A] > ...`), by `permute_with`:
+  "logits_processor": one request per window to a vLLM server started with
+  `--logits-processors personarag.llm.vllm_permute:PermutationLogitsProcessor` (personarag
+  installed beside it), the labels sent as `vllm_xargs`; the answer is checked and an answer
+  that is no permutation (a server without the processor) raises LLMRequestError. Otherwise one
+  identifier at a time, each request continuing the answer so far (`prefill=True`) and
+  restricted to the identifiers not yet written: "structured_outputs" (vLLM 0.11+ servers:
+  `structured_outputs={"choice": [...]}`), "guided_choice" (older vLLM servers) or
+  "top_logprobs" (any server with logprobs: the most likely unwritten identifier among the
+  top `top_logprobs`; when none is listed, the first unwritten one in the order shown).
+  n-1 requests per window (the last identifier is forced); a server with prefix caching
+  computes the shared prompt once. With neither way set, `permute` raises InputError naming them.
 - Retries with exponential backoff (`backoff` * 2**attempt seconds, at most
   `max_backoff`, or the server's Retry-After) on timeouts, connection errors, HTTP 429 and
   5xx; after `max_retries` an LLMRequestError names the URL, the status and the start of
@@ -29,6 +46,7 @@
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import math
 import os
 import re
@@ -39,9 +57,13 @@ from typing import Any, Callable
 
 from personarag.errors import InputError, PersonaragError, require
 from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, PartialBatchError, apply_stop, chat_payload
+from personarag.llm.permutation import partial_text, permutation_text
 from personarag.types import Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# personarag.llm.vllm_permute's names, spelled here: that module imports vllm
+VLLM_PROCESSOR, VLLM_ARG = "personarag.llm.vllm_permute:PermutationLogitsProcessor", "personarag_permutation"
+PERMUTE_WITH = (None, "logits_processor", "structured_outputs", "guided_choice", "top_logprobs")
 
 
 class LLMRequestError(PersonaragError):
@@ -65,12 +87,16 @@ class OpenAILLM(LLM):
         score_mode: str = "top_logprobs",
         top_logprobs: int = 20,
         missing_logprob: float | None = None,
+        prefill: bool = False,
+        permute_with: str | None = None,
         cache_dir: str | None = "auto",
     ) -> None:
         if not isinstance(model, str) or not model:
             raise InputError(f"model must be the server's model name, got {model!r}")
         if score_mode not in ("top_logprobs", "echo"):
             raise InputError(f"score_mode must be 'top_logprobs' or 'echo', got {score_mode!r}")
+        if permute_with not in PERMUTE_WITH:
+            raise InputError(f"permute_with must be one of {PERMUTE_WITH}, got {permute_with!r}")
         if concurrency < 1 or max_retries < 0 or timeout <= 0:
             raise InputError(f"need concurrency >= 1, max_retries >= 0, timeout > 0; got {concurrency}, {max_retries}, {timeout}")
         self.model = model
@@ -80,6 +106,7 @@ class OpenAILLM(LLM):
         self.backoff, self.max_backoff = backoff, max_backoff
         self.concurrency = concurrency
         self.score_mode, self.top_logprobs, self.missing_logprob = score_mode, top_logprobs, missing_logprob
+        self.prefill, self.permute_with = bool(prefill), permute_with
         self.cache_dir = cache_dir
         self._local = threading.local()
 
@@ -93,7 +120,8 @@ class OpenAILLM(LLM):
             raise InputError(f"base_url must start with http:// or https://, got {self.base_url!r}")
 
     def extra_key(self) -> dict[str, Any]:
-        return {"base_url": self.base_url, "score_mode": self.score_mode, "top_logprobs": self.top_logprobs, "missing": self.missing_logprob}
+        return {"base_url": self.base_url, "score_mode": self.score_mode, "top_logprobs": self.top_logprobs, "missing": self.missing_logprob,
+                **({"prefill": True} if self.prefill else {}), **({"permute_with": self.permute_with} if self.permute_with else {})}
 
     # ---- HTTP ------------------------------------------------------------------------------
     def _session(self) -> Any:
@@ -199,30 +227,97 @@ class OpenAILLM(LLM):
 
     # ---- scoring ---------------------------------------------------------------------------
     def _score(self, chats: list[Chat], answers: list[str]) -> list[AnswerScores]:
-        one = self._score_top_logprobs if self.score_mode == "top_logprobs" else self._score_echo
-        return self._run_batch(chats, lambda chat: one(chat, answers), "score")
+        if self.score_mode == "echo":
+            return self._run_batch(chats, lambda chat: self._score_echo(chat, answers), "score")
+        prefix = shared_start(answers)
+        if prefix.strip() and not self.prefill:
+            raise InputError(
+                f"the answers all start with {prefix!r} ({answers[:3]}...), and score_mode='top_logprobs' reads only the first "
+                f"answer token from {self.base_url}, so every answer would look alike; set prefill=True when the server can "
+                "continue a partial assistant message (vLLM's server: continue_final_message; OpenAI's API cannot), "
+                "or score_mode='echo' (a /completions server with echo)"
+            )
+        prefix = prefix if prefix.strip() else ""
+        return self._run_batch(chats, lambda chat: self._score_top_logprobs(chat, answers, prefix), "score")
 
-    def _score_top_logprobs(self, chat: Chat, answers: list[str]) -> AnswerScores:
+    def _score_top_logprobs(self, chat: Chat, answers: list[str], prefix: str = "") -> AnswerScores:
         start = time.perf_counter()
-        payload = {
-            "model": self.model,
-            "messages": self._messages(chat),
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "logprobs": True,
-            "top_logprobs": self.top_logprobs,
-        }
+        answer, pairs = self._top_logprobs(chat, prefix)
+        values = {a: top_logprob_value(a[len(prefix):], pairs, self.missing_logprob) for a in answers}
+        return AnswerScores(values, _usage(answer, 1, start))
+
+    def _top_logprobs(self, chat: Chat, prefill: str, **extra: Any) -> tuple[dict[str, Any], list[tuple[str, float]]]:
+        """The server's answer and the top logprobs of the first token after `prefill` (the start of the assistant's answer)."""
+        payload = {**self._continuation(chat, prefill), "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": self.top_logprobs, **extra}
         answer = self.post("/chat/completions", payload)
         try:
             listed = answer["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
-            pairs = [(str(t["token"]), float(t["logprob"])) for t in listed]
+            return answer, [(str(t["token"]), float(t["logprob"])) for t in listed]
         except (KeyError, IndexError, TypeError, ValueError):
             raise LLMRequestError(
                 f"POST {self.base_url}/chat/completions: no top_logprobs in the answer (does the server support logprobs?): {str(answer)[:300]}"
             ) from None
-        values = {a: top_logprob_value(a, pairs, self.missing_logprob) for a in answers}
-        usage = answer.get("usage") or {}
-        return AnswerScores(values, Usage(1, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), time.perf_counter() - start))
+
+    def _continuation(self, chat: Chat, prefill: str) -> dict[str, Any]:
+        """The request fields that make the server continue `prefill` as the assistant's answer."""
+        if not prefill:
+            return {"model": self.model, "messages": self._messages(chat)}
+        messages = [*self._messages(chat), {"role": "assistant", "content": prefill}]
+        return {"model": self.model, "messages": messages, "continue_final_message": True, "add_generation_prompt": False}
+
+    # ---- constrained permutations ------------------------------------------------------------
+    def _permute(self, chats: list[Chat], labels: list[str], config: GenerationConfig) -> list[Completion]:
+        if self.permute_with == "logits_processor":
+            return self._run_batch(chats, lambda chat: self._permute_processor(chat, labels), "permute")
+        if not (self.prefill and self.permute_with):
+            raise InputError(
+                f"the openai backend constrains a permutation on a vLLM server ({self.base_url}): permute_with='logits_processor' "
+                f"when it was started with --logits-processors {VLLM_PROCESSOR}, or prefill=True and permute_with= one of "
+                f"{PERMUTE_WITH[2:]} (one identifier at a time; vLLM's server: 'structured_outputs'); OpenAI's API offers "
+                "none of these: use listwise scoring='first-token' there"
+            )
+        return self._run_batch(chats, lambda chat: self._permute_one(chat, labels), "permute")
+
+    def _permute_processor(self, chat: Chat, labels: list[str]) -> Completion:
+        """One request: the server's permutation logits processor writes the whole answer."""
+        start = time.perf_counter()
+        payload = {**self._continuation(chat, ""), "max_tokens": 8 * len(labels) + 8, "temperature": 0.0, "vllm_xargs": {VLLM_ARG: labels}}
+        answer = self.post("/chat/completions", payload)
+        text = str(((answer.get("choices") or [{}])[0].get("message") or {}).get("content") or "").strip()
+        if not (text.startswith("[") and text.endswith("]") and sorted(text[1:-1].split("] > [")) == sorted(labels)):
+            raise LLMRequestError(
+                f"POST {self.base_url}/chat/completions answered {text[:200]!r}, not a permutation of {labels}: was the server "
+                f"started with --logits-processors {VLLM_PROCESSOR} (and personarag importable there), and is every label one token?"
+            )
+        return Completion((text,), _usage(answer, 1, start))
+
+    def _permute_one(self, chat: Chat, labels: list[str]) -> Completion:
+        start = time.perf_counter()
+        chosen: list[str] = []
+        answers = []
+        while len(chosen) < len(labels) - 1:
+            left = [x for x in labels if x not in chosen]
+            if self.permute_with == "top_logprobs":
+                answer, pairs = self._top_logprobs(chat, partial_text(chosen))
+                values = [top_logprob_value(x, pairs, -math.inf) for x in left]
+                pick = left[max(range(len(left)), key=lambda j: (values[j], -j))]  # none listed: the first left
+            else:
+                constraint = {"structured_outputs": {"choice": left}} if self.permute_with == "structured_outputs" else {"guided_choice": left}
+                payload = {**self._continuation(chat, partial_text(chosen)), "max_tokens": 8, "temperature": 0.0, **constraint}
+                answer = self.post("/chat/completions", payload)
+                pick = str(((answer.get("choices") or [{}])[0].get("message") or {}).get("content") or "").strip()
+                if pick not in left:
+                    raise LLMRequestError(
+                        f"POST {self.base_url}/chat/completions answered {pick!r}, not one of {left}: does the server "
+                        f"honour {self.permute_with!r} and continue_final_message? ({str(answer)[:200]})"
+                    )
+            chosen.append(pick)
+            answers.append(answer)
+        chosen += [x for x in labels if x not in chosen]
+        usage = Usage()
+        for answer in answers:
+            usage += _usage(answer, 1, start)
+        return Completion((permutation_text(chosen),), dataclasses.replace(usage, seconds=time.perf_counter() - start))
 
     def _score_echo(self, chat: Chat, answers: list[str]) -> AnswerScores:
         start = time.perf_counter()
@@ -242,6 +337,22 @@ class OpenAILLM(LLM):
             values[a] = sum(float(lp) for token, lp, offset in rows if offset + len(token) > len(prefix) and offset < end and lp is not None)
             prompt_tokens += int((answer.get("usage") or {}).get("prompt_tokens") or 0)
         return AnswerScores(values, Usage(len(answers), prompt_tokens, 0, time.perf_counter() - start))
+
+
+def shared_start(answers: list[str]) -> str:
+    """The text every answer starts with, cut back to a word boundary ("[" of "[A", "[B"; "Option "
+    of "Option A", "Option B"; nothing for "sci-fi", "social"), leaving each answer a character."""
+    if len(answers) < 2:
+        return ""
+    start = os.path.commonprefix(answers)[: min(len(a) for a in answers) - 1]
+    while start and start[-1].isalnum() and any(a[len(start)].isalnum() for a in answers):
+        start = start[:-1]
+    return start
+
+
+def _usage(answer: dict[str, Any], calls: int, start: float) -> Usage:
+    usage = answer.get("usage") or {}
+    return Usage(calls, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), time.perf_counter() - start)
 
 
 def top_logprob_value(answer: str, listed: list[tuple[str, float]], missing: float | None) -> float:

@@ -12,8 +12,9 @@ import inspect
 import time
 from typing import Any
 
-from personarag.errors import InputError, require
+from personarag.errors import require
 from personarag.llm.base import AnswerScores, Chat, Completion, GenerationConfig, split_usage
+from personarag.llm.permutation import PermutationGrammar, token_grammar
 from personarag.types import Usage
 
 
@@ -31,13 +32,8 @@ class TransformersScoring:
         token of `[L] > [L] > ... [L]` with every label once (see `PermutationConstraint`)."""
         torch = require("torch", "llm")
         transformers = require("transformers", "llm")
-        label_ids = [self.answer_ids(x) for x in labels]
-        if any(len(ids) != 1 for ids in label_ids):
-            raise InputError(f"constrained permutations need single-token labels; for {self.model_name} these are not: "
-                             f"{[x for x, ids in zip(labels, label_ids) if len(ids) != 1]}")
-        constraint = PermutationConstraint(
-            [ids[0] for ids in label_ids], self.answer_ids("["), self.answer_ids("] > ["), self.answer_ids("]"), min(self._end_ids())
-        )
+        grammar = token_grammar(self.answer_ids, labels, min(self._end_ids()), self.model_name)
+        constraint = PermutationConstraint(grammar.labels, grammar.opener, grammar.separator, grammar.closer, grammar.end)
         prompts = [self._fit(chat, constraint.length) for chat in chats]
         order = sorted(range(len(chats)), key=lambda i: -len(prompts[i]))
         results: list[Completion | None] = [None] * len(chats)
@@ -174,31 +170,11 @@ class TransformersScoring:
         return [built[i] for i in range(len(prompts))]
 
 
-class PermutationConstraint:
-    """A transformers logits processor: the generated tokens (after `prompt_width`) must spell
-    `opener L1 separator L2 ... Ln closer end`, each label token exactly once."""
+class PermutationConstraint(PermutationGrammar):
+    """A transformers logits processor over `PermutationGrammar`: the tokens after `prompt_width`
+    must spell the permutation."""
 
-    def __init__(self, labels: list[int], opener: list[int], separator: list[int], closer: list[int], end: int) -> None:
-        self.labels, self.opener, self.separator, self.closer, self.end = labels, opener, separator, closer, end
-        self.length = len(opener) + len(labels) + (len(labels) - 1) * len(separator) + len(closer) + 1
-        self.prompt_width = 0
-
-    def allowed(self, generated: list[int]) -> list[int]:
-        position, used = 0, set()
-        for slot in range(len(self.labels)):
-            for token in self.opener if slot == 0 else self.separator:
-                if position == len(generated):
-                    return [token]
-                position += 1
-            if position == len(generated):
-                return [t for t in self.labels if t not in used]
-            used.add(generated[position])
-            position += 1
-        for token in self.closer:
-            if position == len(generated):
-                return [token]
-            position += 1
-        return [self.end]
+    prompt_width = 0
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         torch = require("torch", "llm")

@@ -14,6 +14,12 @@
   * Otherwise one request per (prompt, answer) over prompt + answer tokens with
     `prompt_logprobs=0`, reading the actual answer tokens' log-probabilities. vLLM does
     not read the prefix cache for prompt-logprob requests, so this path recomputes prompts.
+- `permute`: greedy generation through `PermutationLogitsProcessor` (`personarag.llm.vllm_permute`),
+  a vLLM v1 logits processor registered on the engine when it is built (`permute=True`, the
+  default) and switched on per request through `SamplingParams.extra_args`: each answer is a
+  permutation of the labels, one request per prompt. `permute=False` builds the engine without
+  it (engines that refuse custom logits processors, e.g. with speculative decoding); `permute`
+  then raises InputError.
 - `enable_prefix_caching=True`; other engine options pass through `engine_options`.
 """
 
@@ -23,8 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from personarag.errors import MissingExtraError
+from personarag.errors import InputError, MissingExtraError
 from personarag.llm.base import LLM, AnswerScores, Chat, Completion, GenerationConfig, apply_stop, split_usage
+from personarag.llm.permutation import token_grammar
 from personarag.llm.hf_loading import HFTokens, check_model_arg, check_model_source, local_name, weights_fingerprint
 
 
@@ -56,12 +63,14 @@ class VLLMLLM(HFTokens, LLM):
         enforce_eager: bool = False,
         seed: int = 0,
         engine_options: dict[str, Any] | None = None,
+        permute: bool = True,
         cache_dir: str | None = "auto",
     ) -> None:
         self.model, self.tokenizer_name, self.dtype = check_model_arg(model), tokenizer, dtype
         self.max_model_len, self.tensor_parallel_size = max_model_len, tensor_parallel_size
         self.gpu_memory_utilization, self.enforce_eager, self.seed = gpu_memory_utilization, enforce_eager, seed
         self.engine_options = dict(engine_options or {})
+        self.permute_processor = bool(permute)
         self.cache_dir = cache_dir
         self._engine: Any = None
         self.load_seconds: float | None = None
@@ -94,6 +103,10 @@ class VLLMLLM(HFTokens, LLM):
                 "enable_prefix_caching": True,
                 **self.engine_options,
             }
+            if self.permute_processor:
+                from personarag.llm.vllm_permute import PROCESSOR
+
+                options["logits_processors"] = [*(options.get("logits_processors") or []), PROCESSOR]
             self._engine = vllm.LLM(model=self.model, **{k: v for k, v in options.items() if v is not None})
             self.load_seconds = time.perf_counter() - start
         return self._engine
@@ -135,6 +148,23 @@ class VLLMLLM(HFTokens, LLM):
         counts = [sum(len(o.token_ids) for o in out.outputs) for out in outputs]
         usages = split_usage(time.perf_counter() - start, [len(p) for p in prompts], counts)
         return [Completion(tuple(t * config.n if config.greedy else t), u) for t, u in zip(texts, usages)]
+
+    def _permute(self, chats: list[Chat], labels: list[str], config: GenerationConfig) -> list[Completion]:
+        if not self.permute_processor:
+            raise InputError("this vLLM engine was built with permute=False (no permutation logits processor); "
+                             "build it with permute=True, or use listwise scoring='first-token'")
+        from personarag.llm.vllm_permute import permutation_request
+
+        start = time.perf_counter()
+        end = self.tokenizer.eos_token_id
+        if end is None:
+            raise InputError(f"model {self.model_name}: its tokenizer has no eos_token_id to end a constrained permutation with")
+        grammar = token_grammar(self.answer_ids, labels, end, self.model_name)
+        prompts = [self.render(chat) for chat in chats]
+        outputs = self._run(prompts, self._sampling(**permutation_request(grammar)))
+        counts = [len(out.outputs[0].token_ids) for out in outputs]
+        usages = split_usage(time.perf_counter() - start, [len(p) for p in prompts], counts)
+        return [Completion((out.outputs[0].text,), u) for out, u in zip(outputs, usages)]
 
     def _score(self, chats: list[Chat], answers: list[str]) -> list[AnswerScores]:
         start = time.perf_counter()

@@ -13,7 +13,8 @@ How a window is answered (`scoring`, `constrained`):
   pass per window reads the probability of each identifier at the first answer position
   (after "[") over the full identifier set, and the window is ordered by it.
 - `constrained=True` (with generate): decoding can only write `[B] > [A] > ...` with every
-  identifier exactly once (`LLM.permute`; the transformers backend, a logits processor),
+  identifier exactly once (`LLM.permute`: a logits processor on transformers and vLLM, a vLLM
+  server's structured outputs one identifier at a time through the OpenAI-compatible backend),
   so every answer is a valid permutation.
 The last two use single-token identifiers: digits for windows of up to 9 candidates,
 letters A, B, ... beyond, with the `listwise-labels` prompt.

@@ -30,7 +30,7 @@ def reasoning_rows(rankings: Iterable[Ranking]) -> list[dict[str, str | None]]:
             for answer in trace.info.get("answers", ()):
                 rows.append({"query_id": qid, "doc_id": None, "stage": trace.stage, "where": answer["where"], "answer": answer["text"]})
         last_stage = ranking.trace[-1].stage if ranking.trace else None
-        for scored in ranking.docs:
+        for scored in ranking.reasoned:
             if scored.reasoning:
                 rows.append({"query_id": qid, "doc_id": scored.doc.id, "stage": last_stage, "reasoning": scored.reasoning})
     return rows

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,8 @@ class LazyRanking(Ranking):
 
     It behaves as the Ranking with those docs: equal to it (either way round), the same
     repr, pickled and copied as a plain Ranking; `dataclasses.replace` and `with_stage` give
-    ordinary rankings. `ids` and `top(k)` read the positions and build no ScoredDoc. The
+    ordinary rankings. `ids`, `scores`, `reasoned` and `top(k)` read the positions and scores and
+    build no ScoredDoc (run files and per-query records read only those). The
     first `docs` read builds those of every ranking of the same batch (a `retrieve` call)
     still alive, with the cyclic GC paused once: one at a time, GC passes between them cost
     half again.
@@ -85,6 +87,15 @@ class LazyRanking(Ranking):
             return super().ids
         return list(map(pending.ids.__getitem__, pending.positions.tolist()))
 
+    @property
+    def scores(self) -> list[float]:
+        pending = self.__dict__.get("_pending")
+        return super().scores if pending is None else pending.scores.tolist()
+
+    @property
+    def reasoned(self) -> tuple[ScoredDoc, ...]:
+        return super().reasoned if "_pending" not in self.__dict__ else ()  # a retriever's hits carry no reasoning
+
     def top(self, k: int) -> Ranking:
         pending = self.__dict__.get("_pending")
         if pending is None:
@@ -116,7 +127,9 @@ _FAST_SCORED_DOC = ScoredDoc._fields == ("doc", "score", "reasoning")
 
 
 def _scored_docs(documents: Sequence[Document], positions: np.ndarray, scores: np.ndarray) -> tuple[ScoredDoc, ...]:
-    picked = map(documents.__getitem__, positions.tolist())
+    indices = positions.tolist()
+    # one itemgetter call picks them all (~10% faster than a map at k=1000); with one index it returns the item itself
+    picked = itemgetter(*indices)(documents) if len(indices) > 1 else [documents[i] for i in indices]
     if _FAST_SCORED_DOC:  # what ScoredDoc(doc, score) does, without a Python call per document
         return tuple(map(tuple.__new__, repeat(ScoredDoc), zip(picked, scores.tolist(), repeat(None))))
     return tuple(map(ScoredDoc, picked, scores.tolist()))

@@ -27,9 +27,11 @@ empty ranking.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +97,7 @@ class CollaborativeRetriever(Retriever):
         b: float = 0.75,
         epsilon: float = 0.25,
         tokenizer: str = "split",
+        query_cache: int = 0,
         encoder: Any = None,
     ) -> None:
         if not isinstance(m, int) or isinstance(m, bool) or m < 0:
@@ -105,6 +108,8 @@ class CollaborativeRetriever(Retriever):
             raise InputError(f"empty_history must be one of {', '.join(EMPTY_HISTORY)}, got {empty_history!r}")
         if not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
             raise InputError(f"alpha must be a number in [0, 1], got {alpha!r}")
+        if not isinstance(query_cache, int) or isinstance(query_cache, bool) or query_cache < 0:
+            raise InputError(f"query_cache (query vectors kept) must be an integer >= 0, got {query_cache!r}")
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         recency_weights((), recency_decay, recency_by)  # validates both before any model loads
@@ -113,6 +118,8 @@ class CollaborativeRetriever(Retriever):
         self.include_own, self.empty_history = include_own, empty_history
         self.batch_size, self.device, self.backend, self.onnx_model = batch_size, device, backend, onnx_model
         self.index_options = {"kind": index, "nprobe": nprobe, "ef_search": ef_search}
+        self.query_cache = query_cache
+        self._query_vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self.profiles = ProfileStore()  # BM25 statistics only
         self._encoder = encoder
         self._item_encoder: ItemEncoder | None = None
@@ -300,10 +307,14 @@ class CollaborativeRetriever(Retriever):
                 "before retrieving, so results do not depend on how queries are batched"
             )
         self.sync()
-        query_vectors = self.item_encoder.encode([q.text for q in queries], task="query")
+        resolved = [self._query_user(q.user) for q in queries]  # type: ignore[arg-type]
+        # bm25 relevance needs no query vector: only a user without one falls back to the query's
+        need = [i for i, (_, _, u_vec) in enumerate(resolved)
+                if self.relevance == "dense" or (u_vec is None and self.empty_history == "query")]
+        q_vecs = dict(zip(need, self._encode_queries([queries[i].text for i in need])))
         out = []
-        for query, q_vec in zip(queries, query_vectors):
-            user, matrix, u_vec = self._query_user(query.user)  # type: ignore[arg-type]
+        for position, (query, (user, matrix, u_vec)) in enumerate(zip(queries, resolved)):
+            q_vec = q_vecs.get(position)
             if u_vec is None:
                 if self.empty_history != "query":
                     out.append(Candidates(query, (), (), np.zeros((0, len(FEATURES))), ()))
@@ -313,7 +324,27 @@ class CollaborativeRetriever(Retriever):
             out.append(self._features(query, user, matrix, q_vec, u_vec, similar))
         return out
 
-    def _features(self, query: Query, user: User, own_items: np.ndarray | None, q_vec: np.ndarray, u_vec: np.ndarray,
+    def _encode_queries(self, texts: list[str]) -> np.ndarray | list[np.ndarray]:
+        """Query vectors, through the LRU cache of `query_cache` entries keyed by a hash of the text."""
+        if not texts:
+            return []
+        if not self.query_cache:
+            return self.item_encoder.encode(texts, task="query")
+        keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._query_vectors))
+        if missing:
+            text_of = dict(zip(keys, texts))
+            for key, vec in zip(missing, self.item_encoder.encode([text_of[k] for k in missing], task="query")):
+                self._query_vectors[key] = vec
+        out = []
+        for key in keys:
+            self._query_vectors.move_to_end(key)
+            out.append(self._query_vectors[key])
+        while len(self._query_vectors) > self.query_cache:
+            self._query_vectors.popitem(last=False)
+        return out
+
+    def _features(self, query: Query, user: User, own_items: np.ndarray | None, q_vec: np.ndarray | None, u_vec: np.ndarray,
                   similar: list[tuple[str, float]]) -> Candidates:
         own = self.include_own and bool(user.history)
         owners = ([user] if own else []) + [self._pool[uid] for uid, _ in similar]
@@ -332,10 +363,11 @@ class CollaborativeRetriever(Retriever):
         first = dict(zip(reversed(ids), reversed(candidates.tolist())))  # id -> its first row
         keep = np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
         rows = [m for m in matrices if len(m)]
-        rel = np.concatenate([m @ q_vec for m in rows])[keep]
         pref = np.concatenate([m @ u_vec for m in rows])[keep]
         if self.bm25 is not None:
             rel = np.asarray(minmax(np.concatenate(self.bm25.pool_scores(owners, query.text))[keep]), dtype=np.float64)
+        else:
+            rel = np.concatenate([m @ q_vec for m in rows])[keep]
         features = np.column_stack([rel, pref, np.asarray(sims)[block[keep]], mine[keep]]).astype(np.float64)
         docs = tuple(docs_all[i] for i in keep.tolist())
         doc_owner = tuple(owners[b].id for b in block[keep].tolist())

@@ -9,7 +9,9 @@ For a query of user u:
    (`changes_since`), with item embeddings cached in the store and user vectors kept fresh
    (`personal.item_embeddings`). Retrieving before either raises: results never depend on how
    queries are batched. u itself is never among them, no user outside that set ever
-   contributes a document, and items with `meta["shared"] = False` reach only their owner;
+   contributes a document, and items with `meta["shared"] = False` reach only their owner:
+   they are not candidates for others, and the vector others' search compares a user against
+   is built from that user's shared items only (u's own search vector uses all of u's items);
 3. candidates: u's own history (`include_own`) and the histories of those m users; a document
    id seen twice is kept once (u's own copy first, else the most similar user's);
 4. each candidate gets the features
@@ -18,6 +20,12 @@ For a query of user u:
    embedding with u's embedding), `user_similarity` (1 for u's own items) and `own` (1 or 0),
    and the score `weights · features`; by default `(1 - alpha) * relevance + alpha * preference`.
    `scorer=PATH` loads weights learned from LLM feedback (`personarag.training.llm_feedback`).
+
+Speed: neighbours are found from u's stored vector, never from the query. With
+`relevance="dense"` (default) each query is still encoded (MiniLM at 1 thread: 20-60 ms per
+LaMP query, most of a warm query's time; `query_cache=N` keeps the vectors of the N most recent
+query texts); `relevance="bm25"` encodes no query at all (a warm LaMP dev query takes a few ms,
+see benchmarks/results/collab_latency.md for the speed and the quality each gives).
 
 A user with an empty history has no embedding: with `empty_history="query"` (default) the
 query's embedding stands in for it (similar users are those whose profiles resemble the
@@ -43,7 +51,8 @@ from personarag.errors import InputError
 from personarag.retrievers.base import Retriever
 from personarag.retrievers.fusion import minmax
 from personarag.personal.item_embeddings import (
-    BACKENDS, ItemEmbeddings, ItemEncoder, MemoryEmbeddingCache, UserVectors, aggregate, load_item_encoder, weights_digest,
+    BACKENDS, ItemEmbeddings, ItemEncoder, MemoryEmbeddingCache, UserVectors, aggregate, load_item_encoder, shared, shared_part,
+    weights_digest,
 )
 from personarag.personal.profiles import ProfileBM25, ProfileStore, make_tokenizer, normalize
 from personarag.personal.store import UserStore
@@ -138,6 +147,9 @@ class CollaborativeRetriever(Retriever):
         self._pool: dict[str, User] = {}
         self._items: dict[str, np.ndarray] = {}  # user id -> item embeddings, rows follow the history
         self._vectors: dict[str, np.ndarray] = {}  # user id -> unit user vector
+        # user id -> unit vector of the shared items only, for users with some not shared: what
+        # others' similar-user search compares against, so a private item never sways who is found
+        self._public: dict[str, np.ndarray] = {}
         self._shared: dict[str, np.ndarray] = {}  # user id -> which history items others may see
         self._private: set[str] = set()  # users of the store marked not shared as a whole
         self._user_index: Any = None
@@ -193,7 +205,7 @@ class CollaborativeRetriever(Retriever):
                 raise InputError(f"user id {user.id!r} appears twice with different histories")
             pool[user.id] = user
         self.user_store, self._pending_store, self._private = None, None, set()
-        self._pool, self._items, self._vectors, self._shared, self._user_index = {}, {}, {}, {}, None
+        self._pool, self._items, self._vectors, self._shared, self._public, self._user_index = {}, {}, {}, {}, {}, None
         self._load(list(pool.values()), None)
         self._fitted = True
         return self
@@ -202,7 +214,7 @@ class CollaborativeRetriever(Retriever):
         """Take users, histories, item embeddings and user vectors from a `UserStore` (or its path/URL)."""
         self.user_store = store if isinstance(store, UserStore) else UserStore(store)
         self._pending_store = None
-        self._pool, self._items, self._vectors, self._shared, self._user_index = {}, {}, {}, {}, None
+        self._pool, self._items, self._vectors, self._shared, self._public, self._user_index = {}, {}, {}, {}, {}, None
         self._seq, _ = self.user_store.changes_since(0)  # read before the users: later changes are re-read
         self._load_from_store(self.user_store.user_ids())
         self._fitted = True
@@ -218,9 +230,9 @@ class CollaborativeRetriever(Retriever):
         self._seq = seq
         return changed
 
-    def _user_vectors(self) -> UserVectors:
+    def _user_vectors(self, shared_only: bool = False) -> UserVectors:
         return UserVectors(self.user_store, self._embeddings(), decay=self.recency_decay, by=self.recency_by,  # type: ignore[arg-type]
-                           user_encoder=self.user_encoder, user_encoder_id=self._user_encoder_id)
+                           user_encoder=self.user_encoder, user_encoder_id=self._user_encoder_id, shared_only=shared_only)
 
     def _embeddings(self) -> ItemEmbeddings:
         return ItemEmbeddings(self.user_store if self.user_store is not None else self._memory, self.item_encoder)
@@ -237,29 +249,42 @@ class CollaborativeRetriever(Retriever):
 
     def _load(self, users: list[User], versions: dict[str, int] | None, changed: Sequence[str] | None = None) -> None:
         matrices = self._embeddings().embed_users(users)
+        partly = [p for p, u in enumerate(users) if not all(shared(d) for d in u.history)]
         if versions is None:
             sums = aggregate(users, matrices, decay=self.recency_decay, by=self.recency_by, user_encoder=self.user_encoder)
             vectors = {uid: normalize(vec) for uid, (vec, count) in sums.items() if count}
+            parts = [shared_part(users[p], matrices[p]) for p in partly]
+            sums = aggregate([u for u, _ in parts], [m for _, m in parts], decay=self.recency_decay, by=self.recency_by,
+                             user_encoder=self.user_encoder)
+            public = {uid: normalize(vec) for uid, (vec, count) in sums.items() if count}
         else:
             vectors = self._user_vectors().for_users(users, versions, matrices)
+            public = self._user_vectors(shared_only=True).for_users(
+                [users[p] for p in partly], versions, [matrices[p] for p in partly])
         for user, matrix in zip(users, matrices):
             self._forget(user.id)
             self._pool[user.id], self._items[user.id] = user, matrix
             self._shared[user.id] = np.fromiter((shared(d) for d in user.history), dtype=bool, count=len(user.history))
             if user.id in vectors:
                 self._vectors[user.id] = vectors[user.id]
+            if user.id in public:
+                self._public[user.id] = public[user.id]
         if changed is not None and self._user_index is not None:
             self._update_index(changed)
         else:
             self._rebuild_index()
 
     def _forget(self, user_id: str) -> None:
-        for table in (self._pool, self._items, self._vectors, self._shared):
+        for table in (self._pool, self._items, self._vectors, self._shared, self._public):
             table.pop(user_id, None)
 
     def _searchable(self, user_id: str) -> bool:
         """In the index: users with a vector and something to share (only they are worth finding)."""
         return user_id in self._vectors and user_id not in self._private and bool(self._shared[user_id].any())
+
+    def _public_vector(self, user_id: str) -> np.ndarray:
+        """What other users' search compares against: the vector of the shared items only."""
+        return self._public[user_id] if user_id in self._public else self._vectors[user_id]
 
     def _update_index(self, user_ids: Sequence[str]) -> None:
         """Bring the user index up to date for these users: an upsert/remove where the index
@@ -270,13 +295,13 @@ class CollaborativeRetriever(Retriever):
         index.remove([uid for uid in user_ids if not self._searchable(uid)], missing="ignore")
         upsert = [uid for uid in user_ids if self._searchable(uid)]
         if upsert:
-            index.upsert(upsert, np.stack([self._vectors[uid] for uid in upsert]))
+            index.upsert(upsert, np.stack([self._public_vector(uid) for uid in upsert]))
 
     def _rebuild_index(self) -> None:
         from personarag.personal.user_index import UserIndex
 
         ids = [uid for uid in self._vectors if self._searchable(uid)]
-        vectors = np.stack([self._vectors[uid] for uid in ids]) if ids else np.zeros((0, 1), np.float32)
+        vectors = np.stack([self._public_vector(uid) for uid in ids]) if ids else np.zeros((0, 1), np.float32)
         self._user_index = UserIndex(**self.index_options).build(ids, vectors)
         logger.info("collaborative: %d users (%d searchable) in the user index", len(self._pool), len(ids))
 
@@ -397,11 +422,6 @@ class CollaborativeRetriever(Retriever):
             }
             out.append(Ranking(cands.query, docs, (StageTrace(self.spec_name, info=info),)))
         return out
-
-
-def shared(doc: Document) -> bool:
-    """Whether a history item may reach other users' candidates (`meta["shared"]`, default True)."""
-    return doc.meta.get("shared", True) is not False
 
 
 def save_scorer(path: str | Path, weights: Sequence[float], info: dict[str, Any] | None = None) -> Path:

@@ -55,7 +55,7 @@ from personarag.personal.item_embeddings import (
     weights_digest,
 )
 from personarag.personal.profiles import ProfileBM25, ProfileStore, make_tokenizer, normalize
-from personarag.personal.store import UserStore
+from personarag.personal.store import ChangesCompacted, UserStore
 from personarag.personal.user_embeddings import recency_weights
 from personarag.types import Corpus, Document, Query, Ranking, ScoredDoc, StageTrace, User
 
@@ -215,7 +215,7 @@ class CollaborativeRetriever(Retriever):
         self.user_store = store if isinstance(store, UserStore) else UserStore(store)
         self._pending_store = None
         self._pool, self._items, self._vectors, self._shared, self._public, self._user_index = {}, {}, {}, {}, {}, None
-        self._seq, _ = self.user_store.changes_since(0)  # read before the users: later changes are re-read
+        self._seq = self.user_store.change_sequence()  # read before the users: later changes are re-read
         self._load_from_store(self.user_store.user_ids())
         self._fitted = True
         return self
@@ -224,7 +224,13 @@ class CollaborativeRetriever(Retriever):
         """Re-read the users whose history changed in the store since the last sync; returns their ids."""
         if self.user_store is None:
             return []
-        seq, changed = self.user_store.changes_since(self._seq)
+        try:
+            seq, changed = self.user_store.changes_since(self._seq)
+        except ChangesCompacted as behind:  # the log no longer says what we missed: re-read everyone
+            logger.info("collaborative: %s", behind)
+            known = set(self._pool)
+            self.bind_store(self.user_store)
+            return sorted(known | set(self._pool))
         if changed:
             self._load_from_store(changed)
         self._seq = seq

@@ -77,7 +77,7 @@ def test_the_query_cache_encodes_a_text_once_and_forgets_the_least_recently_used
         a, b = cached.retrieve(q, k=4)[0], plain.retrieve(q, k=4)[0]
         assert a.ids == b.ids
         np.testing.assert_allclose([d.score for d in a.docs], [d.score for d in b.docs], atol=1e-6)
-    # encoded: guitar, pasta, comet (evicts guitar), guitar again (evicts pasta), pasta again
+    # encoded: guitar, pasta, (guitar: a hit), comet (evicts pasta), pasta (evicts guitar), guitar
     assert encoder.texts_encoded - base == 5
     batch = [Query("a", "same words", user=users[0]), Query("b", "same words", user=users[1])]
     cached.retrieve(batch, k=2)

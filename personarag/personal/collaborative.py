@@ -35,14 +35,10 @@ empty ranking.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -54,6 +50,8 @@ from personarag.personal.item_embeddings import (
     BACKENDS, ItemEmbeddings, ItemEncoder, MemoryEmbeddingCache, UserVectors, aggregate, load_item_encoder, shared, shared_part,
     weights_digest,
 )
+from personarag.personal.collaborative_scorer import FEATURES, load_scorer, save_scorer
+from personarag.personal.query_cache import QueryVectorCache
 from personarag.personal.profiles import ProfileBM25, ProfileStore, make_tokenizer, normalize
 from personarag.personal.store import ChangesCompacted, UserStore
 from personarag.personal.user_embeddings import recency_weights
@@ -61,7 +59,8 @@ from personarag.types import Corpus, Document, Query, Ranking, ScoredDoc, StageT
 
 logger = logging.getLogger(__name__)
 
-FEATURES = ("relevance", "preference", "user_similarity", "own")
+__all__ = ["FEATURES", "Candidates", "CollaborativeRetriever", "load_scorer", "save_scorer", "shared"]
+
 RELEVANCE = ("dense", "bm25")
 EMPTY_HISTORY = ("query", "none")
 
@@ -117,8 +116,6 @@ class CollaborativeRetriever(Retriever):
             raise InputError(f"empty_history must be one of {', '.join(EMPTY_HISTORY)}, got {empty_history!r}")
         if not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
             raise InputError(f"alpha must be a number in [0, 1], got {alpha!r}")
-        if not isinstance(query_cache, int) or isinstance(query_cache, bool) or query_cache < 0:
-            raise InputError(f"query_cache (query vectors kept) must be an integer >= 0, got {query_cache!r}")
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         recency_weights((), recency_decay, recency_by)  # validates both before any model loads
@@ -127,8 +124,7 @@ class CollaborativeRetriever(Retriever):
         self.include_own, self.empty_history = include_own, empty_history
         self.batch_size, self.device, self.backend, self.onnx_model = batch_size, device, backend, onnx_model
         self.index_options = {"kind": index, "nprobe": nprobe, "ef_search": ef_search}
-        self.query_cache = query_cache
-        self._query_vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._query_vectors = QueryVectorCache(query_cache)
         self.profiles = ProfileStore()  # BM25 statistics only
         self._encoder = encoder
         self._item_encoder: ItemEncoder | None = None
@@ -355,25 +351,8 @@ class CollaborativeRetriever(Retriever):
             out.append(self._features(query, user, matrix, q_vec, u_vec, similar))
         return out
 
-    def _encode_queries(self, texts: list[str]) -> np.ndarray | list[np.ndarray]:
-        """Query vectors, through the LRU cache of `query_cache` entries keyed by a hash of the text."""
-        if not texts:
-            return []
-        if not self.query_cache:
-            return self.item_encoder.encode(texts, task="query")
-        keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
-        missing = list(dict.fromkeys(k for k in keys if k not in self._query_vectors))
-        if missing:
-            text_of = dict(zip(keys, texts))
-            for key, vec in zip(missing, self.item_encoder.encode([text_of[k] for k in missing], task="query")):
-                self._query_vectors[key] = vec
-        out = []
-        for key in keys:
-            self._query_vectors.move_to_end(key)
-            out.append(self._query_vectors[key])
-        while len(self._query_vectors) > self.query_cache:
-            self._query_vectors.popitem(last=False)
-        return out
+    def _encode_queries(self, texts: list[str]) -> list[np.ndarray]:
+        return self._query_vectors.vectors(texts, lambda batch: self.item_encoder.encode(batch, task="query"))
 
     def _features(self, query: Query, user: User, own_items: np.ndarray | None, q_vec: np.ndarray | None, u_vec: np.ndarray,
                   similar: list[tuple[str, float]]) -> Candidates:
@@ -429,24 +408,3 @@ class CollaborativeRetriever(Retriever):
             out.append(Ranking(cands.query, docs, (StageTrace(self.spec_name, info=info),)))
         return out
 
-
-def save_scorer(path: str | Path, weights: Sequence[float], info: dict[str, Any] | None = None) -> Path:
-    """Write learned feature weights as JSON (with whatever provenance `info` carries)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": "personarag-collaborative-scorer", "features": list(FEATURES),
-               "weights": [float(w) for w in weights], **(info or {})}
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def load_scorer(path: str | Path) -> np.ndarray:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "scorer.json"
-    if not path.is_file():
-        raise InputError(f"no collaborative scorer at {path} (written by personarag.training.llm_feedback)")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("format") != "personarag-collaborative-scorer" or list(data.get("features", [])) != list(FEATURES):
-        raise InputError(f"{path}: not a collaborative scorer over features {FEATURES}")
-    return np.asarray(data["weights"], dtype=np.float64)

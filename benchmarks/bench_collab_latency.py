@@ -95,14 +95,14 @@ def main() -> None:
     if not folders:
         raise SystemExit(f"no LaMP dev splits {args.tasks} under {args.data}")
     args.stores.mkdir(parents=True, exist_ok=True)
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    rows = [bench(folder, args.stores, args.queries, args.k, args.m) for folder in folders]
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    columns = list(rows[0])
-    print("| " + " | ".join(columns) + " |")
-    print("|---" * len(columns) + "|")
-    for row in rows:
-        print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n", flush=True)
+    for number, folder in enumerate(folders):
+        row = bench(folder, args.stores, args.queries, args.k, args.m)
+        if number == 0:
+            print("| " + " | ".join(row) + " |")
+            print("|---" * len(row) + "|")
+        print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |", flush=True)
+    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ import pytest
 from test_collaborative import TOPICS, HashEncoder, make_users, owners
 
 from personarag import Document, InputError, Query, User
-from personarag.personal.collaborative import CollaborativeRetriever
+from personarag.personal.collaborative import CollaborativeRetriever, unit_range
 from personarag.personal.item_embeddings import ItemEmbeddings, UserVectors, load_item_encoder
 from personarag.personal.store import UserStore
 from personarag.personal.user_embeddings import profile_embedding
+from personarag.retrievers.fusion import minmax
 
 pytest.importorskip("sqlalchemy")
 
@@ -158,3 +159,9 @@ def test_shared_only_running_sums_follow_flag_changes_without_recomputing(tmp_pa
     assert public.recomputed == 1  # the first get only: every change was a running-sum update
     row = store.get_user_vectors(public.kind, ["guitar0"])["guitar0"]
     assert row.count == len(history) - 1 and row.history_version == store.history_version("guitar0")
+
+
+@pytest.mark.parametrize("scores", [[3.0, 1.0, 2.0, 1.0], [2.0, 2.0], [0.5], [], [1.0, float("nan"), 4.0, float("inf")],
+                                    [float("nan")]])
+def test_unit_range_follows_the_toolkits_minmax(scores):
+    assert unit_range(np.asarray(scores)).tolist() == pytest.approx(minmax(scores))

@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import logging
 import os
+import operator
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -45,7 +47,6 @@ import numpy as np
 
 from personarag.errors import InputError
 from personarag.retrievers.base import Retriever
-from personarag.retrievers.fusion import minmax
 from personarag.personal.item_embeddings import (
     BACKENDS, ItemEmbeddings, ItemEncoder, MemoryEmbeddingCache, UserVectors, aggregate, load_item_encoder, shared, shared_part,
     weights_digest,
@@ -58,6 +59,8 @@ from personarag.personal.user_embeddings import recency_weights
 from personarag.types import Corpus, Document, Query, Ranking, ScoredDoc, StageTrace, User
 
 logger = logging.getLogger(__name__)
+
+_ID = operator.attrgetter("id")
 
 __all__ = ["FEATURES", "Candidates", "CollaborativeRetriever", "load_scorer", "save_scorer", "shared"]
 
@@ -271,6 +274,9 @@ class CollaborativeRetriever(Retriever):
                 self._vectors[user.id] = vectors[user.id]
             if user.id in public:
                 self._public[user.id] = public[user.id]
+        if self.bm25 is not None and users:  # index their tokens now, not during someone's query
+            self.profiles.add(users)
+            self.bm25.sync()
         if changed is not None and self._user_index is not None:
             self._update_index(changed)
         else:
@@ -364,22 +370,24 @@ class CollaborativeRetriever(Retriever):
             return Candidates(query, (), (), np.zeros((0, len(FEATURES))), tuple(similar))
         # every owner's rows, then the ones kept: first copy of a document id (u's own first, then
         # the most similar user's), and another user's item only when it is shared
-        docs_all = [d for o in owners for d in o.history]
+        docs_all = list(chain.from_iterable(o.history for o in owners))
         block = np.repeat(np.arange(len(owners)), [len(o.history) for o in owners])
         mine = (block == 0) if own else np.zeros(len(docs_all), dtype=bool)
         allowed = np.concatenate([np.ones(len(user.history), dtype=bool)] * own + [self._shared[uid] for uid, _ in similar])
         candidates = np.flatnonzero(allowed)
-        ids = [docs_all[i].id for i in candidates.tolist()]
-        first = dict(zip(reversed(ids), reversed(candidates.tolist())))  # id -> its first row
-        keep = np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
+        ids = list(map(_ID, map(docs_all.__getitem__, candidates.tolist())))
+        keep = candidates
+        if len(set(ids)) < len(ids):
+            first = dict(zip(reversed(ids), reversed(candidates.tolist())))  # id -> its first row
+            keep = np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
         rows = [m for m in matrices if len(m)]
         pref = np.concatenate([m @ u_vec for m in rows])[keep]
         if self.bm25 is not None:
-            rel = np.asarray(minmax(np.concatenate(self.bm25.pool_scores(owners, query.text))[keep]), dtype=np.float64)
+            rel = unit_range(np.concatenate(self.bm25.pool_scores(owners, query.text))[keep])
         else:
             rel = np.concatenate([m @ q_vec for m in rows])[keep]
         features = np.column_stack([rel, pref, np.asarray(sims)[block[keep]], mine[keep]]).astype(np.float64)
-        docs = tuple(docs_all[i] for i in keep.tolist())
+        docs = tuple(map(docs_all.__getitem__, keep.tolist()))
         doc_owner = tuple(owners[b].id for b in block[keep].tolist())
         return Candidates(query, docs, doc_owner, features, tuple(similar))
 
@@ -408,3 +416,13 @@ class CollaborativeRetriever(Retriever):
             out.append(Ranking(cands.query, docs, (StageTrace(self.spec_name, info=info),)))
         return out
 
+
+def unit_range(scores: np.ndarray) -> np.ndarray:
+    """`retrievers.fusion.minmax` in numpy (same rules: all equal -> 1, non-finite -> 0)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(scores)
+    if not finite.any():
+        return np.zeros(len(scores))
+    low, high = scores[finite].min(), scores[finite].max()
+    out = np.ones(len(scores)) if high == low else (scores - low) / (high - low)
+    return np.where(finite, out, 0.0)

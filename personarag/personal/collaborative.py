@@ -388,7 +388,7 @@ class CollaborativeRetriever(Retriever):
             rel = np.concatenate([m @ q_vec for m in rows])[keep]
         features = np.column_stack([rel, pref, np.asarray(sims)[block[keep]], mine[keep]]).astype(np.float64)
         docs = tuple(map(docs_all.__getitem__, keep.tolist()))
-        doc_owner = tuple(owners[b].id for b in block[keep].tolist())
+        doc_owner = tuple(map([o.id for o in owners].__getitem__, block[keep].tolist()))
         return Candidates(query, docs, doc_owner, features, tuple(similar))
 
     def score(self, features: np.ndarray) -> np.ndarray:

@@ -25,6 +25,18 @@ from personarag.personal import store_schema as schema
 FLOOR_KEY = "changes_floor"
 
 
+_HEADS: Any = None
+
+
+def _heads_clause() -> Any:
+    """The heads query as a sqlalchemy text clause, built once (sqlalchemy is an extra)."""
+    global _HEADS
+    if _HEADS is None:
+        _HEADS = schema.sa().text(
+            f"SELECT (SELECT max(seq) FROM pr_changes), (SELECT value FROM pr_meta WHERE key = '{FLOOR_KEY}')")
+    return _HEADS
+
+
 class ChangesCompacted(InputError):
     """The change log no longer covers the position asked about: re-read every user."""
 
@@ -52,10 +64,9 @@ class ChangeLog:
     url: str
 
     def _heads(self, conn: Any) -> tuple[int, int]:
-        """(current sequence, floor) in one statement."""
-        s, changes, meta = schema.sa(), self._t["changes"], self._t["meta"]
-        floor = s.select(meta.c.value).where(meta.c.key == FLOOR_KEY).scalar_subquery()
-        current, floor_text = conn.execute(s.select(s.func.max(changes.c.seq), floor)).one()
+        """(current sequence, floor) in one statement; plain SQL, because a bound retriever asks
+        before every batch and the compiled form costs more than the query itself."""
+        current, floor_text = conn.execute(_heads_clause()).one()
         floor_value = int(floor_text or 0)
         return max(int(current or 0), floor_value), floor_value
 

@@ -70,6 +70,7 @@ def bench(folder: Path, stores: Path, n: int, k: int, m: int) -> dict[str, objec
     row: dict[str, object] = {"task": folder.name, "queries": len(queries), "warm-up s": warm_s}
     for name in paths:
         row[f"{name} ms/query"] = statistics.mean(times[name])
+        row[f"{name} median ms"] = statistics.median(times[name])
         row[f"{name} p95 ms"] = sorted(times[name])[int(0.95 * (len(times[name]) - 1))]
         metric, value = knn_quality(task, rankings[name], data.golds)
         row[f"{name} knn floor"] = f"{metric} {value:.3f}"

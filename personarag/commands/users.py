@@ -7,6 +7,7 @@
     personarag users delete --store users.db --user ann [--item r1]
     personarag users share --store users.db --user ann off
     personarag users show --store users.db [--user ann]
+    personarag users compact --store users.db [--through SEQ] [--keep N]
 
 STORE is a path, sqlite:///path.db or postgresql://user:password@host:port/database
 (default: $PERSONARAG_STORE). Imports are resumable: each batch of users is one transaction,
@@ -176,6 +177,27 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- compact ------------------------------------------------------------------------------
+def _compact_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_store(parser)
+    parser.add_argument("--through", type=int, metavar="SEQ",
+                        help="drop changes up to this sequence number (default: every change but the newest)")
+    parser.add_argument("--keep", type=int, default=0, metavar="N", help="keep at least the newest N changes (default: 0)")
+    parser.add_argument("--json", action="store_true", help="JSON output")
+
+
+def _compact(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        report = store.compact_changes(args.through, keep=args.keep)
+    if args.json:
+        print(json.dumps({"dropped": report.dropped, "floor": report.floor, "sequence": report.sequence,
+                          "remaining": report.remaining}))
+    else:
+        print(f"dropped {report.dropped} change-log rows; changes through {report.floor} are gone "
+              f"(consumers behind it re-read every user), {report.remaining} left, newest {report.sequence}")
+    return 0
+
+
 @dataclass(frozen=True)
 class _Command:
     NAME: str
@@ -191,4 +213,6 @@ SUBCOMMANDS = [
     _Command("delete", "delete a user with all derived data, or one item", _delete_arguments, _delete),
     _Command("share", "mark a user shared (on) or kept out of other users' results (off)", _share_arguments, _share),
     _Command("show", "list the users, or show one user's history newest first", _show_arguments, _show),
+    _Command("compact", "drop old change-log rows (bound retrievers behind them re-read every user)",
+             _compact_arguments, _compact),
 ]

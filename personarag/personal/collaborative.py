@@ -9,7 +9,9 @@ For a query of user u:
    (`changes_since`), with item embeddings cached in the store and user vectors kept fresh
    (`personal.item_embeddings`). Retrieving before either raises: results never depend on how
    queries are batched. u itself is never among them, no user outside that set ever
-   contributes a document, and items with `meta["shared"] = False` reach only their owner;
+   contributes a document, and items with `meta["shared"] = False` reach only their owner:
+   they are not candidates for others, and the vector others' search compares a user against
+   is built from that user's shared items only (u's own search vector uses all of u's items);
 3. candidates: u's own history (`include_own`) and the histories of those m users; a document
    id seen twice is kept once (u's own copy first, else the most similar user's);
 4. each candidate gets the features
@@ -19,6 +21,12 @@ For a query of user u:
    and the score `weights · features`; by default `(1 - alpha) * relevance + alpha * preference`.
    `scorer=PATH` loads weights learned from LLM feedback (`personarag.training.llm_feedback`).
 
+Speed: neighbours are found from u's stored vector, never from the query. With
+`relevance="dense"` (default) each query is still encoded (MiniLM at 1 thread: 20-60 ms per
+LaMP query, most of a warm query's time; `query_cache=N` keeps the vectors of the N most recent
+query texts); `relevance="bm25"` encodes no query at all (a warm LaMP dev query takes a few ms,
+see benchmarks/results/collab_latency.md for the speed and the quality each gives).
+
 A user with an empty history has no embedding: with `empty_history="query"` (default) the
 query's embedding stands in for it (similar users are those whose profiles resemble the
 query, and preference equals relevance to the query); with `"none"` such queries get an
@@ -27,30 +35,35 @@ empty ranking.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import operator
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from personarag.errors import InputError
 from personarag.retrievers.base import Retriever
-from personarag.retrievers.fusion import minmax
 from personarag.personal.item_embeddings import (
-    BACKENDS, ItemEmbeddings, ItemEncoder, MemoryEmbeddingCache, UserVectors, aggregate, load_item_encoder, weights_digest,
+    BACKENDS, ItemEmbeddings, ItemEncoder, MemoryEmbeddingCache, UserVectors, aggregate, load_item_encoder, shared, shared_part,
+    weights_digest,
 )
+from personarag.personal.collaborative_scorer import FEATURES, load_scorer, save_scorer
+from personarag.personal.query_cache import QueryVectorCache
 from personarag.personal.profiles import ProfileBM25, ProfileStore, make_tokenizer, normalize
-from personarag.personal.store import UserStore
+from personarag.personal.store import ChangesCompacted, UserStore
 from personarag.personal.user_embeddings import recency_weights
 from personarag.types import Corpus, Document, Query, Ranking, ScoredDoc, StageTrace, User
 
 logger = logging.getLogger(__name__)
 
-FEATURES = ("relevance", "preference", "user_similarity", "own")
+_ID = operator.attrgetter("id")
+
+__all__ = ["FEATURES", "Candidates", "CollaborativeRetriever", "load_scorer", "save_scorer", "shared"]
+
 RELEVANCE = ("dense", "bm25")
 EMPTY_HISTORY = ("query", "none")
 
@@ -95,6 +108,7 @@ class CollaborativeRetriever(Retriever):
         b: float = 0.75,
         epsilon: float = 0.25,
         tokenizer: str = "split",
+        query_cache: int = 0,
         encoder: Any = None,
     ) -> None:
         if not isinstance(m, int) or isinstance(m, bool) or m < 0:
@@ -113,6 +127,7 @@ class CollaborativeRetriever(Retriever):
         self.include_own, self.empty_history = include_own, empty_history
         self.batch_size, self.device, self.backend, self.onnx_model = batch_size, device, backend, onnx_model
         self.index_options = {"kind": index, "nprobe": nprobe, "ef_search": ef_search}
+        self._query_vectors = QueryVectorCache(query_cache)
         self.profiles = ProfileStore()  # BM25 statistics only
         self._encoder = encoder
         self._item_encoder: ItemEncoder | None = None
@@ -131,6 +146,9 @@ class CollaborativeRetriever(Retriever):
         self._pool: dict[str, User] = {}
         self._items: dict[str, np.ndarray] = {}  # user id -> item embeddings, rows follow the history
         self._vectors: dict[str, np.ndarray] = {}  # user id -> unit user vector
+        # user id -> unit vector of the shared items only, for users with some not shared: what
+        # others' similar-user search compares against, so a private item never sways who is found
+        self._public: dict[str, np.ndarray] = {}
         self._shared: dict[str, np.ndarray] = {}  # user id -> which history items others may see
         self._private: set[str] = set()  # users of the store marked not shared as a whole
         self._user_index: Any = None
@@ -186,7 +204,7 @@ class CollaborativeRetriever(Retriever):
                 raise InputError(f"user id {user.id!r} appears twice with different histories")
             pool[user.id] = user
         self.user_store, self._pending_store, self._private = None, None, set()
-        self._pool, self._items, self._vectors, self._shared, self._user_index = {}, {}, {}, {}, None
+        self._pool, self._items, self._vectors, self._shared, self._public, self._user_index = {}, {}, {}, {}, {}, None
         self._load(list(pool.values()), None)
         self._fitted = True
         return self
@@ -195,8 +213,8 @@ class CollaborativeRetriever(Retriever):
         """Take users, histories, item embeddings and user vectors from a `UserStore` (or its path/URL)."""
         self.user_store = store if isinstance(store, UserStore) else UserStore(store)
         self._pending_store = None
-        self._pool, self._items, self._vectors, self._shared, self._user_index = {}, {}, {}, {}, None
-        self._seq, _ = self.user_store.changes_since(0)  # read before the users: later changes are re-read
+        self._pool, self._items, self._vectors, self._shared, self._public, self._user_index = {}, {}, {}, {}, {}, None
+        self._seq = self.user_store.change_sequence()  # read before the users: later changes are re-read
         self._load_from_store(self.user_store.user_ids())
         self._fitted = True
         return self
@@ -205,15 +223,21 @@ class CollaborativeRetriever(Retriever):
         """Re-read the users whose history changed in the store since the last sync; returns their ids."""
         if self.user_store is None:
             return []
-        seq, changed = self.user_store.changes_since(self._seq)
+        try:
+            seq, changed = self.user_store.changes_since(self._seq)
+        except ChangesCompacted as behind:  # the log no longer says what we missed: re-read everyone
+            logger.info("collaborative: %s", behind)
+            known = set(self._pool)
+            self.bind_store(self.user_store)
+            return sorted(known | set(self._pool))
         if changed:
             self._load_from_store(changed)
         self._seq = seq
         return changed
 
-    def _user_vectors(self) -> UserVectors:
+    def _user_vectors(self, shared_only: bool = False) -> UserVectors:
         return UserVectors(self.user_store, self._embeddings(), decay=self.recency_decay, by=self.recency_by,  # type: ignore[arg-type]
-                           user_encoder=self.user_encoder, user_encoder_id=self._user_encoder_id)
+                           user_encoder=self.user_encoder, user_encoder_id=self._user_encoder_id, shared_only=shared_only)
 
     def _embeddings(self) -> ItemEmbeddings:
         return ItemEmbeddings(self.user_store if self.user_store is not None else self._memory, self.item_encoder)
@@ -230,29 +254,45 @@ class CollaborativeRetriever(Retriever):
 
     def _load(self, users: list[User], versions: dict[str, int] | None, changed: Sequence[str] | None = None) -> None:
         matrices = self._embeddings().embed_users(users)
+        partly = [p for p, u in enumerate(users) if not all(shared(d) for d in u.history)]
         if versions is None:
             sums = aggregate(users, matrices, decay=self.recency_decay, by=self.recency_by, user_encoder=self.user_encoder)
             vectors = {uid: normalize(vec) for uid, (vec, count) in sums.items() if count}
+            parts = [shared_part(users[p], matrices[p]) for p in partly]
+            sums = aggregate([u for u, _ in parts], [m for _, m in parts], decay=self.recency_decay, by=self.recency_by,
+                             user_encoder=self.user_encoder)
+            public = {uid: normalize(vec) for uid, (vec, count) in sums.items() if count}
         else:
             vectors = self._user_vectors().for_users(users, versions, matrices)
+            public = self._user_vectors(shared_only=True).for_users(
+                [users[p] for p in partly], versions, [matrices[p] for p in partly])
         for user, matrix in zip(users, matrices):
             self._forget(user.id)
             self._pool[user.id], self._items[user.id] = user, matrix
             self._shared[user.id] = np.fromiter((shared(d) for d in user.history), dtype=bool, count=len(user.history))
             if user.id in vectors:
                 self._vectors[user.id] = vectors[user.id]
+            if user.id in public:
+                self._public[user.id] = public[user.id]
+        if self.bm25 is not None and users:  # index their tokens now, not during someone's query
+            self.profiles.add(users)
+            self.bm25.sync()
         if changed is not None and self._user_index is not None:
             self._update_index(changed)
         else:
             self._rebuild_index()
 
     def _forget(self, user_id: str) -> None:
-        for table in (self._pool, self._items, self._vectors, self._shared):
+        for table in (self._pool, self._items, self._vectors, self._shared, self._public):
             table.pop(user_id, None)
 
     def _searchable(self, user_id: str) -> bool:
         """In the index: users with a vector and something to share (only they are worth finding)."""
         return user_id in self._vectors and user_id not in self._private and bool(self._shared[user_id].any())
+
+    def _public_vector(self, user_id: str) -> np.ndarray:
+        """What other users' search compares against: the vector of the shared items only."""
+        return self._public[user_id] if user_id in self._public else self._vectors[user_id]
 
     def _update_index(self, user_ids: Sequence[str]) -> None:
         """Bring the user index up to date for these users: an upsert/remove where the index
@@ -263,13 +303,13 @@ class CollaborativeRetriever(Retriever):
         index.remove([uid for uid in user_ids if not self._searchable(uid)], missing="ignore")
         upsert = [uid for uid in user_ids if self._searchable(uid)]
         if upsert:
-            index.upsert(upsert, np.stack([self._vectors[uid] for uid in upsert]))
+            index.upsert(upsert, np.stack([self._public_vector(uid) for uid in upsert]))
 
     def _rebuild_index(self) -> None:
         from personarag.personal.user_index import UserIndex
 
         ids = [uid for uid in self._vectors if self._searchable(uid)]
-        vectors = np.stack([self._vectors[uid] for uid in ids]) if ids else np.zeros((0, 1), np.float32)
+        vectors = np.stack([self._public_vector(uid) for uid in ids]) if ids else np.zeros((0, 1), np.float32)
         self._user_index = UserIndex(**self.index_options).build(ids, vectors)
         logger.info("collaborative: %d users (%d searchable) in the user index", len(self._pool), len(ids))
 
@@ -300,10 +340,14 @@ class CollaborativeRetriever(Retriever):
                 "before retrieving, so results do not depend on how queries are batched"
             )
         self.sync()
-        query_vectors = self.item_encoder.encode([q.text for q in queries], task="query")
+        resolved = [self._query_user(q.user) for q in queries]  # type: ignore[arg-type]
+        # bm25 relevance needs no query vector: only a user without one falls back to the query's
+        need = [i for i, (_, _, u_vec) in enumerate(resolved)
+                if self.relevance == "dense" or (u_vec is None and self.empty_history == "query")]
+        q_vecs = dict(zip(need, self._encode_queries([queries[i].text for i in need])))
         out = []
-        for query, q_vec in zip(queries, query_vectors):
-            user, matrix, u_vec = self._query_user(query.user)  # type: ignore[arg-type]
+        for position, (query, (user, matrix, u_vec)) in enumerate(zip(queries, resolved)):
+            q_vec = q_vecs.get(position)
             if u_vec is None:
                 if self.empty_history != "query":
                     out.append(Candidates(query, (), (), np.zeros((0, len(FEATURES))), ()))
@@ -313,7 +357,10 @@ class CollaborativeRetriever(Retriever):
             out.append(self._features(query, user, matrix, q_vec, u_vec, similar))
         return out
 
-    def _features(self, query: Query, user: User, own_items: np.ndarray | None, q_vec: np.ndarray, u_vec: np.ndarray,
+    def _encode_queries(self, texts: list[str]) -> list[np.ndarray]:
+        return self._query_vectors.vectors(texts, lambda batch: self.item_encoder.encode(batch, task="query"))
+
+    def _features(self, query: Query, user: User, own_items: np.ndarray | None, q_vec: np.ndarray | None, u_vec: np.ndarray,
                   similar: list[tuple[str, float]]) -> Candidates:
         own = self.include_own and bool(user.history)
         owners = ([user] if own else []) + [self._pool[uid] for uid, _ in similar]
@@ -323,22 +370,25 @@ class CollaborativeRetriever(Retriever):
             return Candidates(query, (), (), np.zeros((0, len(FEATURES))), tuple(similar))
         # every owner's rows, then the ones kept: first copy of a document id (u's own first, then
         # the most similar user's), and another user's item only when it is shared
-        docs_all = [d for o in owners for d in o.history]
+        docs_all = list(chain.from_iterable(o.history for o in owners))
         block = np.repeat(np.arange(len(owners)), [len(o.history) for o in owners])
         mine = (block == 0) if own else np.zeros(len(docs_all), dtype=bool)
         allowed = np.concatenate([np.ones(len(user.history), dtype=bool)] * own + [self._shared[uid] for uid, _ in similar])
         candidates = np.flatnonzero(allowed)
-        ids = [docs_all[i].id for i in candidates.tolist()]
-        first = dict(zip(reversed(ids), reversed(candidates.tolist())))  # id -> its first row
-        keep = np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
+        ids = list(map(_ID, map(docs_all.__getitem__, candidates.tolist())))
+        keep = candidates
+        if len(set(ids)) < len(ids):
+            first = dict(zip(reversed(ids), reversed(candidates.tolist())))  # id -> its first row
+            keep = np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
         rows = [m for m in matrices if len(m)]
-        rel = np.concatenate([m @ q_vec for m in rows])[keep]
         pref = np.concatenate([m @ u_vec for m in rows])[keep]
         if self.bm25 is not None:
-            rel = np.asarray(minmax(np.concatenate(self.bm25.pool_scores(owners, query.text))[keep]), dtype=np.float64)
+            rel = unit_range(np.concatenate(self.bm25.pool_scores(owners, query.text))[keep])
+        else:
+            rel = np.concatenate([m @ q_vec for m in rows])[keep]
         features = np.column_stack([rel, pref, np.asarray(sims)[block[keep]], mine[keep]]).astype(np.float64)
-        docs = tuple(docs_all[i] for i in keep.tolist())
-        doc_owner = tuple(owners[b].id for b in block[keep].tolist())
+        docs = tuple(map(docs_all.__getitem__, keep.tolist()))
+        doc_owner = tuple(map([o.id for o in owners].__getitem__, block[keep].tolist()))
         return Candidates(query, docs, doc_owner, features, tuple(similar))
 
     def score(self, features: np.ndarray) -> np.ndarray:
@@ -367,28 +417,12 @@ class CollaborativeRetriever(Retriever):
         return out
 
 
-def shared(doc: Document) -> bool:
-    """Whether a history item may reach other users' candidates (`meta["shared"]`, default True)."""
-    return doc.meta.get("shared", True) is not False
-
-
-def save_scorer(path: str | Path, weights: Sequence[float], info: dict[str, Any] | None = None) -> Path:
-    """Write learned feature weights as JSON (with whatever provenance `info` carries)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": "personarag-collaborative-scorer", "features": list(FEATURES),
-               "weights": [float(w) for w in weights], **(info or {})}
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def load_scorer(path: str | Path) -> np.ndarray:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "scorer.json"
-    if not path.is_file():
-        raise InputError(f"no collaborative scorer at {path} (written by personarag.training.llm_feedback)")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("format") != "personarag-collaborative-scorer" or list(data.get("features", [])) != list(FEATURES):
-        raise InputError(f"{path}: not a collaborative scorer over features {FEATURES}")
-    return np.asarray(data["weights"], dtype=np.float64)
+def unit_range(scores: np.ndarray) -> np.ndarray:
+    """`retrievers.fusion.minmax` in numpy (same rules: all equal -> 1, non-finite -> 0)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(scores)
+    if not finite.any():
+        return np.zeros(len(scores))
+    low, high = scores[finite].min(), scores[finite].max()
+    out = np.ones(len(scores)) if high == low else (scores - low) / (high - low)
+    return np.where(finite, out, 0.0)

@@ -222,24 +222,40 @@ def aggregate(users: Sequence[User], matrices: Sequence[np.ndarray], *, decay: f
     return out
 
 
+def shared(doc: Document) -> bool:
+    """Whether a history item may reach other users (`meta["shared"]`, default True)."""
+    return doc.meta.get("shared", True) is not False
+
+
+def shared_part(user: User, matrix: np.ndarray) -> tuple[User, np.ndarray]:
+    """The user as other users may see them: only the shared items, and their embedding rows."""
+    mask = np.fromiter((shared(d) for d in user.history), dtype=bool, count=len(user.history))
+    if mask.all():
+        return user, matrix
+    return User(user.id, tuple(d for d, keep in zip(user.history, mask.tolist()) if keep)), matrix[mask]
+
+
 class UserVectors:
     """Fresh unit user vectors from a `UserStore`, cached there as running sums (see module doc).
 
     `decay`/`by`: recency weighting as `user_embeddings.recency_weights`; `user_encoder`: a trained
     encoder (`personal.user_encoder`) with `embed(list of newest-first item matrices)`.
+    `shared_only=True`: the vector other users' similar-user search compares against, computed
+    as if the user's not-shared items did not exist (stored under its own kind, `shared|...`).
     """
 
     def __init__(self, store: UserStore, items: ItemEmbeddings, *, decay: float = 0.0, by: str = "rank",
-                 user_encoder: Any = None, user_encoder_id: str | None = None) -> None:
+                 user_encoder: Any = None, user_encoder_id: str | None = None, shared_only: bool = False) -> None:
         from personarag.personal.user_embeddings import recency_weights
 
         recency_weights((), decay, by)  # validates decay and by
         self.store, self.items, self.decay, self.by, self.user_encoder = store, items, float(decay), by, user_encoder
+        self.shared_only = shared_only
         if user_encoder is not None:
             self.mode = f"encoder:{user_encoder_id or type(user_encoder).__name__}"
         else:
             self.mode = "mean" if self.decay == 0 else f"recency:{by}:{self.decay!r}"
-        self.kind = f"{self.mode}|{items.key}"
+        self.kind = f"{'shared|' if shared_only else ''}{self.mode}|{items.key}"
         self.recomputed = 0  # users whose vector was computed from their whole history
 
     # --- reading -----------------------------------------------------------------------
@@ -267,7 +283,12 @@ class UserVectors:
         """{user id: (unnormalised sum, item count)}; `matrices`: the users' item embeddings if at hand."""
         if matrices is None:
             matrices = self.items.embed_users(users)
+        if self.shared_only:
+            users, matrices = zip(*(shared_part(u, m) for u, m in zip(users, matrices))) if users else ((), ())
         return aggregate(users, matrices, decay=self.decay, by=self.by, user_encoder=self.user_encoder)
+
+    def _counts(self, doc: Document) -> bool:
+        return not self.shared_only or shared(doc)
 
     def for_users(self, users: Sequence[User], versions: Mapping[str, int],
                   matrices: Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -306,20 +327,25 @@ class UserVectors:
             user, before = self.store.user_and_version(user_id)  # one snapshot: the delta applies to it
             old = {d.id: d for d in user.history}
         row = self.store.get_user_vectors(self.kind, [user_id]).get(user_id)
-        changed = [d for d in items if d.id not in old or content_hash(old[d.id]) != content_hash(d)]
-        replaced = [old[d.id] for d in changed if d.id in old]
+        # changed: new text, or (for a shared-only vector) a shared flag turned on or off
+        changed = [d for d in items if d.id not in old or content_hash(old[d.id]) != content_hash(d)
+                   or (self.shared_only and shared(old[d.id]) != shared(d))]
+        added = [d for d in changed if self._counts(d)]
+        replaced = [old[d.id] for d in changed if d.id in old and self._counts(old[d.id])]
         # encode and read before writing: the write is then cheap, and the store may drop the
         # embeddings of replaced texts that nothing else uses
-        plus = self.items.by_hash({content_hash(d): d.full_text for d in changed})
+        plus = self.items.by_hash({content_hash(d): d.full_text for d in added})
         minus = self.items.by_hash({content_hash(d): d.full_text for d in replaced})
         version = self.store.add_items(user_id, items)
         if self.mode != "mean" or row is None or before is None or row.history_version != before or not self._one_step(before, version, changed):
             self.refresh([user_id])
             return version
         total = np.asarray(row.vector, dtype=np.float64) if row.count else np.zeros(1)
-        total = total + sum((plus[content_hash(d)].astype(np.float64) for d in changed), np.zeros(1))
+        total = total + sum((plus[content_hash(d)].astype(np.float64) for d in added), np.zeros(1))
         total = total - sum((minus[content_hash(d)].astype(np.float64) for d in replaced), np.zeros(1))
-        count = row.count + len(changed) - len(replaced)
+        count = row.count + len(added) - len(replaced)
+        if not count:
+            return version  # nothing counted is left: the stored row is now stale and never served
         self.store.put_user_vectors(self.kind, {user_id: UserVector(np.asarray(total, dtype=np.float32), count, version)})
         return version
 
@@ -336,10 +362,11 @@ class UserVectors:
         if self.mode != "mean" or row is None or row.history_version != before or not self._one_step(before, version, [gone]):
             self.refresh([user_id])
             return version
-        count = row.count - 1
+        counted = self._counts(gone)
+        count = row.count - counted
         if not count:
             return version  # nothing left: the stored row is now stale and never served
-        total = np.asarray(row.vector, dtype=np.float64) - vector
+        total = np.asarray(row.vector, dtype=np.float64) - (vector if counted else 0.0)
         self.store.put_user_vectors(self.kind, {user_id: UserVector(np.asarray(total, dtype=np.float32), count, version)})
         return version
 

@@ -25,6 +25,8 @@ profiles of several co-authors, with identical content):
   title counts as absent; `None` text or id is an error.
 - History order: newest first by the parsed date, undated items last; equal dates (and
   undated items) newest-added first.
+- Changes are logged for consumers (`changes_since`); `compact_changes` drops old log rows
+  (personal.store_changes).
 - Deleting a user deletes their items, their user vectors and the cached embeddings no
   remaining item has; an embedding of identical content another user still holds stays.
   Token bags and BM25 postings (history BM25's derived data, `store_tokens`) follow the
@@ -46,6 +48,7 @@ import numpy as np
 
 from personarag.errors import InputError
 from personarag.personal import store_schema as schema
+from personarag.personal.store_changes import ChangeLog, ChangesCompacted, CompactReport
 from personarag.personal.store_io import (
     COMPARED, ImportExport, ImportReport, check_user_id, content_hash, dedupe, document, item_row, vector_blob,
 )
@@ -56,7 +59,7 @@ from personarag.resources import Closeable
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA_VERSION", "ImportReport", "UserStore", "UserVector", "content_hash"]
+__all__ = ["SCHEMA_VERSION", "ChangesCompacted", "CompactReport", "ImportReport", "UserStore", "UserVector", "content_hash"]
 
 _CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit
 
@@ -74,7 +77,7 @@ def _forget_connections(engine_ref: weakref.ref[Any]) -> None:
         engine.dispose(close=False)
 
 
-class UserStore(ImportExport, TokenTables, Closeable):
+class UserStore(ImportExport, TokenTables, ChangeLog, Closeable):
     def __init__(self, location: str | os.PathLike[str] = "personarag.db") -> None:
         self._location = schema.parse_location(location)
         s = schema.sa()
@@ -252,16 +255,6 @@ class UserStore(ImportExport, TokenTables, Closeable):
         s = schema.sa()
         with self._read() as conn:
             return int(conn.execute(s.select(s.func.count()).select_from(users)).scalar_one())
-
-    def changes_since(self, sequence: int) -> tuple[int, list[str]]:
-        """(current change sequence, sorted ids of users added, changed or deleted after `sequence`)."""
-        changes = self._t["changes"]
-        s = schema.sa()
-        with self._read() as conn:
-            current = conn.execute(s.select(s.func.max(changes.c.seq))).scalar_one()
-            ids = conn.execute(s.select(changes.c.user_id).where(changes.c.seq > sequence)
-                               .distinct().order_by(changes.c.user_id))
-            return int(current or 0), [r[0] for r in ids]
 
     # -- derived data ---------------------------------------------------------------------
     def get_embeddings(self, fingerprint: str, content_hashes: Sequence[str]) -> dict[str, np.ndarray]:

@@ -59,8 +59,9 @@ class LLMGenerator(LLMStage, Generator):
         """Answers to choose among by log-probability instead of generating (empty: generate)."""
         return ()
 
-    def _choose(self, prompts: list[str], answers: tuple[str, ...]) -> list[tuple[str, Any, bool, dict[str, Any]]]:
-        """The most likely answer of each prompt (the first one listed on a tie)."""
+    def _choose(self, rankings: list[Ranking], prompts: list[str], answers: tuple[str, ...]) -> list[tuple[str, Any, bool, dict[str, Any]]]:
+        """The most likely answer of each prompt (the first one listed on a tie); `rankings` are the
+        prompts' rankings, for subclasses whose choice depends on the query (calibration)."""
         from personarag.llm.labels import score_labels
 
         return [(s.labels[s.best], s.usage, s.cached, {"logprobs": s.as_dict()}) for s in score_labels(self.llm, prompts, answers)]
@@ -73,7 +74,7 @@ class LLMGenerator(LLMStage, Generator):
             fitted = [self._prompt(r) for r in batch]
             answers = self._choices()
             if answers:
-                results = self._choose([f.text for f in fitted], answers)
+                results = self._choose(batch, [f.text for f in fitted], answers)
             else:
                 results = [(c.text, c.usage, c.cached, {"raw": c.text}) for c in self.llm.generate([f.text for f in fitted], config)]
             for ranking, fit, (text, usage, cached, extra) in zip(batch, fitted, results):

@@ -19,12 +19,13 @@ from personarag.generators.budget import Fitted
 from personarag.generators.floors import query_task
 from personarag.generators.lamp_prompts import LampPromptBuilder
 from personarag.generators.llm_generator import LLMGenerator
+from personarag.generators.summary_context import SummaryContext
 from personarag.llm.base import LLM
 from personarag.llm.labels import CALIBRATIONS, choose_labels, label_prior
 from personarag.types import Output, Ranking
 
 
-class LaMPGenerator(LLMGenerator):
+class LaMPGenerator(SummaryContext, LLMGenerator):
     """Personalized generation for one LaMP task.
 
     `max_prompt_tokens`: the prompt's token budget, counted with the LLM's tokenizer
@@ -45,6 +46,10 @@ class LaMPGenerator(LLMGenerator):
     input) replaced by each filler and no profile items. The prior is computed once per
     content-free prompt (so once per model, task and template) and kept; its LLM calls go
     through the LLM's cache like any other.
+
+    `summary`, `store`, `summary_tokens`: the user's stored summary at the head of the prompt,
+    alone (no retriever) or with the retrieved items under the budget; see
+    `personarag.generators.summary_context` (True reads the summary of the task's kind).
     """
 
     spec_name = "lamp"
@@ -59,6 +64,9 @@ class LaMPGenerator(LLMGenerator):
         calibration: str = "none",
         length_norm: bool = False,
         content_free: Sequence[str] = ("N/A",),
+        summary: bool | str = False,
+        store: Any = None,
+        summary_tokens: int = 128,
         **options: Any,
     ) -> None:
         """`task`: None takes each query's `meta["task"]` (the LaMP loader sets it); a task given
@@ -78,6 +86,7 @@ class LaMPGenerator(LLMGenerator):
                              f"got answer_mode='generate' with calibration={calibration!r}, length_norm={length_norm}")
         self.calibration, self.length_norm, self.content_free = calibration, length_norm, tuple(content_free)
         self._priors: dict[tuple[Any, ...], tuple[float, ...]] = {}
+        self._init_summary(summary, store, summary_tokens)
         self.templates = templates
         self._fixed_task = None if task is None else get_task(task).name
         self._explicit_new_tokens = options.get("max_new_tokens") is not None
@@ -148,7 +157,10 @@ class LaMPGenerator(LLMGenerator):
     def default_max_new_tokens(self) -> int:
         return self._default_new_tokens
 
-    def _prompt(self, ranking: Ranking) -> Fitted:
+    def _summaries(self, rankings: list[Ranking]) -> list[tuple[str | None, dict[str, Any], list[str]]]:
+        return self._user_summaries(rankings, self._summary_kind(self.task or "LaMP-3"))
+
+    def _prompt(self, ranking: Ranking, summary: str | None = None) -> Fitted:
         if self.task is None:
             raise InputError("the LaMP generator has no task yet: give task= or generate for queries with meta['task']")
-        return self.builder.build(ranking.query.text, [d.doc for d in ranking.docs])
+        return self.builder.build(ranking.query.text, [d.doc for d in ranking.docs], summary=summary)

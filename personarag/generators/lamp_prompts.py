@@ -18,6 +18,7 @@ from typing import Any
 from personarag.errors import InputError
 from personarag.evaluation.lamp_tasks import LampTask, get_task
 from personarag.generators.budget import Fitted, Item, TokenCounter, fit_items
+from personarag.generators.summary_context import SUMMARY_LINE
 from personarag.prompts import fill, placeholders, read_yaml, shipped_file
 from personarag.types import Document
 
@@ -158,8 +159,9 @@ class LampPromptBuilder:
         text = input_text[: match.start(1)] + filler + input_text[match.end(1):] if match else filler
         return self._assemble([], text)
 
-    def build(self, input_text: str, docs: Sequence[Document]) -> Fitted:
-        """The prompt for `input_text` with `docs` (best first) as the profile items."""
+    def build(self, input_text: str, docs: Sequence[Document], *, summary: str | None = None) -> Fitted:
+        """The prompt for `input_text` with `docs` (best first) as the profile items, and the
+        user's `summary` (already cut to its share) at its head, counted in the budget."""
         items = []
         for doc in docs:
             values = self.item_values(doc)
@@ -168,8 +170,15 @@ class LampPromptBuilder:
                 return fill(self.template.item, {**values, self.template.long: long})
 
             items.append(Item(doc.id, values[self.template.long], render))
+        assemble = self._assemble
+        if summary:
+            head = fill(SUMMARY_LINE, {"summary": " ".join(summary.split())})
+
+            def assemble(rendered: list[str], text: str) -> str:
+                return head + self._assemble(rendered, text)
+
         return fit_items(
-            self._assemble,
+            assemble,
             input_text,
             items,
             self.max_prompt_tokens,

@@ -52,8 +52,14 @@ class LLMGenerator(LLMStage, Generator):
     def default_max_new_tokens(self) -> int:
         return 128
 
-    def _prompt(self, ranking: Ranking) -> Fitted:
+    def _prompt(self, ranking: Ranking, summary: str | None = None) -> Fitted:
+        """The prompt of one ranking; `summary`: the user's summary to put at its head (or None)."""
         raise NotImplementedError
+
+    def _summaries(self, rankings: list[Ranking]) -> list[tuple[str | None, dict[str, Any], list[str]]]:
+        """Per ranking: the user summary for its prompt (None: none), its trace info and problems;
+        generators with a `summary` option override this (see `summary_context`)."""
+        return [(None, {}, []) for _ in rankings]
 
     def _choices(self) -> tuple[str, ...]:
         """Answers to choose among by log-probability instead of generating (empty: generate)."""
@@ -71,17 +77,20 @@ class LLMGenerator(LLMStage, Generator):
         outputs: list[Output] = []
         for start in range(0, len(rankings), self.batch_size):
             batch = rankings[start : start + self.batch_size]
-            fitted = [self._prompt(r) for r in batch]
+            summaries = self._summaries(batch)
+            fitted = [self._prompt(r, text) for r, (text, _, _) in zip(batch, summaries)]
             answers = self._choices()
             if answers:
                 results = self._choose(batch, [f.text for f in fitted], answers)
             else:
                 results = [(c.text, c.usage, c.cached, {"raw": c.text}) for c in self.llm.generate([f.text for f in fitted], config)]
-            for ranking, fit, (text, usage, cached, extra) in zip(batch, fitted, results):
+            for ranking, fit, (text, usage, cached, extra), (_, summary, problems) in zip(batch, fitted, results, summaries):
                 by_id = {d.doc.id: d for d in ranking.docs}
                 context = tuple(by_id[i] for i in fit.used)
                 info = {"prompt_tokens": fit.tokens, "dropped": list(fit.dropped), "truncated": list(fit.truncated), "cached": cached, **extra}
-                log = StageLog(usages=[usage], problems=list(fit.problems), info=info)
+                if summary:
+                    info["summary"] = summary
+                log = StageLog(usages=[usage], problems=list(fit.problems) + problems, info=info)
                 outputs.append(
                     Output(
                         query=ranking.query,

@@ -25,7 +25,7 @@ profiles of several co-authors, with identical content):
   title counts as absent; `None` text or id is an error.
 - History order: newest first by the parsed date, undated items last; equal dates (and
   undated items) newest-added first.
-- Deleting a user deletes their items, their user vectors and the cached embeddings no
+- Deleting a user deletes their items, their user vectors, their summaries and the cached embeddings no
   remaining item has; an embedding of identical content another user still holds stays.
 """
 
@@ -48,12 +48,13 @@ from personarag.personal.store_io import (
     COMPARED, ImportExport, ImportReport, check_user_id, content_hash, dedupe, document, item_row, vector_blob,
 )
 from personarag.personal.store_schema import SCHEMA_VERSION
+from personarag.personal.store_summaries import Summary, SummaryStore
 from personarag.types import Document, User
 from personarag.resources import Closeable
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA_VERSION", "ImportReport", "UserStore", "UserVector", "content_hash"]
+__all__ = ["SCHEMA_VERSION", "ImportReport", "Summary", "UserStore", "UserVector", "content_hash"]
 
 _CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit
 
@@ -71,7 +72,7 @@ def _forget_connections(engine_ref: weakref.ref[Any]) -> None:
         engine.dispose(close=False)
 
 
-class UserStore(ImportExport, Closeable):
+class UserStore(ImportExport, SummaryStore, Closeable):
     def __init__(self, location: str | os.PathLike[str] = "personarag.db") -> None:
         self._location = schema.parse_location(location)
         s = schema.sa()
@@ -164,7 +165,7 @@ class UserStore(ImportExport, Closeable):
         return version
 
     def delete_user(self, user_id: str) -> None:
-        """Delete a user with their items, user vectors and the embeddings no remaining item has."""
+        """Delete a user with their items, user vectors, summaries and the embeddings no remaining item has."""
         t, s = self._t, schema.sa()
         with self._write() as conn:
             self._version(conn, user_id)
@@ -172,6 +173,7 @@ class UserStore(ImportExport, Closeable):
                 s.select(t["items"].c.content_hash).where(t["items"].c.user_id == user_id))]
             conn.execute(s.delete(t["items"]).where(t["items"].c.user_id == user_id))
             conn.execute(s.delete(t["user_vectors"]).where(t["user_vectors"].c.user_id == user_id))
+            self._delete_summaries(conn, user_id)
             conn.execute(s.delete(t["users"]).where(t["users"].c.user_id == user_id))
             conn.execute(s.insert(t["changes"]).values(user_id=user_id))
             self._drop_orphan_embeddings(conn, hashes)

@@ -10,6 +10,7 @@ user's history safe across processes and machines without retry loops.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,13 @@ from typing import Any
 
 from personarag.errors import InputError, require
 
-#: bump when a table or column changes; a store of another version is refused, never migrated silently
-SCHEMA_VERSION = 1
+#: bump when a table or column changes; a store of another version is refused, except the additive
+#: migrations in `MIGRATIONS` (new tables only), which run on open and are logged
+SCHEMA_VERSION = 2
+#: version -> tables added in the next version (created on open of an older store; nothing else changes)
+MIGRATIONS = {1: ("summaries",)}
 BUSY_TIMEOUT_MS = 60_000
+logger = logging.getLogger(__name__)
 _PG_WRITER_LOCK = 0x70657273  # advisory lock key ("pers") held by the one PostgreSQL writer
 
 _sa: Any = None
@@ -95,6 +100,15 @@ def tables() -> dict[str, Any]:
         s.Column("history_version", s.Integer, nullable=False),
         s.Column("vector", s.LargeBinary, nullable=False),
         s.Index("pr_user_vectors_user", "user_id"),
+    )
+    _TABLES["summaries"] = s.Table(
+        "pr_summaries", metadata,
+        s.Column("kind", key(), primary_key=True),  # e.g. the LaMP task the summary was written for
+        s.Column("user_id", key(), primary_key=True),
+        s.Column("history_version", s.Integer, nullable=False),  # the history it was made from
+        s.Column("fingerprint", s.Text, nullable=False),  # model + prompt + generation settings
+        s.Column("text", s.Text, nullable=False),
+        s.Index("pr_summaries_user", "user_id"),
     )
     return _TABLES
 
@@ -227,6 +241,13 @@ def init_schema(connection: Any, location: Location) -> None:
         return
     row = connection.execute(s.select(t["meta"].c.value).where(t["meta"].c.key == "schema_version")).first()
     found = row[0] if row else None
+    while found is not None and found.isdigit() and int(found) in MIGRATIONS:
+        version = int(found)
+        for name in MIGRATIONS[version]:
+            t[name].create(connection, checkfirst=True)
+        found = str(version + 1)
+        connection.execute(s.update(t["meta"]).where(t["meta"].c.key == "schema_version").values(value=found))
+        logger.info("user store %s: schema version %d -> %s (added tables %s)", where, version, found, list(MIGRATIONS[version]))
     if found != str(SCHEMA_VERSION):
         raise InputError(f"user store {where} has schema version {found}, this personarag reads schema version "
                          f"{SCHEMA_VERSION}; export it with the personarag that wrote it and import the JSONL here")

@@ -16,7 +16,7 @@ from personarag.generators.lamp_prompts import LampPromptBuilder
 from personarag.llm.labels import calibrate, choose_labels, label_prior, normalised
 from personarag.testing import ScriptedLLM
 from personarag.testing.scripted import chat_text
-from personarag.types import Ranking, ScoredDoc, StageTrace
+from personarag.types import Ranking, StageTrace
 
 LAMP = FIXTURES / "lamp"
 RATINGS = ("1", "2", "3", "4", "5")

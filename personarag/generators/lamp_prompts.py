@@ -18,7 +18,7 @@ from typing import Any
 from personarag.errors import InputError
 from personarag.evaluation.lamp_tasks import LampTask, get_task
 from personarag.generators.budget import Fitted, Item, TokenCounter, fit_items
-from personarag.generators.summary_context import SUMMARY_LINE
+from personarag.generators.summary_context import with_summary
 from personarag.prompts import fill, placeholders, read_yaml, shipped_file
 from personarag.types import Document
 
@@ -170,15 +170,8 @@ class LampPromptBuilder:
                 return fill(self.template.item, {**values, self.template.long: long})
 
             items.append(Item(doc.id, values[self.template.long], render))
-        assemble = self._assemble
-        if summary:
-            head = fill(SUMMARY_LINE, {"summary": " ".join(summary.split())})
-
-            def assemble(rendered: list[str], text: str) -> str:
-                return head + self._assemble(rendered, text)
-
         return fit_items(
-            assemble,
+            with_summary(self._assemble, summary),
             input_text,
             items,
             self.max_prompt_tokens,

@@ -15,7 +15,7 @@ from typing import Any
 from personarag.errors import InputError
 from personarag.generators.budget import Fitted, Item, TokenCounter, fit_items
 from personarag.generators.llm_generator import LLMGenerator
-from personarag.generators.summary_context import SUMMARY_LINE, SummaryContext
+from personarag.generators.summary_context import SummaryContext, with_summary
 from personarag.llm.base import LLM
 from personarag.prompts import fill, read_yaml, shipped_file
 from personarag.types import Ranking
@@ -71,15 +71,8 @@ class RAGGenerator(SummaryContext, LLMGenerator):
                 return fill(self.template["item"], {**values, "text": text})
 
             items.append(Item(doc.id, " ".join(doc.text.split()), render))
-        assemble = self._assemble
-        if summary:
-            head = fill(SUMMARY_LINE, {"summary": " ".join(summary.split())})
-
-            def assemble(rendered: list[str], text: str) -> str:
-                return head + self._assemble(rendered, text)
-
         return fit_items(
-            assemble,
+            with_summary(self._assemble, summary),
             ranking.query.text,
             items,
             self.max_prompt_tokens,

@@ -12,14 +12,24 @@ is reported in the trace's problems (a stale one is still used).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from personarag.errors import InputError
 from personarag.llm.stage import positive_int
+from personarag.prompts import fill
 from personarag.types import Ranking
 
 #: the line put before the prompt; {summary} is the user's summary
 SUMMARY_LINE = "About this user: {summary}\n"
+
+
+def with_summary(assemble: Callable[[list[str], str], str], summary: str | None) -> Callable[[list[str], str], str]:
+    """`assemble` (rendered items, input -> prompt) with the summary line at the head of the prompt."""
+    if not summary:
+        return assemble
+    head = fill(SUMMARY_LINE, {"summary": " ".join(summary.split())})
+    return lambda rendered, text: head + assemble(rendered, text)
 
 
 class SummaryContext:

@@ -17,6 +17,9 @@ over sqrt(n)), and the answer distribution: the most frequent answer and its sha
 `--summary-store PATH` adds rows with the user's summary at the head of the prompt (alone, and
 with the `history:bm25` items): the subset's users are put in that user store, and
 `summarize_users` writes their task summaries with the same model (a rerun rewrites none).
+`--summary-stats`: "off" keeps the model's text alone ("summary" rows), "on" begins it with the
+exact counts of the user's labels ("summary+stats" rows, in PATH with "-stats" before the suffix),
+"both" (default) does both.
 """
 
 from __future__ import annotations
@@ -74,16 +77,17 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def summaries_for(args, llm, task: str, queries) -> object:
+def summaries_for(args, llm, task: str, queries, stats: bool) -> object:
     """The user store of the summary rows, holding the queries' users and their `task` summaries."""
     from personarag.personal.store import UserStore
     from personarag.personal.summaries import summarize_users
 
-    store = UserStore(args.summary_store)
+    path = Path(args.summary_store)
+    store = UserStore(path.with_name(f"{path.stem}-stats{path.suffix}") if stats else path)
     store.add_users([q.user for q in queries])
     started = time.perf_counter()
     report = summarize_users(store, llm, task, user_ids=[q.user.id for q in queries], progress=True,
-                             max_prompt_tokens=args.summary_prompt_tokens)
+                             max_prompt_tokens=args.summary_prompt_tokens, label_stats=stats)
     print(f"{task} summaries: {report.written} written, {report.up_to_date} up to date ({time.perf_counter() - started:.0f} s)", flush=True)
     return store
 
@@ -106,6 +110,8 @@ def main() -> int:
     parser.add_argument("--summary-store", help="a user store for the summary rows (created when missing)")
     parser.add_argument("--summary-prompt-tokens", type=int, default=768, help="budget of a summary prompt")
     parser.add_argument("--summary-tokens", type=int, default=96, help="a summary's share of the LaMP prompt")
+    parser.add_argument("--summary-stats", choices=("off", "on", "both"), default="both",
+                        help="begin summaries with exact label counts (on), not (off), or rows of both")
     parser.add_argument("--out", help="write the command, the machine load and the table here (markdown)")
     add_model_arguments(parser)
     args = parser.parse_args()
@@ -141,17 +147,18 @@ def main() -> int:
             answers = [o.text for o in Pipeline([generator]).run(queries)]
             rows.append(row(task, f"floor: {floor}", answers, golds, None))
         cells = [(retriever, {}) for retriever in args.retrievers]
-        if args.summary_store:
-            store = summaries_for(args, llm, task, queries)
-            cells += [("summary", {"summary": True, "store": store, "summary_tokens": args.summary_tokens}),
-                      ("summary+history:bm25", {"summary": True, "store": store, "summary_tokens": args.summary_tokens})]
+        for stats in ((False, True) if args.summary_stats == "both" else (args.summary_stats == "on",)) if args.summary_store else ():
+            store = summaries_for(args, llm, task, queries, stats)
+            name = "summary+stats" if stats else "summary"
+            options = {"summary": True, "store": store, "summary_tokens": args.summary_tokens}
+            cells += [(name, options), (f"{name}+history:bm25", options)]
         for retriever, extra in cells:
             for name, calibration, length_norm in SETTINGS:
                 generator = LaMPGenerator(llm, task=task, answer_mode="choose", calibration=calibration, length_norm=length_norm,
                                           content_free=args.content_free, max_prompt_tokens=args.max_prompt_tokens, batch_size=4,
                                           **extra)
-                first = retriever.removeprefix("summary+") if retriever.startswith("summary+") else retriever
-                stages = ([] if first in ("none", "summary") else [first]) + [generator]
+                first = retriever.split("+")[-1]
+                stages = ([] if first in ("none", "summary", "stats") else [first]) + [generator]
                 started = time.perf_counter()
                 outputs = Pipeline(stages, k=args.k, context_k=args.k).run(queries)
                 seconds = time.perf_counter() - started

@@ -60,7 +60,8 @@ def test_summaries_are_rewritten_exactly_when_the_history_version_changes(store)
     assert (first.users, first.written, first.up_to_date, first.empty) == (3, 3, 0, 1)
     assert llm.calls == 2  # cid has no history: an empty summary, no LLM call
     ann = store.summary("ann", "LaMP-3")
-    assert ann == Summary("ann", "LaMP-3", "2 reviews, mostly positive.", 1, Summarizer(llm, "LaMP-3").fingerprint)
+    stats = "Scores this user gave, most frequent first: 5 (1), 1 (1); mean 3.0."  # exact, not the model's
+    assert ann == Summary("ann", "LaMP-3", stats + " 2 reviews, mostly positive.", 1, Summarizer(llm, "LaMP-3").fingerprint)
     assert ann.fingerprint.startswith("scripted@")
     assert store.summary("cid", "LaMP-3").text == "" and store.summary("ann", "LaMP-2") is None
     prompt = chat_text(llm.seen[0])
@@ -74,12 +75,14 @@ def test_summaries_are_rewritten_exactly_when_the_history_version_changes(store)
     assert store.summaries("LaMP-3", fresh=True).keys() == {"bob", "cid"}
     third = summarize_users(store, llm, "LaMP-3")
     assert (third.written, third.up_to_date, llm.calls) == (1, 2, 3)
-    assert store.summary("ann", "LaMP-3") == Summary("ann", "LaMP-3", "3 reviews, mostly positive.", 2, ann.fingerprint)
+    assert store.summary("ann", "LaMP-3") == Summary(
+        "ann", "LaMP-3", "Scores this user gave, most frequent first: 5 (2), 1 (1); mean 3.7. 3 reviews, mostly positive.", 2, ann.fingerprint)
 
     # another writer (here: fewer history items per prompt) is another fingerprint: everything is redone
-    fourth = summarize_users(store, llm, "LaMP-3", max_items=1)
+    fourth = summarize_users(store, llm, "LaMP-3", max_items=1, label_stats=False)
     assert (fourth.written, llm.calls) == (3, 5)
     assert store.summary("ann", "LaMP-3").text == "1 reviews, mostly positive."
+    assert store.summary("ann", "LaMP-3").fingerprint != ann.fingerprint
 
 
 def test_repeated_summaries_come_from_the_llm_cache(store, tmp_path):
@@ -194,4 +197,4 @@ def test_the_summarize_command_writes_and_resumes(tmp_path, capsys):
     assert main(command) == 0
     assert "0 summaries written (0 of empty histories), 3 up to date, of 3 users" in capsys.readouterr().out
     with UserStore(path) as store:
-        assert store.summary("bob", "LaMP-3").text == "Likes warm tones."
+        assert store.summary("bob", "LaMP-3").text == "Scores this user gave, most frequent first: 3 (1); mean 3.0. Likes warm tones."

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,7 +37,7 @@ from personarag.types import Document, User
 logger = logging.getLogger(__name__)
 
 GENERAL = "general"
-_KEYS = {"item", "long", "join", "prompt", "max_new_tokens"}
+_KEYS = {"item", "long", "join", "prompt", "max_new_tokens", "label", "stats"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class SummaryTemplate:
     join: str
     prompt: str
     max_new_tokens: int = 96
+    label: str | None = None  # the item field holding the user's label (LaMP-2 tag, LaMP-3 score)
+    stats: str | None = None  # a line of label counts ({counts}, {mean}) put before the model's text
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,10 @@ def _read(path: str | None) -> tuple[tuple[str, SummaryTemplate], ...]:
             raise InputError(f"{source}: {name}: a summary template needs item, long and prompt (allowed keys: {sorted(_KEYS)})")
         if "{history}" not in entry["prompt"]:
             raise InputError(f"{source}: {name}: the prompt has no {{history}} placeholder")
+        if ("label" in entry) != ("stats" in entry):
+            raise InputError(f"{source}: {name}: 'label' and 'stats' go together (the field counted and the line showing the counts)")
         out.append((kind, SummaryTemplate(kind, entry["item"], entry["long"], entry.get("join", "\n"), entry["prompt"],
-                                          int(entry.get("max_new_tokens", 96)))))
+                                          int(entry.get("max_new_tokens", 96)), entry.get("label"), entry.get("stats"))))
     return tuple(out)
 
 
@@ -100,7 +105,11 @@ class Summarizer:
         max_items: int = 50,
         max_new_tokens: int | None = None,
         templates: str | Path | None = None,
+        label_stats: bool = True,
     ) -> None:
+        """`label_stats`: for templates with a `stats` line (LaMP-2, LaMP-3), begin the summary with
+        the counts of the user's labels over the whole history, computed exactly (small models
+        miscount them); False keeps the model's text alone."""
         if not isinstance(llm, LLM):
             raise InputError(f"Summarizer needs an LLM object, got {type(llm).__name__}")
         for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_items", max_items)):
@@ -111,6 +120,7 @@ class Summarizer:
         table = read_summary_templates(templates)
         self.template = table.get(self.kind, table[GENERAL])
         self.max_prompt_tokens, self.max_items = max_prompt_tokens, max_items
+        self.label_stats = bool(label_stats) and self.template.stats is not None
         self.config = GenerationConfig(max_new_tokens=max_new_tokens or self.template.max_new_tokens, temperature=0.0)
         self.counter = TokenCounter(llm)
 
@@ -120,7 +130,7 @@ class Summarizer:
         template, budgets, generation settings). A summary with another fingerprint is redone."""
         settings = {"backend": self.llm.spec_name or type(self.llm).__name__, "model": self.llm.model_name,
                     "extra": self.llm.extra_key(), "template": self.template.__dict__, "max_prompt_tokens": self.max_prompt_tokens,
-                    "max_items": self.max_items, "max_new_tokens": self.config.max_new_tokens}
+                    "max_items": self.max_items, "max_new_tokens": self.config.max_new_tokens, "label_stats": self.label_stats}
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return f"{self.llm.model_name}@{digest}"
 
@@ -152,13 +162,33 @@ class Summarizer:
 
         return fit_items(assemble, "", items, self.max_prompt_tokens, self.counter, joiner=self.template.join).text
 
+    def stats(self, user: User) -> str:
+        """The template's `stats` line for the user's labels (most frequent first), or "" when none."""
+        if not self.label_stats or self.template.label is None or self.template.stats is None:
+            return ""
+        labels = [str(d.meta[self.template.label]).strip() for d in user.history if d.meta.get(self.template.label) is not None]
+        if not labels:
+            return ""
+        counts = Counter(labels).most_common()
+        numbers = [float(x) for x in labels if _is_number(x)]
+        mean = f"{sum(numbers) / len(numbers):.1f}" if len(numbers) == len(labels) else "n/a"
+        return fill(self.template.stats, {"counts": ", ".join(f"{label} ({n})" for label, n in counts), "mean": mean})
+
     def summarize(self, users: list[tuple[User, int]]) -> list[Summary]:
         """One summary per (user, history version), in order (one batched `generate` call)."""
         todo = [(u, v) for u, v in users if u.history]
         completions = self.llm.generate([self.prompt(u) for u, _ in todo], self.config) if todo else []
-        texts = {u.id: " ".join(c.text.split()) for (u, _), c in zip(todo, completions)}
+        texts = {u.id: " ".join(f"{self.stats(u)} {c.text}".split()) for (u, _), c in zip(todo, completions)}
         fingerprint = self.fingerprint
         return [Summary(u.id, self.kind, texts.get(u.id, ""), v, fingerprint) for u, v in users]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def summarize_users(

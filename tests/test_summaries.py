@@ -56,24 +56,24 @@ def writer() -> ScriptedLLM:
 
 def test_summaries_are_rewritten_exactly_when_the_history_version_changes(store):
     llm = writer()
-    first = summarize_users(store, llm, "LaMP-3")
+    first = summarize_users(store, llm, "LaMP-3", label_stats=True)
     assert (first.users, first.written, first.up_to_date, first.empty) == (3, 3, 0, 1)
     assert llm.calls == 2  # cid has no history: an empty summary, no LLM call
     ann = store.summary("ann", "LaMP-3")
     stats = "Scores this user gave, most frequent first: 5 (1), 1 (1); mean 3.0."  # exact, not the model's
-    assert ann == Summary("ann", "LaMP-3", stats + " 2 reviews, mostly positive.", 1, Summarizer(llm, "LaMP-3").fingerprint)
+    assert ann == Summary("ann", "LaMP-3", stats + " 2 reviews, mostly positive.", 1, Summarizer(llm, "LaMP-3", label_stats=True).fingerprint)
     assert ann.fingerprint.startswith("scripted@")
     assert store.summary("cid", "LaMP-3").text == "" and store.summary("ann", "LaMP-2") is None
     prompt = chat_text(llm.seen[0])
     assert "- score 5: Lovely warm tone.\n- score 1: Strings broke in a day." in prompt  # newest first
 
-    again = summarize_users(store, llm, "LaMP-3")
+    again = summarize_users(store, llm, "LaMP-3", label_stats=True)
     assert (again.written, again.up_to_date, llm.calls) == (0, 3, 2)
 
     store.add_items("ann", [review("a3", "Great pedal.", 5, "2024-03-01")])
     store.add_items("bob", [review("b1", "Does the job.", 3, "2024-01-05")])  # unchanged item: version stays
     assert store.summaries("LaMP-3", fresh=True).keys() == {"bob", "cid"}
-    third = summarize_users(store, llm, "LaMP-3")
+    third = summarize_users(store, llm, "LaMP-3", label_stats=True)
     assert (third.written, third.up_to_date, llm.calls) == (1, 2, 3)
     assert store.summary("ann", "LaMP-3") == Summary(
         "ann", "LaMP-3", "Scores this user gave, most frequent first: 5 (2), 1 (1); mean 3.7. 3 reviews, mostly positive.", 2, ann.fingerprint)
@@ -191,7 +191,8 @@ def test_the_summarize_command_writes_and_resumes(tmp_path, capsys):
     path = tmp_path / "u.db"
     with UserStore(path) as store:
         seed(store)
-    command = ["users", "summarize", str(path), "--llm", "scripted", "--llm-option", "default=Likes warm tones.", "--task", "LaMP-3"]
+    command = ["users", "summarize", str(path), "--llm", "scripted", "--llm-option", "default=Likes warm tones.", "--task", "LaMP-3",
+               "--label-stats"]
     assert main(command) == 0
     assert "3 summaries written (1 of empty histories), 0 up to date, of 3 users" in capsys.readouterr().out
     assert main(command) == 0

@@ -189,6 +189,8 @@ def _summarize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="users per LLM call and per write (default: 8)")
     parser.add_argument("--max-prompt-tokens", type=int, default=1024, metavar="N", help="budget of a summary prompt")
     parser.add_argument("--max-items", type=int, default=50, metavar="N", help="newest history items a summary reads")
+    parser.add_argument("--label-stats", action="store_true",
+                        help="begin LaMP-2/3 summaries with exact counts of the user's labels")
     parser.add_argument("--force", action="store_true", help="rewrite every summary, also those that are up to date")
 
 
@@ -203,7 +205,8 @@ def _summarize(args: argparse.Namespace) -> int:
     llm = load_llm(args.llm, **llm_options(args, {}))
     with _open(args) as store:
         report = summarize_users(store, llm, args.task, user_ids=args.user, batch_size=args.batch_size, force=args.force,
-                                 progress=True, max_prompt_tokens=args.max_prompt_tokens, max_items=args.max_items)
+                                 progress=True, max_prompt_tokens=args.max_prompt_tokens, max_items=args.max_items,
+                                 label_stats=args.label_stats)
     print(f"{store.url}: {report.written} summaries written ({report.empty} of empty histories), "
           f"{report.up_to_date} up to date, of {report.users} users")
     return 0

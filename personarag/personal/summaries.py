@@ -105,11 +105,12 @@ class Summarizer:
         max_items: int = 50,
         max_new_tokens: int | None = None,
         templates: str | Path | None = None,
-        label_stats: bool = True,
+        label_stats: bool = False,
     ) -> None:
         """`label_stats`: for templates with a `stats` line (LaMP-2, LaMP-3), begin the summary with
         the counts of the user's labels over the whole history, computed exactly (small models
-        miscount them); False keeps the model's text alone."""
+        miscount them). Off by default: with SmolLM2-135M it did not help (LaMP-3 MAE 1.125 with
+        the counts vs 0.70 without, benchmarks/results/lamp_calibration.md)."""
         if not isinstance(llm, LLM):
             raise InputError(f"Summarizer needs an LLM object, got {type(llm).__name__}")
         for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_items", max_items)):

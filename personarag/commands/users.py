@@ -8,6 +8,7 @@
     personarag users share --store users.db --user ann off
     personarag users show --store users.db [--user ann]
     personarag users compact --store users.db [--through SEQ] [--keep N]
+    personarag users summarize users.db --llm transformers:PATH --task LaMP-3 [--llm-option threads=1]
 
 STORE is a path, sqlite:///path.db or postgresql://user:password@host:port/database
 (default: $PERSONARAG_STORE). Imports are resumable: each batch of users is one transaction,
@@ -198,6 +199,41 @@ def _compact(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- summarize ----------------------------------------------------------------------------
+def _summarize_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_store(parser)
+    parser.add_argument("store_location", nargs="?", metavar="STORE", help="the store (same as --store)")
+    parser.add_argument("--llm", required=True, metavar="SPEC", help="the LLM that writes the summaries, e.g. transformers:PATH")
+    parser.add_argument("--llm-option", metavar="KEY=VALUE", action="append",
+                        help="an option of the LLM, e.g. threads=1 or cache_dir=DIR (VALUE read as YAML); repeat for several")
+    parser.add_argument("--task", help="the LaMP task the summaries are for (their kind); default: a general summary")
+    parser.add_argument("--user", action="append", metavar="ID", help="summarize only this user; repeat for several")
+    parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="users per LLM call and per write (default: 8)")
+    parser.add_argument("--max-prompt-tokens", type=int, default=1024, metavar="N", help="budget of a summary prompt")
+    parser.add_argument("--max-items", type=int, default=50, metavar="N", help="newest history items a summary reads")
+    parser.add_argument("--label-stats", action="store_true",
+                        help="begin LaMP-2/3 summaries with exact counts of the user's labels")
+    parser.add_argument("--force", action="store_true", help="rewrite every summary, also those that are up to date")
+
+
+def _summarize(args: argparse.Namespace) -> int:
+    from personarag.commands.common import llm_options
+    from personarag.llm import load_llm
+    from personarag.personal.summaries import summarize_users
+
+    if args.store_location and args.store and args.store_location != args.store:
+        raise InputError(f"two stores given: {args.store_location!r} and --store {args.store!r}")
+    args.store = args.store_location or args.store
+    llm = load_llm(args.llm, **llm_options(args, {}))
+    with _open(args) as store:
+        report = summarize_users(store, llm, args.task, user_ids=args.user, batch_size=args.batch_size, force=args.force,
+                                 progress=True, max_prompt_tokens=args.max_prompt_tokens, max_items=args.max_items,
+                                 label_stats=args.label_stats)
+    print(f"{store.url}: {report.written} summaries written ({report.empty} of empty histories), "
+          f"{report.up_to_date} up to date, of {report.users} users")
+    return 0
+
+
 @dataclass(frozen=True)
 class _Command:
     NAME: str
@@ -215,4 +251,6 @@ SUBCOMMANDS = [
     _Command("show", "list the users, or show one user's history newest first", _show_arguments, _show),
     _Command("compact", "drop old change-log rows (bound retrievers behind them re-read every user)",
              _compact_arguments, _compact),
+    _Command("summarize", "write an LLM summary of each user's history where it is missing or stale (resumable)",
+             _summarize_arguments, _summarize),
 ]

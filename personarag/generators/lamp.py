@@ -9,6 +9,7 @@ parses it into the task's answer space when scoring.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,13 @@ from personarag.generators.budget import Fitted
 from personarag.generators.floors import query_task
 from personarag.generators.lamp_prompts import LampPromptBuilder
 from personarag.generators.llm_generator import LLMGenerator
+from personarag.generators.summary_context import SummaryContext
 from personarag.llm.base import LLM
+from personarag.llm.labels import CALIBRATIONS, choose_labels, label_prior
 from personarag.types import Output, Ranking
 
 
-class LaMPGenerator(LLMGenerator):
+class LaMPGenerator(SummaryContext, LLMGenerator):
     """Personalized generation for one LaMP task.
 
     `max_prompt_tokens`: the prompt's token budget, counted with the LLM's tokenizer
@@ -34,6 +37,19 @@ class LaMPGenerator(LLMGenerator):
     text, parsed when scored) or "choose": for the label and rating tasks (LaMP-1/2/3), the
     label with the highest log-probability under `LLM.score` (summed over its tokens), so
     every answer is a valid label; the log-probabilities go into the trace.
+
+    Options of the choice (see `personarag.llm.labels`): `length_norm=True` compares the mean
+    log-probability per answer token instead of the sum. `calibration="content-free"` divides
+    each prompt's label distribution by the distribution under content-free inputs
+    (`content_free`, default ("N/A",); Zhao et al. 2021's set is ("N/A", "", "[MASK]")): the
+    task's prompt with the example's content (the template's `content` regex, else the whole
+    input) replaced by each filler and no profile items. The prior is computed once per
+    content-free prompt (so once per model, task and template) and kept; its LLM calls go
+    through the LLM's cache like any other.
+
+    `summary`, `store`, `summary_tokens`: the user's stored summary at the head of the prompt,
+    alone (no retriever) or with the retrieved items under the budget; see
+    `personarag.generators.summary_context` (True reads the summary of the task's kind).
     """
 
     spec_name = "lamp"
@@ -45,6 +61,12 @@ class LaMPGenerator(LLMGenerator):
         *,
         templates: str | Path | None = None,
         answer_mode: str = "generate",
+        calibration: str = "none",
+        length_norm: bool = False,
+        content_free: Sequence[str] = ("N/A",),
+        summary: bool | str = False,
+        store: Any = None,
+        summary_tokens: int = 128,
         **options: Any,
     ) -> None:
         """`task`: None takes each query's `meta["task"]` (the LaMP loader sets it); a task given
@@ -53,6 +75,18 @@ class LaMPGenerator(LLMGenerator):
         if answer_mode not in ("generate", "choose"):
             raise InputError(f"answer_mode must be 'generate' or 'choose', got {answer_mode!r}")
         self.answer_mode = answer_mode
+        if calibration not in CALIBRATIONS:
+            raise InputError(f"calibration must be one of {list(CALIBRATIONS)}, got {calibration!r}")
+        if not isinstance(length_norm, bool):
+            raise InputError(f"length_norm must be True or False, got {length_norm!r}")
+        if isinstance(content_free, str) or not content_free or not all(isinstance(f, str) for f in content_free):
+            raise InputError(f"content_free must be a non-empty list of strings (e.g. ['N/A', '', '[MASK]']), got {content_free!r}")
+        if answer_mode == "generate" and (calibration != "none" or length_norm):
+            raise InputError("calibration and length_norm are options of answer_mode='choose'; "
+                             f"got answer_mode='generate' with calibration={calibration!r}, length_norm={length_norm}")
+        self.calibration, self.length_norm, self.content_free = calibration, length_norm, tuple(content_free)
+        self._priors: dict[tuple[Any, ...], tuple[float, ...]] = {}
+        self._init_summary(summary, store, summary_tokens)
         self.templates = templates
         self._fixed_task = None if task is None else get_task(task).name
         self._explicit_new_tokens = options.get("max_new_tokens") is not None
@@ -97,10 +131,36 @@ class LaMPGenerator(LLMGenerator):
     def _choices(self) -> tuple[str, ...]:
         return get_task(self.task or "LaMP-3").labels if self.answer_mode == "choose" else ()
 
+    def _choose(self, rankings: list[Ranking], prompts: list[str], answers: tuple[str, ...]) -> list[tuple[str, Any, bool, dict[str, Any]]]:
+        priors = [self.prior(r.query.text) if self.calibration != "none" else None for r in rankings]
+        out: list[Any] = [None] * len(prompts)
+        groups: dict[Any, list[int]] = {}
+        for position, prior in enumerate(priors):
+            groups.setdefault(prior, []).append(position)
+        for prior, positions in groups.items():
+            chosen = choose_labels(self.llm, [prompts[p] for p in positions], answers, length_norm=self.length_norm, prior=prior)
+            for p, c in zip(positions, chosen):
+                out[p] = (c.label, c.usage, c.cached, c.trace())
+        return out
+
+    def prior(self, input_text: str) -> tuple[float, ...]:
+        """The label prior of the content-free prompts of `input_text`'s task template (kept per
+        model, content-free prompts and length normalisation)."""
+        if self.task is None:
+            raise InputError("the LaMP generator has no task yet: give task= or generate for queries with meta['task']")
+        prompts = tuple(self.builder.content_free(input_text, filler) for filler in self.content_free)
+        key = (self.llm.model_name, prompts, self.length_norm)
+        if key not in self._priors:
+            self._priors[key] = label_prior(self.llm, list(prompts), self._choices(), length_norm=self.length_norm)
+        return self._priors[key]
+
     def default_max_new_tokens(self) -> int:
         return self._default_new_tokens
 
-    def _prompt(self, ranking: Ranking) -> Fitted:
+    def _summaries(self, rankings: list[Ranking]) -> list[tuple[str | None, dict[str, Any], list[str]]]:
+        return self._user_summaries(rankings, self._summary_kind(self.task or "LaMP-3"))
+
+    def _prompt(self, ranking: Ranking, summary: str | None = None) -> Fitted:
         if self.task is None:
             raise InputError("the LaMP generator has no task yet: give task= or generate for queries with meta['task']")
-        return self.builder.build(ranking.query.text, [d.doc for d in ranking.docs])
+        return self.builder.build(ranking.query.text, [d.doc for d in ranking.docs], summary=summary)

@@ -18,10 +18,11 @@ from typing import Any
 from personarag.errors import InputError
 from personarag.evaluation.lamp_tasks import LampTask, get_task
 from personarag.generators.budget import Fitted, Item, TokenCounter, fit_items
+from personarag.generators.summary_context import with_summary
 from personarag.prompts import fill, placeholders, read_yaml, shipped_file
 from personarag.types import Document
 
-_KEYS = {"item", "long", "join", "with_profile", "without_profile", "instruction", "insert_after", "insert", "max_new_tokens"}
+_KEYS = {"content", "item", "long", "join", "with_profile", "without_profile", "instruction", "insert_after", "insert", "max_new_tokens"}
 
 
 def _flat(value: Any) -> str:
@@ -40,6 +41,7 @@ class LampTemplate:
     insert_after: str | None = None
     insert: str | None = None
     max_new_tokens: int = 32
+    content: str | None = None  # regex whose group 1 is the example's content within the input
 
 
 def read_templates(path: str | Path | None = None) -> dict[str, LampTemplate]:
@@ -73,8 +75,21 @@ def _read_templates(path: str | None) -> tuple[tuple[str, LampTemplate], ...]:
             insert_after=entry.get("insert_after"),
             insert=entry.get("insert"),
             max_new_tokens=int(entry.get("max_new_tokens", 32)),
+            content=_regex(entry.get("content"), f"{source}: {name}: content"),
         )))
     return tuple(out)
+
+
+def _regex(pattern: Any, where: str) -> str | None:
+    if pattern is None:
+        return None
+    try:
+        compiled = re.compile(str(pattern), re.DOTALL)
+    except re.error as error:
+        raise InputError(f"{where}: {pattern!r} is not a regular expression: {error}") from None
+    if compiled.groups < 1:
+        raise InputError(f"{where}: {pattern!r} needs a group around the content, e.g. 'review: (.*)$'")
+    return str(pattern)
 
 
 class LampPromptBuilder:
@@ -136,8 +151,17 @@ class LampPromptBuilder:
             return fill("{profile}. {input}\n{instruction}", {"input": input_text, "instruction": self.instruction, "profile": profile})
         return fill(t.with_profile, {"input": input_text, "instruction": self.instruction, "profile": profile})
 
-    def build(self, input_text: str, docs: Sequence[Document]) -> Fitted:
-        """The prompt for `input_text` with `docs` (best first) as the profile items."""
+    def content_free(self, input_text: str, filler: str) -> str:
+        """The prompt of `input_text` with its content (the template's `content` group; the whole
+        input when the template has none or it does not match) replaced by `filler`, without profile
+        items: the content-free input of contextual calibration."""
+        match = re.search(self.template.content, input_text, re.DOTALL) if self.template.content else None
+        text = input_text[: match.start(1)] + filler + input_text[match.end(1):] if match else filler
+        return self._assemble([], text)
+
+    def build(self, input_text: str, docs: Sequence[Document], *, summary: str | None = None) -> Fitted:
+        """The prompt for `input_text` with `docs` (best first) as the profile items, and the
+        user's `summary` (already cut to its share) at its head, counted in the budget."""
         items = []
         for doc in docs:
             values = self.item_values(doc)
@@ -147,7 +171,7 @@ class LampPromptBuilder:
 
             items.append(Item(doc.id, values[self.template.long], render))
         return fit_items(
-            self._assemble,
+            with_summary(self._assemble, summary),
             input_text,
             items,
             self.max_prompt_tokens,

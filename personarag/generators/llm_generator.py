@@ -52,15 +52,22 @@ class LLMGenerator(LLMStage, Generator):
     def default_max_new_tokens(self) -> int:
         return 128
 
-    def _prompt(self, ranking: Ranking) -> Fitted:
+    def _prompt(self, ranking: Ranking, summary: str | None = None) -> Fitted:
+        """The prompt of one ranking; `summary`: the user's summary to put at its head (or None)."""
         raise NotImplementedError
+
+    def _summaries(self, rankings: list[Ranking]) -> list[tuple[str | None, dict[str, Any], list[str]]]:
+        """Per ranking: the user summary for its prompt (None: none), its trace info and problems;
+        generators with a `summary` option override this (see `summary_context`)."""
+        return [(None, {}, []) for _ in rankings]
 
     def _choices(self) -> tuple[str, ...]:
         """Answers to choose among by log-probability instead of generating (empty: generate)."""
         return ()
 
-    def _choose(self, prompts: list[str], answers: tuple[str, ...]) -> list[tuple[str, Any, bool, dict[str, Any]]]:
-        """The most likely answer of each prompt (the first one listed on a tie)."""
+    def _choose(self, rankings: list[Ranking], prompts: list[str], answers: tuple[str, ...]) -> list[tuple[str, Any, bool, dict[str, Any]]]:
+        """The most likely answer of each prompt (the first one listed on a tie); `rankings` are the
+        prompts' rankings, for subclasses whose choice depends on the query (calibration)."""
         from personarag.llm.labels import score_labels
 
         return [(s.labels[s.best], s.usage, s.cached, {"logprobs": s.as_dict()}) for s in score_labels(self.llm, prompts, answers)]
@@ -70,17 +77,20 @@ class LLMGenerator(LLMStage, Generator):
         outputs: list[Output] = []
         for start in range(0, len(rankings), self.batch_size):
             batch = rankings[start : start + self.batch_size]
-            fitted = [self._prompt(r) for r in batch]
+            summaries = self._summaries(batch)
+            fitted = [self._prompt(r, text) for r, (text, _, _) in zip(batch, summaries)]
             answers = self._choices()
             if answers:
-                results = self._choose([f.text for f in fitted], answers)
+                results = self._choose(batch, [f.text for f in fitted], answers)
             else:
                 results = [(c.text, c.usage, c.cached, {"raw": c.text}) for c in self.llm.generate([f.text for f in fitted], config)]
-            for ranking, fit, (text, usage, cached, extra) in zip(batch, fitted, results):
+            for ranking, fit, (text, usage, cached, extra), (_, summary, problems) in zip(batch, fitted, results, summaries):
                 by_id = {d.doc.id: d for d in ranking.docs}
                 context = tuple(by_id[i] for i in fit.used)
                 info = {"prompt_tokens": fit.tokens, "dropped": list(fit.dropped), "truncated": list(fit.truncated), "cached": cached, **extra}
-                log = StageLog(usages=[usage], problems=list(fit.problems), info=info)
+                if summary:
+                    info["summary"] = summary
+                log = StageLog(usages=[usage], problems=list(fit.problems) + problems, info=info)
                 outputs.append(
                     Output(
                         query=ranking.query,

@@ -15,6 +15,7 @@ from typing import Any
 from personarag.errors import InputError
 from personarag.generators.budget import Fitted, Item, TokenCounter, fit_items
 from personarag.generators.llm_generator import LLMGenerator
+from personarag.generators.summary_context import SummaryContext, with_summary
 from personarag.llm.base import LLM
 from personarag.prompts import fill, read_yaml, shipped_file
 from personarag.types import Ranking
@@ -31,17 +32,21 @@ def read_rag_template(path: str | None = None) -> dict[str, Any]:
     return data
 
 
-class RAGGenerator(LLMGenerator):
-    """Answers each query from its top-ranked documents (`context_k` in the Pipeline)."""
+class RAGGenerator(SummaryContext, LLMGenerator):
+    """Answers each query from its top-ranked documents (`context_k` in the Pipeline); with
+    `summary`, the user's stored summary heads the prompt (see `summary_context`; True reads
+    the "general" kind)."""
 
     spec_name = "rag"
 
-    def __init__(self, llm: LLM | str, *, template: str | Path | None = None, **options: Any) -> None:
+    def __init__(self, llm: LLM | str, *, template: str | Path | None = None, summary: bool | str = False, store: Any = None,
+                 summary_tokens: int = 128, **options: Any) -> None:
         """`options`: the keyword options of every generator (`LLMGenerator`), here with
         max_prompt_tokens 2048 and min_item_tokens 32 by default."""
         self.template = read_rag_template(str(template) if template else None)
         options.setdefault("max_prompt_tokens", 2048)
         options.setdefault("min_item_tokens", 32)
+        self._init_summary(summary, store, summary_tokens)
         super().__init__(llm, **options)
 
     def default_max_new_tokens(self) -> int:
@@ -53,7 +58,10 @@ class RAGGenerator(LLMGenerator):
         context = self.template.get("join", "\n").join(items)
         return fill(self.template["with_context"], {"input": question, "context": context})
 
-    def _prompt(self, ranking: Ranking) -> Fitted:
+    def _summaries(self, rankings: list[Ranking]) -> list[tuple[str | None, dict[str, Any], list[str]]]:
+        return self._user_summaries(rankings, self._summary_kind("general"))
+
+    def _prompt(self, ranking: Ranking, summary: str | None = None) -> Fitted:
         items = []
         for rank, scored in enumerate(ranking.docs, start=1):
             doc = scored.doc
@@ -64,7 +72,7 @@ class RAGGenerator(LLMGenerator):
 
             items.append(Item(doc.id, " ".join(doc.text.split()), render))
         return fit_items(
-            self._assemble,
+            with_summary(self._assemble, summary),
             ranking.query.text,
             items,
             self.max_prompt_tokens,

@@ -27,7 +27,7 @@ profiles of several co-authors, with identical content):
   undated items) newest-added first.
 - Changes are logged for consumers (`changes_since`); `compact_changes` drops old log rows
   (personal.store_changes).
-- Deleting a user deletes their items, their user vectors and the cached embeddings no
+- Deleting a user deletes their items, their user vectors, their summaries and the cached embeddings no
   remaining item has; an embedding of identical content another user still holds stays.
   Token bags and BM25 postings (history BM25's derived data, `store_tokens`) follow the
   same rules: bags go with the last item of their content, a user's postings with any change.
@@ -54,12 +54,14 @@ from personarag.personal.store_io import (
 )
 from personarag.personal.store_schema import SCHEMA_VERSION
 from personarag.personal.store_tokens import TokenTables
+from personarag.personal.store_summaries import Summary, SummaryStore
 from personarag.types import Document, User
 from personarag.resources import Closeable
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA_VERSION", "ChangesCompacted", "CompactReport", "ImportReport", "UserStore", "UserVector", "content_hash"]
+__all__ = ["SCHEMA_VERSION", "ChangesCompacted", "CompactReport", "ImportReport", "Summary", "UserStore", "UserVector",
+           "content_hash"]
 
 _CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit
 
@@ -77,7 +79,7 @@ def _forget_connections(engine_ref: weakref.ref[Any]) -> None:
         engine.dispose(close=False)
 
 
-class UserStore(ImportExport, TokenTables, ChangeLog, Closeable):
+class UserStore(ImportExport, TokenTables, ChangeLog, SummaryStore, Closeable):
     def __init__(self, location: str | os.PathLike[str] = "personarag.db") -> None:
         self._location = schema.parse_location(location)
         s = schema.sa()
@@ -170,7 +172,7 @@ class UserStore(ImportExport, TokenTables, ChangeLog, Closeable):
         return version
 
     def delete_user(self, user_id: str) -> None:
-        """Delete a user with their items, user vectors and the embeddings no remaining item has."""
+        """Delete a user with their items, user vectors, summaries and the embeddings no remaining item has."""
         t, s = self._t, schema.sa()
         with self._write() as conn:
             self._version(conn, user_id)
@@ -179,6 +181,7 @@ class UserStore(ImportExport, TokenTables, ChangeLog, Closeable):
             conn.execute(s.delete(t["items"]).where(t["items"].c.user_id == user_id))
             conn.execute(s.delete(t["user_vectors"]).where(t["user_vectors"].c.user_id == user_id))
             self._drop_postings(conn, user_id)
+            self._delete_summaries(conn, user_id)
             conn.execute(s.delete(t["users"]).where(t["users"].c.user_id == user_id))
             conn.execute(s.insert(t["changes"]).values(user_id=user_id))
             self._drop_orphan_embeddings(conn, hashes)

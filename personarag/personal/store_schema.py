@@ -18,12 +18,11 @@ from typing import Any
 
 from personarag.errors import InputError, require
 
-logger = logging.getLogger(__name__)
-
 #: bump when a table or column changes; a store of another version is refused, except the
 #: additive steps in `_MIGRATIONS`, which only create tables and are applied (and logged) on open
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 60_000
+logger = logging.getLogger(__name__)
 _PG_WRITER_LOCK = 0x70657273  # advisory lock key ("pers") held by the one PostgreSQL writer
 
 _sa: Any = None
@@ -128,11 +127,21 @@ def tables() -> dict[str, Any]:
         s.Column("lengths", s.LargeBinary, nullable=False),  # f8 tokens per history item
         s.Index("pr_bm25_postings_user", "user_id"),
     )
+    # LLM summaries of users' histories (schema 3), with the history version each was made from
+    _TABLES["summaries"] = s.Table(
+        "pr_summaries", metadata,
+        s.Column("kind", key(), primary_key=True),  # e.g. the LaMP task the summary was written for
+        s.Column("user_id", key(), primary_key=True),
+        s.Column("history_version", s.Integer, nullable=False),  # the history it was made from
+        s.Column("fingerprint", s.Text, nullable=False),  # model + prompt + generation settings
+        s.Column("text", s.Text, nullable=False),
+        s.Index("pr_summaries_user", "user_id"),
+    )
     return _TABLES
 
 
 #: schema version -> tables added by the step to the next version (additive only)
-_MIGRATIONS = {1: ("token_terms", "token_bags", "bm25_postings")}
+_MIGRATIONS = {1: ("token_terms", "token_bags", "bm25_postings"), 2: ("summaries",)}
 
 
 @dataclass(frozen=True)

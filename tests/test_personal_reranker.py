@@ -130,7 +130,7 @@ def test_the_pair_holds_the_query_then_the_users_most_similar_items(tiny_model):
     assert pairs[0] == (reranker.pair_query(query), "score: 3 | " + REVIEWS[0]) and len(pairs) == len(REVIEWS)
 
 
-def test_context_from_fitted_users_and_from_a_summary(tiny_model):
+def test_context_from_fitted_users_a_store_and_a_summary(tiny_model, tmp_path):
     from personarag.personal.reranker import PersonalCrossEncoderReranker
 
     stored = User("u", (item(0, 4, "the stand is solid"),))
@@ -139,6 +139,14 @@ def test_context_from_fitted_users_and_from_a_summary(tiny_model):
     assert reranker.pair_query(query).endswith("[user] score: 2 | old text")
     reranker.fit(users=[stored])
     assert reranker.pair_query(query).endswith("[user] score: 4 | the stand is solid")
+    from personarag.personal.store import UserStore
+
+    with UserStore(tmp_path / "users.db") as store:
+        store.add_users([User("u", (item(3, 1, "the stand wobbles"),))])
+        reranker.fit(store=store)
+        assert reranker.pair_query(query).endswith("[user] score: 1 | the stand wobbles")
+        unknown = Query("q4", "a stand", user=User("new", (item(4, 3, "first review"),)))
+        assert reranker.pair_query(unknown).endswith("[user] score: 3 | first review")  # not in the store: query.user
     summaries = {"u": "likes sturdy gear, rates 4"}
     with_summary = PersonalCrossEncoderReranker(str(tiny_model), summary=summaries.get)
     assert with_summary.pair_query(query) == "a solid stand [user] likes sturdy gear, rates 4"

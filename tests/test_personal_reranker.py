@@ -244,3 +244,17 @@ def test_config_errors(tiny_model, tmp_path):
     with pytest.raises(InputError, match="train_users"):
         PersonalRerankerRunConfig(**base, utility="label", train_users=0)
     assert PersonalRerankerRunConfig(**base, utility="label", task="LaMP-2").fields == ["tag"]
+
+
+def test_the_command_picks_the_target_from_the_config_file(tmp_path, capsys):
+    from personarag.cli import main
+
+    config = tmp_path / "reranker.yaml"
+    config.write_text("target: personalized-reranker\nutility: label\n")
+    # the file's target selects the reranker's options: its required fields are asked for
+    assert main(["train", "llm-feedback", "--config", str(config)]) == 2
+    assert "give output_dir" in capsys.readouterr().err
+    assert main(["train", "llm-feedback", "--config", str(config), "--target", "collaborative-scorer"]) == 2
+    assert "says target: personalized-reranker, but --target collaborative-scorer" in capsys.readouterr().err
+    assert main(["train", "llm-feedback", "--target", "personalized-reranker", "--m", "3"]) == 2
+    assert "--target personalized-reranker takes no --m" in capsys.readouterr().err

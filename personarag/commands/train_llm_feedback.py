@@ -54,27 +54,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, other, skip=tuple(first | {"target"}))
 
 
-def _target(args: argparse.Namespace) -> str:
-    if args.target:
-        return args.target
-    if args.config:
-        import yaml
-        from pathlib import Path
+def _file_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The config file's options (without `target`, which picks the config class), {} without --config."""
+    if not args.config:
+        return {}
+    import yaml
+    from pathlib import Path
 
-        path = Path(args.config)
-        if path.is_file():
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            if isinstance(loaded, dict) and loaded.get("target"):
-                if loaded["target"] not in TARGETS:
-                    raise InputError(f"{path}: target must be one of {sorted(TARGETS)}, got {loaded['target']!r}")
-                return str(loaded["target"])
-    return "collaborative-scorer"
+    path = Path(args.config)
+    if not path.is_file():
+        raise InputError(f"training config {path} does not exist")
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise InputError(f"{path}: expected a mapping of option: value, got {type(loaded).__name__}")
+    target = loaded.pop("target", None)
+    if target is not None and target not in TARGETS:
+        raise InputError(f"{path}: target must be one of {sorted(TARGETS)}, got {target!r}")
+    if target is not None and args.target is not None and target != args.target:
+        raise InputError(f"{path} says target: {target}, but --target {args.target} was given")
+    args.target = args.target or target
+    return loaded
 
 
 def run(args: argparse.Namespace) -> int:
     from personarag.training.common import load_config
 
-    target = _target(args)
+    options = _file_options(args)
+    target = args.target or "collaborative-scorer"
     module, config_name, train_name = TARGETS[target]
     cls = _config_cls(target)
     own = {f.name for f in dataclasses.fields(cls)}
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if foreign:
         raise InputError(f"--target {target} takes no {', '.join('--' + n.replace('_', '-') for n in foreign)}")
     flags = {name: getattr(args, name, None) for name in own if name != "target"}
-    config = load_config(cls, args.config, **flags)
+    config = load_config(cls, None, **{**options, **{k: v for k, v in flags.items() if v is not None}})
     result = getattr(importlib.import_module(module), train_name)(config, resume=args.resume, overwrite=args.overwrite)
     sys.stdout.write(report(config, result) if target == "collaborative-scorer" else reranker_report(config, result))
     return 0

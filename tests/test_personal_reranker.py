@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,6 @@ from tests.training_models import tiny_bert
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("datasets")
 
-REPO = Path(__file__).resolve().parents[1]
 PROMPT = "What is the score of the following review on a scale of 1 to 5? review: "
 REVIEWS = ["the strings sound bright and last long", "cheap cable broke after a week", "the tuner is accurate and easy",
            "pedal is noisy and hums badly", "great stand, solid and light", "strap slipped and the lock failed"]
@@ -174,16 +171,17 @@ def write_lamp3(root: Path) -> tuple[Path, Path]:
     return root / "dev_questions.json", root / "dev_outputs.json"
 
 
-def test_train_command_end_to_end_and_the_artifact_loads_as_a_spec(tiny_model, tmp_path):
+def test_train_command_end_to_end_and_the_artifact_loads_as_a_spec(tiny_model, tmp_path, capsys):
+    from personarag.cli import main
+
     questions, outputs = write_lamp3(tmp_path / "lamp3")
     out = tmp_path / "reranker"
-    command = [sys.executable, "-m", "personarag.cli", "train", "llm-feedback", "--target", "personalized-reranker",
+    command = ["train", "llm-feedback", "--target", "personalized-reranker",
                "--questions", str(questions), "--outputs", str(outputs), "--output-dir", str(out), "--base", str(tiny_model),
                "--utility", "label", "--candidates", "4", "--context-items", "2", "--max-length", "64", "--max-steps", "3",
                "--batch-size", "2", "--save-steps", "2", "--threads", "1", "--train-users", "0.5"]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"personal-cross-encoder:{out}" in done.stdout
+    assert main(command) == 0
+    assert f"personal-cross-encoder:{out}" in capsys.readouterr().out
     run = json.loads((out / "personarag_training.json").read_text())
     assert run["status"] == "finished" and run["global_step"] == 3
     assert len(run["trained_on"]) == 6 and len(run["held_out"]) == 6  # 3 of 6 users, 2 examples each
@@ -208,8 +206,8 @@ def test_train_command_end_to_end_and_the_artifact_loads_as_a_spec(tiny_model, t
     rankings = pipe.retrieve([e.query for e in data.examples if e.id in run["held_out"]])
     assert len(rankings) == 6 and all(len(r.docs) == 4 for r in rankings)
 
-    again = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]  # resumes from the last checkpoint; feedback reused
+    assert main(command + ["--resume"]) == 0  # resumes from the last checkpoint; feedback reused
+    assert json.loads((out / "personarag_training.json").read_text())["resumed_from"].endswith("checkpoint-3")
 
 
 def test_llm_utility_is_the_log_likelihood_of_the_gold(tiny_model, tmp_path):

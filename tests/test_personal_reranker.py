@@ -120,8 +120,8 @@ def test_the_pair_holds_the_query_then_the_users_most_similar_items(tiny_model):
     user = User("u", tuple(item(i, s, t) for i, (s, t) in enumerate(
         [(5, "bright strings sound great"), (1, "cable hums and broke"), (4, "love this tuner, strings too")])))
     query = Query("q", PROMPT + "the strings sound bright", user=user)
-    assert reranker.pair_query(query) == (PROMPT + "the strings sound bright [user] score: 5 | bright strings sound great\n"
-                                          "score: 4 | love this tuner, strings too")
+    assert reranker.pair_query(query) == ("[user] score: 5 | bright strings sound great\nscore: 4 | love this tuner, strings too"
+                                          " [query] " + PROMPT + "the strings sound bright")
     candidates = tuple(ScoredDoc(Document(f"c{i}", text, meta={"score": "3"}), 0.0) for i, text in enumerate(REVIEWS))
     pairs = reranker._pairs([Ranking(query, candidates)])
     assert pairs[0] == (reranker.pair_query(query), "score: 3 | " + REVIEWS[0]) and len(pairs) == len(REVIEWS)
@@ -133,22 +133,22 @@ def test_context_from_fitted_users_a_store_and_a_summary(tiny_model, tmp_path):
     stored = User("u", (item(0, 4, "the stand is solid"),))
     query = Query("q", "a solid stand", user=User("u", (item(1, 2, "old text"),)))
     reranker = PersonalCrossEncoderReranker(str(tiny_model), context_items=1, fields=["score"])
-    assert reranker.pair_query(query).endswith("[user] score: 2 | old text")
+    assert reranker.pair_query(query) == "[user] score: 2 | old text [query] a solid stand"
     reranker.fit(users=[stored])
-    assert reranker.pair_query(query).endswith("[user] score: 4 | the stand is solid")
+    assert reranker.pair_query(query).startswith("[user] score: 4 | the stand is solid [query]")
     from personarag.personal.store import UserStore
 
     with UserStore(tmp_path / "users.db") as store:
         store.add_users([User("u", (item(3, 1, "the stand wobbles"),))])
         reranker.fit(store=store)
-        assert reranker.pair_query(query).endswith("[user] score: 1 | the stand wobbles")
+        assert reranker.pair_query(query).startswith("[user] score: 1 | the stand wobbles [query]")
         unknown = Query("q4", "a stand", user=User("new", (item(4, 3, "first review"),)))
-        assert reranker.pair_query(unknown).endswith("[user] score: 3 | first review")  # not in the store: query.user
+        assert reranker.pair_query(unknown).startswith("[user] score: 3 | first review [query]")  # not in the store: query.user
     summaries = {"u": "likes sturdy gear, rates 4"}
     with_summary = PersonalCrossEncoderReranker(str(tiny_model), summary=summaries.get)
-    assert with_summary.pair_query(query) == "a solid stand [user] likes sturdy gear, rates 4"
+    assert with_summary.pair_query(query) == "[user] likes sturdy gear, rates 4 [query] a solid stand"
     other = Query("q2", "a solid stand", user=User("v", (item(2, 3, "a stand"),)))
-    assert with_summary.pair_query(other) == "a solid stand [user] a stand"  # no summary: the top items
+    assert with_summary.pair_query(other) == "[user] a stand [query] a solid stand"  # no summary: the top items
     with pytest.raises(InputError, match="has no user"):
         reranker.pair_query(Query("q3", "no user"))
     with pytest.raises(InputError, match="context_items"):
@@ -193,7 +193,7 @@ def test_train_command_end_to_end_and_the_artifact_loads_as_a_spec(tiny_model, t
         scores = {f"{row['id'][1]}{j}": (5 - j if gold == 5 else 1 + j) for j in range(4)}
         assert row["utilities"] == [-abs(scores[d] - gold) for d in row["docs"]]
     assert json.loads((out / "personal_reranker.json").read_text()) == {
-        "context_items": 2, "max_length": 64, "fields": ["score"], "item_chars": 300}
+        "context_items": 2, "max_length": 64, "fields": ["score"], "item_chars": 300, "candidate_chars": None}
     assert "personal-cross-encoder:" in (out / "README.md").read_text()
 
     from personarag.evaluation.lamp import load_lamp

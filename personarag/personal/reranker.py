@@ -9,8 +9,9 @@ and has one for that user (`summary_context`). Any `context(query) -> str` can r
 The user's history comes from the bound user store (`fit(store=...)`, as `Pipeline.fit`
 does), else from the users given to `fit(users=...)`, else from `query.user`.
 
-The pair is (`query.text` + " [user] " + context, candidate text): the query comes first, so
-when a pair is longer than `max_length` the tokenizer cuts the context's tail before the query.
+The pair is ("[user] " + context + " [query] " + `query.text`, candidate text): the context comes
+first, so when a pair is longer than `max_length` the tokenizer cuts the query's tail, never the
+user (with the query first, a LaMP-3 review alone filled 256 tokens and the context was cut away).
 
 A folder trained by `personarag train llm-feedback --target personalized-reranker` holds
 `personal_reranker.json` (context items, max length, fields); its values are the defaults
@@ -31,8 +32,8 @@ from personarag.rerankers.cross_encoder import CrossEncoderReranker
 from personarag.types import Document, Query, Ranking, User
 
 CONFIG_FILE = "personal_reranker.json"
-SEPARATOR = " [user] "
-DEFAULTS = {"context_items": 3, "max_length": 256, "fields": (), "item_chars": 300}
+USER, QUERY = "[user] ", " [query] "
+DEFAULTS = {"context_items": 3, "max_length": 256, "fields": (), "item_chars": 300, "candidate_chars": None}
 _WORD = re.compile(r"\w+")
 
 ContextFn = Callable[[Query], str]
@@ -45,9 +46,10 @@ def item_line(doc: Document, fields: Sequence[str], item_chars: int) -> str:
     return " | ".join(labels + [text]) if labels else text
 
 
-def candidate_text(doc: Document, fields: Sequence[str]) -> str:
-    """The candidate side of a pair: the document with the same label fields as the context items."""
-    return item_line(doc, fields, len(doc.full_text))
+def candidate_text(doc: Document, fields: Sequence[str], chars: int | None = None) -> str:
+    """The candidate side of a pair: the document (its first `chars` characters; None: all) with the
+    same label fields as the context items."""
+    return item_line(doc, fields, len(doc.full_text) if chars is None else chars)
 
 
 def _words(text: str) -> set[str]:
@@ -108,7 +110,8 @@ class PersonalCrossEncoderReranker(CrossEncoderReranker):
 
     `context_items`: history items in the default context; `fields`: the item meta fields shown
     with each item and candidate (LaMP-3: `("score",)`); `item_chars`: characters kept per context
-    item; `context`: a function replacing the default context; `summary`: `summary(user_id) -> str | None`
+    item; `candidate_chars`: characters kept per candidate (None: all; a short candidate leaves the
+    tokens of `max_length` to the context and the query); `context`: a function replacing the default context; `summary`: `summary(user_id) -> str | None`
     used instead of the items when it returns text. None means: the trained folder's value, else
     the default (3 items, 256 tokens, no fields, 300 characters).
     """
@@ -123,6 +126,7 @@ class PersonalCrossEncoderReranker(CrossEncoderReranker):
         max_length: int | None = None,
         fields: Sequence[str] | None = None,
         item_chars: int | None = None,
+        candidate_chars: int | None = None,
         context: ContextFn | None = None,
         summary: Callable[[str], str | None] | None = None,
         batch_size: int = 32,
@@ -139,6 +143,11 @@ class PersonalCrossEncoderReranker(CrossEncoderReranker):
                 options[name] = value
             if not isinstance(options[name], int) or isinstance(options[name], bool) or options[name] < (0 if name == "context_items" else 1):
                 raise InputError(f"{name} must be a {'non-negative' if name == 'context_items' else 'positive'} integer, got {options[name]!r}")
+        if candidate_chars is not None:
+            options["candidate_chars"] = candidate_chars
+        if options["candidate_chars"] is not None and (not isinstance(options["candidate_chars"], int)
+                                                       or isinstance(options["candidate_chars"], bool) or options["candidate_chars"] < 1):
+            raise InputError(f"candidate_chars must be a positive integer or None, got {options['candidate_chars']!r}")
         if fields is not None:
             options["fields"] = fields
         if isinstance(options["fields"], str) or not all(isinstance(f, str) for f in options["fields"]):
@@ -146,6 +155,7 @@ class PersonalCrossEncoderReranker(CrossEncoderReranker):
         super().__init__(model, batch_size=batch_size, max_length=options["max_length"], device=device, activation=activation,
                          show_progress_bar=show_progress_bar, first_stage_weight=first_stage_weight, depth=depth)
         self.context_items, self.item_chars = options["context_items"], options["item_chars"]
+        self.candidate_chars = options["candidate_chars"]
         self.fields = tuple(options["fields"])
         self._users: dict[str, User] | None = None
         self._store: Any = None
@@ -177,14 +187,14 @@ class PersonalCrossEncoderReranker(CrossEncoderReranker):
         return query.user.history
 
     def pair_query(self, query: Query) -> str:
-        """The first text of every pair of `query`: the query, then the user context."""
-        return query.text + SEPARATOR + self.context(query)
+        """The first text of every pair of `query`: the user context, then the query."""
+        return USER + self.context(query) + QUERY + query.text
 
     def _pairs(self, rankings: list[Ranking]) -> list[tuple[str, str]]:
         pairs = []
         for ranking in rankings:
             first = self.pair_query(ranking.query) if ranking.docs else ""
-            pairs.extend((first, candidate_text(s.doc, self.fields)) for s in ranking.docs)
+            pairs.extend((first, candidate_text(s.doc, self.fields, self.candidate_chars)) for s in ranking.docs)
         return pairs
 
     def _info(self, ranking: Ranking) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class PersonalRerankerRunConfig:
     context_items: int = 3
     fields: list[str] | None = None  # item meta fields shown to the model; None: the task's label (LaMP-2 tag, LaMP-3 score)
     item_chars: int = 300
+    candidate_chars: int | None = None  # characters kept per candidate (None: all)
     max_length: int = 256
     temperature: float = 1.0
     train_users: float = 0.6  # fraction of the split's users (seeded shuffle) whose examples are trained on
@@ -106,7 +107,7 @@ class PersonalRerankerRunConfig:
     def reranker_options(self) -> dict[str, Any]:
         """What `personal_reranker.json` keeps: the context the model was trained with."""
         return {"context_items": self.context_items, "max_length": self.max_length, "fields": list(self.fields or ()),
-                "item_chars": self.item_chars}
+                "item_chars": self.item_chars, "candidate_chars": self.candidate_chars}
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def training_rows(config: PersonalRerankerRunConfig, train: list[Any], feedback:
             raise InputError(f"{FEEDBACK}: example {example.id!r} names items {missing[:3]} that are not in its user's history; "
                              "the data changed since the feedback was collected: run again with --overwrite")
         rows["query"].append(shape.pair_query(example.query))
-        rows["docs"].append([candidate_text(history[i], shape.fields) for i in row["docs"]])
+        rows["docs"].append([candidate_text(history[i], shape.fields, shape.candidate_chars) for i in row["docs"]])
         rows["labels"].append(soft_target(row["utilities"], config.temperature))
     if not rows["query"]:
         raise InputError("no training example has feedback (each needs a gold output and >= 2 candidates)")

@@ -151,7 +151,7 @@ def test_context_from_fitted_users_a_store_and_a_summary(tiny_model, tmp_path):
     assert with_summary.pair_query(other) == "[user] a stand [query] a solid stand"  # no summary: the top items
     with pytest.raises(InputError, match="has no user"):
         reranker.pair_query(Query("q3", "no user"))
-    with pytest.raises(InputError, match="context_items"):
+    with pytest.raises(InputError, match="context_items must be an integer >= 0"):
         PersonalCrossEncoderReranker(str(tiny_model), context_items=-1)
 
 

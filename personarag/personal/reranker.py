@@ -111,9 +111,10 @@ class PersonalCrossEncoderReranker(CrossEncoderReranker):
     `context_items`: history items in the default context; `fields`: the item meta fields shown
     with each item and candidate (LaMP-3: `("score",)`); `item_chars`: characters kept per context
     item; `candidate_chars`: characters kept per candidate (None: all; a short candidate leaves the
-    tokens of `max_length` to the context and the query); `context`: a function replacing the default context; `summary`: `summary(user_id) -> str | None`
-    used instead of the items when it returns text. None means: the trained folder's value, else
-    the default (3 items, 256 tokens, no fields, 300 characters).
+    tokens of `max_length` to the context and the query); `context`: a function replacing the
+    default context; `summary`: `summary(user_id) -> str | None` used instead of the items when it
+    returns text. None means: the trained folder's value, else the default (3 items, 256 tokens,
+    no fields, 300 characters per item, whole candidates).
     """
 
     spec_name = "personal-cross-encoder"
@@ -138,16 +139,14 @@ class PersonalCrossEncoderReranker(CrossEncoderReranker):
     ) -> None:
         saved = read_folder_config(model) if isinstance(model, str) and model.strip() else {}
         options = {**DEFAULTS, **saved}
-        for name, value in (("context_items", context_items), ("max_length", max_length), ("item_chars", item_chars)):
-            if value is not None:
-                options[name] = value
-            if not isinstance(options[name], int) or isinstance(options[name], bool) or options[name] < (0 if name == "context_items" else 1):
-                raise InputError(f"{name} must be a {'non-negative' if name == 'context_items' else 'positive'} integer, got {options[name]!r}")
-        if candidate_chars is not None:
-            options["candidate_chars"] = candidate_chars
-        if options["candidate_chars"] is not None and (not isinstance(options["candidate_chars"], int)
-                                                       or isinstance(options["candidate_chars"], bool) or options["candidate_chars"] < 1):
-            raise InputError(f"candidate_chars must be a positive integer or None, got {options['candidate_chars']!r}")
+        given = {"context_items": context_items, "max_length": max_length, "item_chars": item_chars, "candidate_chars": candidate_chars}
+        options.update({name: value for name, value in given.items() if value is not None})
+        for name, least in (("context_items", 0), ("max_length", 1), ("item_chars", 1), ("candidate_chars", 1)):
+            value = options[name]
+            if name == "candidate_chars" and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise InputError(f"{name} must be an integer >= {least}{' or None' if name == 'candidate_chars' else ''}, got {value!r}")
         if fields is not None:
             options["fields"] = fields
         if isinstance(options["fields"], str) or not all(isinstance(f, str) for f in options["fields"]):

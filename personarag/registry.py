@@ -46,6 +46,8 @@ REGISTRY: dict[str, Entry] = {
     "collaborative": Entry("retriever", "personarag.personal.collaborative:CollaborativeRetriever", "model", "CFRAG-style: the user's and similar users' histories, personalized scores (collaborative:MODEL)"),
     # rerankers
     "cross-encoder": Entry("reranker", "personarag.rerankers.cross_encoder:CrossEncoderReranker", "model", "sentence-transformers cross-encoder: cross-encoder:MODEL_OR_PATH"),
+    "personal-cross-encoder": Entry("reranker", "personarag.personal.reranker:PersonalCrossEncoderReranker", "model",
+                                    "cross-encoder over (user context + query, candidate): personal-cross-encoder:PATH (trained by train llm-feedback)"),
     "pointwise": Entry("reranker", "personarag.rerankers.pointwise:PointwiseReranker", "llm", "LLM pointwise: yes/no, 0..k expected score, or reason-then-score: pointwise:LLM_SPEC"),
     "listwise": Entry("reranker", "personarag.rerankers.listwise:ListwiseReranker", "llm", "LLM sliding-window permutation (RankGPT/RankZephyr, optional reasoning): listwise:LLM_SPEC"),
     "setwise": Entry("reranker", "personarag.rerankers.setwise:SetwiseReranker", "llm", "LLM setwise choice driving heapsort/bubblesort to a top-k: setwise:LLM_SPEC"),

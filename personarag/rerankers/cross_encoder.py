@@ -73,8 +73,15 @@ class CrossEncoderReranker(Reranker):
             self._model = st.CrossEncoder(self.model_name, **kwargs)
         return self._model
 
+    def _pairs(self, rankings: list[Ranking]) -> list[tuple[str, str]]:
+        """The (query side, document side) texts the model scores, in ranking then candidate order."""
+        return [(r.query.text, s.doc.full_text) for r in rankings for s in r.docs]
+
+    def _info(self, ranking: Ranking) -> dict[str, Any]:
+        return {"model": self.model_name}
+
     def _rerank(self, rankings: list[Ranking]) -> list[Ranking]:
-        pairs = [(r.query.text, s.doc.full_text) for r in rankings for s in r.docs]
+        pairs = self._pairs(rankings)
         scores: list[float] = []
         if pairs:
             predicted = self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=self.show_progress_bar)
@@ -83,7 +90,7 @@ class CrossEncoderReranker(Reranker):
         for ranking in rankings:
             own = scores[start : start + len(ranking.docs)]
             start += len(ranking.docs)
-            info: dict[str, Any] = {"model": self.model_name}
+            info = self._info(ranking)
             if self.first_stage_weight:  # the candidates arrive in first-stage order
                 info["first_stage_weight"] = self.first_stage_weight
                 own = interpolate([sd.score for sd in ranking.docs], own, self.first_stage_weight)

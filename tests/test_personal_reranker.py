@@ -144,6 +144,13 @@ def test_context_from_fitted_users_a_store_and_a_summary(tiny_model, tmp_path):
         assert reranker.pair_query(query).startswith("[user] score: 1 | the stand wobbles [query]")
         unknown = Query("q4", "a stand", user=User("new", (item(4, 3, "first review"),)))
         assert reranker.pair_query(unknown).startswith("[user] score: 3 | first review [query]")  # not in the store: query.user
+        from_store = PersonalCrossEncoderReranker(str(tiny_model), context_items=1, fields=["score"], summary_kind="LaMP-3")
+        from_store.fit(store=store)
+        assert from_store.pair_query(query).startswith("[user] score: 1 | the stand wobbles")  # no summary yet: the items
+        store.put_summary("u", "LaMP-3", "rates wobbly stands low", history_version=store.history_version("u"), fingerprint="m@1")
+        assert from_store.pair_query(query) == "[user] rates wobbly stands low [query] a solid stand"
+        store.add_items("u", [item(5, 5, "a new stand, great")])  # the summary is now stale: back to the items
+        assert from_store.pair_query(query).startswith("[user] score: 5 | a new stand, great")
     summaries = {"u": "likes sturdy gear, rates 4"}
     with_summary = PersonalCrossEncoderReranker(str(tiny_model), summary=summaries.get)
     assert with_summary.pair_query(query) == "[user] likes sturdy gear, rates 4 [query] a solid stand"

@@ -113,7 +113,9 @@ class PersonalCrossEncoderReranker(CrossEncoderReranker):
     item; `candidate_chars`: characters kept per candidate (None: all; a short candidate leaves the
     tokens of `max_length` to the context and the query); `context`: a function replacing the
     default context; `summary`: `summary(user_id) -> str | None` used instead of the items when it
-    returns text. None means: the trained folder's value, else the default (3 items, 256 tokens,
+    returns text; `summary_kind`: instead of `summary`, the bound store's summary of that kind (e.g.
+    "LaMP-3", written by `personarag users summarize`) when it was made from the user's current
+    history (a stale one is not used). None means: the trained folder's value, else the default (3 items, 256 tokens,
     no fields, 300 characters per item, whole candidates).
     """
 
@@ -130,6 +132,7 @@ class PersonalCrossEncoderReranker(CrossEncoderReranker):
         candidate_chars: int | None = None,
         context: ContextFn | None = None,
         summary: Callable[[str], str | None] | None = None,
+        summary_kind: str | None = None,
         batch_size: int = 32,
         device: str | None = None,
         activation: str = "default",
@@ -158,6 +161,11 @@ class PersonalCrossEncoderReranker(CrossEncoderReranker):
         self.fields = tuple(options["fields"])
         self._users: dict[str, User] | None = None
         self._store: Any = None
+        if summary is not None and summary_kind is not None:
+            raise InputError("give summary (a function) or summary_kind (the bound store's summaries), not both")
+        self.summary_kind = summary_kind
+        if summary_kind is not None:
+            summary = self.stored_summary
         default = TopHistoryContext(self.history, self.context_items, self.fields, self.item_chars)
         self.context = context or (summary_context(summary, default) if summary is not None else default)
 
@@ -184,6 +192,15 @@ class PersonalCrossEncoderReranker(CrossEncoderReranker):
         if self._users is not None and query.user.id in self._users:
             return self._users[query.user.id].history
         return query.user.history
+
+    def stored_summary(self, user_id: str) -> str | None:
+        """The bound store's `summary_kind` summary of the user, when one was made from their current history."""
+        if self._store is None or not self._store.has_user(user_id):
+            return None
+        found = self._store.summary(user_id, self.summary_kind)
+        if found is None or found.history_version != self._store.history_version(user_id):
+            return None
+        return found.text or None
 
     def pair_query(self, query: Query) -> str:
         """The first text of every pair of `query`: the user context, then the query."""

@@ -36,8 +36,9 @@ FORMAT = 1
 #: users (4,000 lists) a 256,000-user sample; training and adding took 3-4.5 minutes on 2 busy cores.
 TRAIN_PER_LIST = 64
 TRAIN_NITER = 10
-#: The kind "auto" builds from `exact_below` users on (benchmarks/results/user_search.md).
-AUTO_LARGE = "ivf"
+#: The kind "auto" builds from `exact_below` users on (benchmarks/results/user_search.md): at
+#: 1,000,000 users it alone met recall@10 >= 0.95 under 5 ms/query on the noisiest data measured.
+AUTO_LARGE = "ivf-pq"
 #: Below this many users "ivf-pq" builds an exact index: its 4-bit codebooks train on 16 centroids
 #: per sub-quantizer, and a flat scan of so few users is fast anyway.
 PQ_MIN_USERS = 500
@@ -51,15 +52,17 @@ def user_key(user_id: str) -> int:
 class UserIndex:
     """User ids and their embeddings in FAISS; `search` leaves out the asking user and hidden users.
 
-    `kind`: "auto" (exact below `exact_below` users, else AUTO_LARGE), "flat", "ivf" or "hnsw".
-    Measured (benchmarks/results/user_search.md; 1,000,000 clustered 384-d users, one thread,
-    one query per call, 2 cores shared with other jobs): IVF with 4*sqrt(n) lists and nprobe=32
-    builds in 3-4.5 minutes and answers in 3.2-3.6 ms/query with recall@10 1.000 against exact
-    search at noise 1.5 and 2.0, 0.986 at noise 2.25 (2% of the exact neighbours are chance
-    matches outside the user's cluster; 3.5-5.6 ms/query under load), but 0.914 at noise 2.5
-    (11% chance matches; 0.956 needs nprobe=256, 18 ms/query). HNSW does not rescue noise 2.5
-    (0.885 at efSearch=256 on 100,000 users) and builds far slower.
-    HNSW: M=`hnsw_m`, efConstruction, efSearch.
+    `kind`: "auto" (exact below `exact_below` users, else AUTO_LARGE), "flat", "ivf", "ivf-pq" or
+    "hnsw". Measured (benchmarks/results/user_search.md; 1,000,000 clustered 384-d users, one
+    thread, one query per call, 2 cores shared with other jobs): IVF-flat with 4*sqrt(n) lists and
+    nprobe=32 answers in 3.2-3.6 ms/query with recall@10 1.000 at noise 1.5 and 2.0, but 0.914 at
+    noise 2.5 (11% of the exact neighbours are chance matches outside the user's cluster; 0.956
+    needs nprobe=256, 18 ms/query). "ivf-pq" (the same lists, 4-bit fast-scan codes, exact
+    re-scoring of `k_factor` x m candidates) probes `pq_nprobe`=256 lists in 2.6-2.7 ms/query with
+    recall@10 1.000 at noise 1.5 and 0.959 at noise 2.5; it builds in 3.5-4.5 minutes, holds the
+    float vectors beside its codes (1.6 GB) and, like HNSW, leaves replaced users as dead rows
+    until a rebuild. HNSW does not rescue noise 2.5 (0.885 at efSearch=256 on 100,000 users).
+    IVF: `nlist`, `nprobe`; IVF-PQ: `nlist`, `pq_nprobe`, `k_factor`; HNSW: M=`hnsw_m`, efConstruction, efSearch.
     """
 
     def __init__(self, kind: str = "auto", *, nlist: int | None = None, nprobe: int = 32, hnsw_m: int = 32,

@@ -20,6 +20,7 @@ import yaml
 from personarag import registry
 from personarag.evaluation.beir import load_beir
 from personarag.evaluation.metrics import evaluate
+from personarag.llm import load_llm
 from personarag.rerankers.interpolation import WEIGHT_GRID, interpolate_rankings
 from personarag.training.llm_sft import LLMSFTConfig, held_out_query_ids
 
@@ -34,7 +35,7 @@ queries = [q for q in data.queries if q.id in dev_ids]
 retriever = registry.build(config.miner, role="retriever")
 retriever.index(data.corpus)
 first = retriever.retrieve(queries, k=depth)
-llm = {"spec": "transformers", "params": {"model": model, "threads": 1, "cache_dir": "auto"}}
+llm = load_llm({"spec": "transformers", "params": {"model": model, "threads": 1, "cache_dir": "auto"}})
 reranker = registry.build("pointwise", role="reranker", llm=llm, mode=config.mode, max_doc_tokens=config.max_doc_tokens)
 start = time.perf_counter()
 reranked = reranker.rerank(first)

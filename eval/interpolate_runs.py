@@ -20,6 +20,7 @@ import json
 from personarag.evaluation.metrics import evaluate
 from personarag.evaluation.qrels import Qrels
 from personarag.evaluation.runs import Run
+from personarag.experiment.measures import paired_t_test
 from personarag.rerankers.interpolation import interpolate_rankings
 from personarag.types import Document, Query, Ranking, ScoredDoc
 
@@ -37,6 +38,7 @@ parser.add_argument("qrels")
 parser.add_argument("weights", nargs="+", type=float)
 parser.add_argument("--depth", type=int, default=None)
 parser.add_argument("--measures", nargs="+", default=list(MEASURES))
+parser.add_argument("--paired-t", action="store_true", help="add each measure's paired t-test p-value against the first stage alone")
 parser.add_argument("--run-queries-only", action="store_true", help="score only the queries of RERANKED (a max_queries subset)")
 args = parser.parse_args()
 first, reranked = rankings(Run.read_trec(args.first_stage)), rankings(Run.read_trec(args.reranked))
@@ -53,5 +55,11 @@ for weight in args.weights:
         seen = {sd.id for sd in head}
         tail = [sd for sd in first[query_id].docs if sd.id not in seen]
         fused.append(Ranking(ranking.query, head + tail))
-    results[str(weight)] = evaluate(fused, qrels, args.measures).aggregate
+    scored = evaluate(fused, qrels, args.measures)
+    results[str(weight)] = dict(scored.aggregate)
+    if args.paired_t:
+        alone = evaluate([first[q] for q in reranked], qrels, args.measures)
+        for measure in scored.aggregate:
+            pairs = [(scored.per_query[q][measure], alone.per_query[q][measure]) for q in sorted(alone.per_query)]
+            results[str(weight)][f"p_vs_first_stage[{measure}]"] = paired_t_test([a for a, _ in pairs], [b for _, b in pairs])
 print(json.dumps(results, indent=1))

@@ -119,6 +119,22 @@ def test_sft_trains_on_the_exact_tokens_the_pointwise_reranker_scores(tmp_path, 
     assert any("Document: Mice Mice" in t for t in texts) and not any("grain and seeds" in t for t in texts)
 
 
+def test_held_out_queries_are_the_cross_encoders_dev_queries_and_never_trained_on(tmp_path, llama, beir):
+    from personarag.training.cross_encoder import CrossEncoderTrainConfig, _split_queries
+    from personarag.training.llm_sft import _query_subset, held_out_query_ids
+
+    config = sft_config(tmp_path / "h", llama, beir, held_out_queries=2, seed=3)
+    held_out = held_out_query_ids(config)
+    ce = CrossEncoderTrainConfig(output_dir=str(tmp_path / "ce"), base="unused", dataset_dir=str(beir), dev_queries=2, seed=3)
+    _, dev_qrels = _split_queries(ce)
+    assert len(held_out) == 2 and set(held_out) == set(dev_qrels.query_ids)
+    trained = _query_subset(config)
+    assert trained and not set(trained) & set(held_out)
+    assert set(trained) | set(held_out) >= {"q1", "q2", "q3", "q4", "q5"}
+    with pytest.raises(InputError, match="leaves no training query"):
+        held_out_query_ids(sft_config(tmp_path / "h2", llama, beir, held_out_queries=99))
+
+
 def test_fine_and_reason_targets(tmp_path, llama, beir):
     from personarag.training.data import TrainingData, TrainingExample
     from personarag.training.llm_sft import load_tokenizer, pointwise_rows

@@ -83,6 +83,58 @@ def test_pointwise_yesno_sft_gives_an_adapter_the_pointwise_reranker_uses(tmp_pa
     assert any(abs(tuned_scores[d] - base_scores[d]) > 1e-3 for d in base_scores)
 
 
+def test_sft_trains_on_the_exact_tokens_the_pointwise_reranker_scores(tmp_path, llama, beir, monkeypatch):
+    """Byte-identical prompts at training and inference (chat template, title + body, truncation to
+    max_doc_tokens), and the loss on the answer only: its first token is the one P(yes)/P(no) reads."""
+    from personarag.evaluation.beir import load_beir
+    from personarag.rerankers.pointwise import PointwiseReranker
+    from personarag.training.data import build_from_beir
+    from personarag.training.llm_sft import load_tokenizer, pointwise_rows, sft_trainer
+    from personarag.types import Query, Ranking, ScoredDoc
+
+    config = sft_config(tmp_path / "same", llama, beir, max_doc_tokens=4)
+    data = build_from_beir(beir, "train", negatives=1, depth=8)
+    tokenizer = load_tokenizer(str(llama))
+    trainer = sft_trainer(config, pointwise_rows(data, config, tokenizer), str(llama), tokenizer, tmp_path / "same")
+    llm = load_llm(str(llama), cache_dir=None)
+    scored: list[list[int]] = []
+    fit = llm._fit
+    monkeypatch.setattr(llm, "_fit", lambda *a, **kw: scored.append(fit(*a, **kw)) or scored[-1])
+    reranker = PointwiseReranker(llm, max_doc_tokens=4)
+    corpus = load_beir(beir, split="train").corpus
+    assert len(trainer.train_dataset) == len(data.examples)
+    for example, row in zip(data.examples, trainer.train_dataset):
+        other = next(d for d in corpus.values() if d.id != example.doc_id)
+        scored.clear()
+        reranker.rerank([Ranking(Query(example.query_id, example.query_text), (ScoredDoc(corpus[example.doc_id], 1.0), ScoredDoc(other, 0.0)))])
+        labels = row["labels"]  # -100: no loss
+        start = next(i for i, label in enumerate(labels) if label != -100)
+        assert row["input_ids"][:start] == scored[0]
+        assert labels[start:] == row["input_ids"][start:]
+        answer = "yes" if example.label >= 0.5 else "no"
+        assert row["input_ids"][start] == llm.answer_ids(answer)[0]
+        assert tokenizer.decode(row["input_ids"][start:]).startswith(answer)
+    # the documents were cut to 4 tokens, titles kept: "Mice eat cheese, grain and seeds." is not whole
+    texts = [tokenizer.decode(r["input_ids"]) for r in trainer.train_dataset]
+    assert any("Document: Mice Mice" in t for t in texts) and not any("grain and seeds" in t for t in texts)
+
+
+def test_held_out_queries_are_the_cross_encoders_dev_queries_and_never_trained_on(tmp_path, llama, beir):
+    from personarag.training.cross_encoder import CrossEncoderTrainConfig, _split_queries
+    from personarag.training.llm_sft import _query_subset, held_out_query_ids
+
+    config = sft_config(tmp_path / "h", llama, beir, held_out_queries=2, seed=3)
+    held_out = held_out_query_ids(config)
+    ce = CrossEncoderTrainConfig(output_dir=str(tmp_path / "ce"), base="unused", dataset_dir=str(beir), dev_queries=2, seed=3)
+    _, dev_qrels = _split_queries(ce)
+    assert len(held_out) == 2 and set(held_out) == set(dev_qrels.query_ids)
+    trained = _query_subset(config)
+    assert trained and not set(trained) & set(held_out)
+    assert set(trained) | set(held_out) >= {"q1", "q2", "q3", "q4", "q5"}
+    with pytest.raises(InputError, match="leaves no training query"):
+        held_out_query_ids(sft_config(tmp_path / "h2", llama, beir, held_out_queries=99))
+
+
 def test_fine_and_reason_targets(tmp_path, llama, beir):
     from personarag.training.data import TrainingData, TrainingExample
     from personarag.training.llm_sft import load_tokenizer, pointwise_rows

@@ -85,6 +85,7 @@ class LLMSFTConfig(LoRATrainingOptions):
     mining_depth: int = 30
     sampling: str = "random"
     max_queries: int | None = None  # first N training queries (seeded shuffle)
+    held_out_queries: int = 0  # judged queries kept out of training (seeded; `held_out_query_ids`), e.g. to pick a fusion weight on
     teacher: str = "qrels"  # listwise: qrels | TREC run path | reranker spec
     window: int = 10  # listwise: candidates per prompt
     shuffle_window: bool = True  # listwise: present the window in a seeded random order
@@ -250,8 +251,6 @@ def teacher_orders(config: LLMSFTConfig, data: Any, queries: list[Any], windows:
 def train_llm_sft(config: LLMSFTConfig, *, resume: bool = False, overwrite: bool = False) -> SFTResult:
     """LoRA SFT of `config.base` on reranking targets; the adapter is saved in `config.output_dir`."""
     require("trl", "train", purpose="LLM reranker SFT")
-    peft = require("peft", "train", purpose="LoRA adapters")
-    datasets = require("datasets", "train")
     out = start_run(config, resume=resume, overwrite=overwrite)
     started = time.perf_counter()
     base = resolve_base(config.base)
@@ -271,14 +270,7 @@ def train_llm_sft(config: LLMSFTConfig, *, resume: bool = False, overwrite: bool
     if not rows:
         raise InputError(f"no training row fits max_length={config.max_length} tokens; raise it or lower max_doc_tokens")
 
-    from trl import SFTConfig, SFTTrainer
-
-    args = SFTConfig(**adapter_arguments(config, out, max_length=config.max_length, completion_only_loss=True))
-    model = load_causal_lm(base, config.bf16)
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
-        peft_config=lora_config(peft, config),
-    )
+    trainer = sft_trainer(config, rows, base, tokenizer, out)
     result, checkpoint = train_adapter(trainer, tokenizer, out, resume=resume)
     seconds = time.perf_counter() - started
     info = {
@@ -290,12 +282,41 @@ def train_llm_sft(config: LLMSFTConfig, *, resume: bool = False, overwrite: bool
     return SFTResult(out, len(rows), dropped, seconds, result.training_loss)
 
 
+def sft_trainer(config: LLMSFTConfig, rows: list[dict[str, Any]], base: str, tokenizer: Any, out: Path) -> Any:
+    """TRL's SFTTrainer over `rows` with a fresh LoRA adapter on `base`; the loss is on the completion
+    (the answer and the end-of-turn tokens) only, its prompt tokenised as the LLM layer renders it."""
+    peft = require("peft", "train", purpose="LoRA adapters")
+    datasets = require("datasets", "train")
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(**adapter_arguments(config, out, max_length=config.max_length, completion_only_loss=True))
+    return SFTTrainer(
+        model=load_causal_lm(base, config.bf16), args=args, train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer, peft_config=lora_config(peft, config),
+    )
+
+
 def _query_subset(config: LLMSFTConfig) -> list[str] | None:
-    if config.max_queries is None:
+    if config.max_queries is None and not config.held_out_queries:
         return None
     from personarag.evaluation.beir import load_beir
 
-    return [q.id for q in select_queries(load_beir(config.dataset_dir, split=config.split).queries, config)]
+    data = load_beir(config.dataset_dir, split=config.split)
+    held_out = set(held_out_query_ids(config))
+    return [q.id for q in select_queries([q for q in data.queries if q.id not in held_out], config)]
+
+
+def held_out_query_ids(config: LLMSFTConfig) -> list[str]:
+    """The judged queries a run keeps out of training: drawn as the cross-encoder trainer draws its
+    `dev_queries` (sorted judged ids, `random.Random(seed).sample`), so equal seeds hold out the same ones."""
+    if not config.held_out_queries:
+        return []
+    from personarag.evaluation.beir import load_beir
+
+    ids = sorted(load_beir(config.dataset_dir, split=config.split).qrels.query_ids)
+    if config.held_out_queries >= len(ids):
+        raise InputError(f"held_out_queries={config.held_out_queries} leaves no training query ({len(ids)} judged in {config.split!r})")
+    return random.Random(config.seed).sample(ids, config.held_out_queries)
 
 
 def fit_rows(rows: list[dict[str, Any]], tokenizer: Any, max_length: int) -> tuple[list[dict[str, Any]], int]:

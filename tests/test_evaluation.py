@@ -93,7 +93,7 @@ def test_measure_names_and_errors():
 # --- runs -----------------------------------------------------------------------------
 def test_trec_round_trip_keeps_order_and_scores(tmp_path):
     run = Run({"q1": [("d3", 0.5), ("d1", 0.5), ("d2", 0.25)], "q2": [("d9", 1e-9), ("d8", 7.0)]})
-    path = run.write_trec(tmp_path / "run.trec", name="sys-a")
+    path = run.write_trec(tmp_path / "run.trec", name="sys-a", scores="kept")
     lines = path.read_text().splitlines()
     assert lines[0] == "q1 Q0 d3 1 0.5 sys-a"
     assert lines[4] == "q2 Q0 d8 2 7.0 sys-a"
@@ -102,6 +102,26 @@ def test_trec_round_trip_keeps_order_and_scores(tmp_path):
     assert again.to_dict() == run.to_dict()
     assert [d for d, _ in again["q1"]] == ["d3", "d1", "d2"]
     assert [d for d, _ in again["q2"]] == ["d9", "d8"]
+
+
+def test_written_scores_fall_strictly_so_trec_eval_scores_the_ranked_order(tmp_path):
+    # a reranked head above the retriever's tail (whose old scores are higher), and a tie
+    run = Run({"q1": [("d3", 0.9), ("d1", 0.9), ("d7", 12.0), ("d2", 11.0)], "q2": [("d9", 2.0), ("d8", 1.0)]})
+    path = run.write_trec(tmp_path / "run.trec", name="sys")
+    rows = [line.split() for line in path.read_text().splitlines()]
+    q1 = [(r[2], float(r[4])) for r in rows if r[0] == "q1"]
+    assert [d for d, _ in sorted(q1, key=lambda r: -r[1])] == ["d3", "d1", "d7", "d2"]  # trec_eval's re-sort
+    assert q1[0] == ("d3", 0.9) and q1[1][1] == pytest.approx(0.9 - 1e-6) and q1[3][1] < q1[2][1] < q1[1][1]
+    assert [(r[2], float(r[4])) for r in rows if r[0] == "q2"] == [("d9", 2.0), ("d8", 1.0)]  # already falling: unchanged
+    assert [d for d, _ in Run.read_trec(path)["q1"]] == ["d3", "d1", "d7", "d2"]
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    qrels = {"q1": {"d3": 0, "d1": 0, "d7": 1, "d2": 0}}
+    ours = evaluate(Run.read_trec(path), qrels, ["RR@10"]).aggregate["RR@10"]
+    theirs = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(
+        {"q1": {d: s for d, s in q1}})["q1"]["recip_rank"]
+    assert ours == theirs == pytest.approx(1 / 3)
+    with pytest.raises(InputError, match="scores must be 'monotone' or 'kept'"):
+        run.write_trec(tmp_path / "x.trec", scores="sorted")
 
 
 def test_read_trec_orders_by_rank_then_score_then_doc(tmp_path):

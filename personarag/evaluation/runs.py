@@ -10,6 +10,8 @@ resolve the same way.
 from __future__ import annotations
 
 import logging
+import math
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -108,28 +110,33 @@ class Run(QueryTable[list[tuple[str, float]]]):
         }
         return cls(ranked, name=sorted(names)[0] if len(names) == 1 else path.stem)
 
-    def write_trec(self, path: str | Path, name: str | None = None) -> Path:
-        """Ranks are 1-based positions in this run's order."""
+    def write_trec(self, path: str | Path, name: str | None = None, *, scores: str = "monotone") -> Path:
+        """Ranks are 1-based positions in this run's order.
+
+        trec_eval ignores the rank column and re-sorts by score (ties by doc id), so by default
+        (`scores="monotone"`) a score that does not fall below the one above it (a reranker that
+        keeps the retriever's tail below its head, or ties) is written as the next float below it:
+        trec_eval then scores exactly this order. `scores="kept"` writes the scores unchanged."""
+        if scores not in ("monotone", "kept"):
+            raise InputError(f"scores must be 'monotone' or 'kept', got {scores!r}")
         run_name = name or self.name
         if not run_name or any(c.isspace() for c in run_name):
             raise InputError(f"a TREC run name must be non-empty without spaces, got {run_name!r}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        inverted = 0
+        adjusted = 0
         with path.open("w", encoding="utf-8", newline="\n") as handle:
             for query_id, docs in self._data.items():
-                for rank, (doc_id, score) in enumerate(docs, start=1):
+                written = docs if scores == "kept" else _strictly_falling(docs)
+                adjusted += written is not docs
+                for rank, (doc_id, score) in enumerate(written, start=1):
                     handle.write(f"{query_id} Q0 {doc_id} {rank} {score!r} {run_name}\n")
-                if any(b[1] > a[1] for a, b in zip(docs, docs[1:])):
-                    inverted += 1
-        if inverted:
-            logger.warning(
-                "%s: in %d queries a score rises further down the ranking (as when a reranker keeps the "
-                "retriever's tail below its head); trec_eval re-sorts by score, so it would score a different "
-                "order than personarag's evaluate, which keeps the ranks",
-                path,
-                inverted,
-            )
+        if adjusted:
+            logger.info("%s: in %d queries scores were lowered below the score above them so that trec_eval, "
+                        "which re-sorts by score, scores the ranked order", path, adjusted)
+        elif scores == "kept" and any(b[1] >= a[1] for docs in self._data.values() for a, b in zip(docs, docs[1:])):
+            logger.warning("%s: scores rise or tie down some rankings; trec_eval re-sorts by score, so it would "
+                           "score a different order than personarag's evaluate, which keeps the ranks", path)
         return path
 
     def __getitem__(self, query_id: str) -> list[tuple[str, float]]:
@@ -143,3 +150,25 @@ class Run(QueryTable[list[tuple[str, float]]]):
 
     def __repr__(self) -> str:
         return f"Run({self.name!r}, {len(self)} queries)"
+
+
+def _strictly_falling(docs: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """`docs` itself when its scores strictly fall, else a copy where each score that does not is
+    set a millionth (relative, at least 1e-6) below the written score above it. The step is that
+    large, not one float apart, because pytrec_eval compares scores in single precision."""
+    if all(_single(b[1]) < _single(a[1]) for a, b in zip(docs, docs[1:])):
+        return docs
+    out = list(docs[:1])
+    for doc_id, score in docs[1:]:
+        above = out[-1][1]
+        if _single(score) >= _single(above):
+            score = above - max(abs(above), 1.0) * 1e-6
+        out.append((doc_id, float(score)))
+    return out
+
+
+def _single(value: float) -> float:
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:  # beyond single precision's range
+        return math.copysign(math.inf, value)

@@ -32,6 +32,7 @@ COMMANDS: list[str] = [
     "personarag.commands.eval_rerank",
     "personarag.commands.compare",
     "personarag.commands.train_cross_encoder",
+    "personarag.commands.train_llm_sft",
     "personarag.commands.train_pointwise",
     "personarag.commands.train_listwise",
     "personarag.commands.train_grpo",

@@ -219,3 +219,13 @@ def test_scifact_bm25_from_the_shipped_config_matches_published(scifact_dir, tmp
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["nDCG@10"] == pytest.approx(0.676, abs=0.005)  # published bm25s, k1=0.9 b=0.4
     assert json.loads((out / "stats.json").read_text())["judged_queries"] == 300
+
+
+def test_train_llm_sft_is_one_command_whose_kind_is_a_flag(capsys):
+    # listwise needs candidates from a data set: the kind given as a flag reaches the config's checks
+    assert main(["train", "llm-sft", "--kind", "listwise", "--base", "b", "--output-dir", "o"]) != 0
+    assert "dataset_dir" in capsys.readouterr().err
+    assert main(["train", "llm-sft", "--kind", "groupwise", "--base", "b", "--output-dir", "o"]) != 0
+    assert "kind must be one of ('pointwise', 'listwise')" in capsys.readouterr().err
+    assert main(["train", "listwise", "--base", "b", "--output-dir", "o"]) != 0  # the shortcut sets the kind
+    assert "dataset_dir" in capsys.readouterr().err

@@ -6,5 +6,5 @@ from personarag.commands.train_common import llm_sft_command
 
 GROUP = "train"
 NAME = "listwise"
-HELP = "LoRA-fine-tune an LLM on listwise permutation targets from a teacher (qrels, a run file or a reranker spec)"
+HELP = "(= llm-sft --kind listwise) LoRA-fine-tune an LLM on listwise permutation targets from a teacher (qrels, a run file or a reranker spec)"
 add_arguments, run = llm_sft_command("listwise")

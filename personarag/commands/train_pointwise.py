@@ -6,5 +6,5 @@ from personarag.commands.train_common import llm_sft_command
 
 GROUP = "train"
 NAME = "pointwise"
-HELP = "LoRA-fine-tune an LLM on yes/no (or 0..k) relevance targets in the pointwise reranker's own prompts"
+HELP = "(= llm-sft --kind pointwise) LoRA-fine-tune an LLM on yes/no (or 0..k) relevance targets in the pointwise reranker's own prompts"
 add_arguments, run = llm_sft_command("pointwise")

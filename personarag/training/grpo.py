@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from personarag.errors import InputError, require
-from personarag.training.llm_sft import (
+from personarag.training.lora import (
     LoRATrainingOptions,
     adapter_arguments,
     chat_dicts,

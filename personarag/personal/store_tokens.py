@@ -125,7 +125,7 @@ class TokenTables:
             terms = _terms_from(conn, fingerprint, terms_from)
             for start in range(0, len(ids), _CHUNK):
                 rows = conn.execute(query, {"fingerprint": fingerprint, "params": params, "ids": ids[start:start + _CHUNK]})
-                for user_id, digest, size, postings, lengths in rows:
+                for user_id, digest, size, postings, lengths in rows.fetchall():  # one call, not one per row
                     found[user_id] = (digest, int(size), bytes(postings), bytes(lengths))
         return terms, found
 

@@ -73,3 +73,14 @@ def postgres_server():
         pytest.skip(reason)
     with postgres_cluster() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path) -> str:
+    """A fresh, empty user-store location on each backend: a SQLite file, then a new database on
+    the session's throwaway PostgreSQL cluster (skipped without one)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "users.db")
+    from tests.postgres import create_database
+
+    return create_database(request.getfixturevalue("postgres_server"))

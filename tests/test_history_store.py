@@ -22,15 +22,6 @@ SPLIT = tokenizer_fingerprint("split")
 DEFAULT_PARAMS = params_key(1.5, 0.75, 0.25)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "users.db")
-    from tests.postgres import create_database
-
-    return create_database(request.getfixturevalue("postgres_server"))
-
-
 def queries_of(users: list[User]) -> list[Query]:
     return [Query(f"{u.id}-q{j}", text, u) for u in users for j, text in enumerate(QUERY_TEXTS)]
 

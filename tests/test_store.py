@@ -21,16 +21,6 @@ from tests.conftest import FIXTURES  # noqa: E402
 LAMP3 = FIXTURES / "lamp" / "LaMP_3" / "dev_questions.json"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request, tmp_path) -> str:
-    """A fresh, empty store location on each backend."""
-    if request.param == "sqlite":
-        return str(tmp_path / "users.db")
-    from tests.postgres import create_database
-
-    return create_database(request.getfixturevalue("postgres_server"))
-
-
 @pytest.fixture
 def store(location):
     with UserStore(location) as opened:

@@ -18,15 +18,6 @@ from personarag.personal.store import ChangesCompacted, UserStore  # noqa: E402
 from personarag.types import Document, Query, User  # noqa: E402
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "users.db")
-    from tests.postgres import create_database
-
-    return create_database(request.getfixturevalue("postgres_server"))
-
-
 @pytest.fixture
 def store(location):
     with UserStore(location) as opened:

@@ -33,15 +33,6 @@ def seed(store: UserStore) -> None:
     store.add_users([User("cid", ())])
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "users.db")
-    from tests.postgres import create_database
-
-    return create_database(request.getfixturevalue("postgres_server"))
-
-
 @pytest.fixture
 def store(location):
     with UserStore(location) as opened:

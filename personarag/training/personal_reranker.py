@@ -229,16 +229,10 @@ def run_personal_reranker(config: PersonalRerankerRunConfig, *, resume: bool = F
 
 
 def _read_feedback(path: Path) -> dict[str, dict[str, Any]]:
-    done: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return done
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line of an interrupted run
-        done[row["id"]] = {"docs": row["docs"], "utilities": row["utilities"]}
-    return done
+    """The feedback of an interrupted run (a torn last line is dropped, the query asked again)."""
+    from personarag.experiment.results_log import read_records
+
+    return {qid: {"docs": row["docs"], "utilities": row["utilities"]} for qid, row in read_records(path).items()}
 
 
 def _model_card(out: Path, config: PersonalRerankerRunConfig, info: dict[str, Any], total: int) -> None:

@@ -202,19 +202,13 @@ def run_llm_feedback(config: LLMFeedbackRunConfig, *, resume: bool = False, over
 
 
 def _read_feedback(path: Path) -> dict[str, Any]:
+    """The feedback of an interrupted run (a torn last line is dropped, the query asked again)."""
+    from personarag.experiment.results_log import read_records
     from personarag.training.llm_feedback import Feedback
 
-    done: dict[str, Any] = {}
-    if not path.is_file():
-        return done
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line of an interrupted run
-        done[row["id"]] = Feedback(row["id"], tuple(row["docs"]), np.asarray(row["features"], dtype=np.float64),
-                                   np.asarray(row["llm_scores"], dtype=np.float64))
-    return done
+    return {qid: Feedback(qid, tuple(row["docs"]), np.asarray(row["features"], dtype=np.float64),
+                          np.asarray(row["llm_scores"], dtype=np.float64))
+            for qid, row in read_records(path).items()}
 
 
 def _features() -> tuple[str, ...]:

@@ -9,7 +9,7 @@ import pytest
 from conftest import FIXTURES
 from personarag import InputError, Pipeline, registry
 from personarag.evaluation.lamp import load_lamp
-from personarag.generators.budget import Item, TokenCounter, fit_items
+from personarag.prompts.budget import Item, TokenCounter, fit_items
 from personarag.generators.lamp import LaMPGenerator
 from personarag.generators.lamp_prompts import LampPromptBuilder
 from personarag.generators.rag import RAGGenerator

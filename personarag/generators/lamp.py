@@ -15,7 +15,7 @@ from typing import Any
 
 from personarag.errors import InputError
 from personarag.evaluation.lamp_tasks import get_task
-from personarag.generators.budget import Fitted
+from personarag.prompts.budget import Fitted
 from personarag.generators.floors import query_task
 from personarag.generators.lamp_prompts import LampPromptBuilder
 from personarag.generators.llm_generator import LLMGenerator
@@ -29,7 +29,7 @@ class LaMPGenerator(SummaryContext, LLMGenerator):
     """Personalized generation for one LaMP task.
 
     `max_prompt_tokens`: the prompt's token budget, counted with the LLM's tokenizer
-    (profile items cut and dropped to fit, see `personarag.generators.budget`; LaMP's
+    (profile items cut and dropped to fit, see `personarag.prompts.budget`; LaMP's
     baselines used 512). `max_new_tokens`: None takes the task's default from the template
     (short for labels and ratings, longer for headlines and tweets). `min_item_tokens`:
     the smallest share of the budget a profile item gets. `templates`: a YAML file

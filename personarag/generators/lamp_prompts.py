@@ -2,7 +2,7 @@
 
 The templates are data (`personarag/prompts/generation/lamp.yaml`); `LampPromptBuilder`
 fills them. Item values have their whitespace collapsed. The token budget follows
-`personarag.generators.budget` (items in ranking order, equal shares, the task's long field
+`personarag.prompts.budget` (items in ranking order, equal shares, the task's long field
 cut first, the lowest-ranked items dropped first).
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from personarag.errors import InputError
 from personarag.evaluation.lamp_tasks import LampTask, get_task
-from personarag.generators.budget import Fitted, Item, TokenCounter, fit_items
+from personarag.prompts.budget import Fitted, Item, TokenCounter, fit_items
 from personarag.generators.summary_context import with_summary
 from personarag.prompts import fill, placeholders, read_yaml, shipped_file
 from personarag.types import Document

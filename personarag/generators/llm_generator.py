@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from personarag.generators.base import Generator
-from personarag.generators.budget import Fitted
+from personarag.prompts.budget import Fitted
 from personarag.llm.base import LLM
 from personarag.llm.stage import LLMStage, StageLog, positive_int
 from personarag.types import Output, Ranking

@@ -3,7 +3,7 @@
 Spec `rag:MODEL` (MODEL is an LLM spec). The template is data
 (`personarag/prompts/generation/rag.yaml`, or a YAML file with the same keys given as
 `template`); passages are fitted to `max_prompt_tokens` by the rule in
-`personarag.generators.budget` (best-ranked first, texts cut, the lowest dropped).
+`personarag.prompts.budget` (best-ranked first, texts cut, the lowest dropped).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from personarag.errors import InputError
-from personarag.generators.budget import Fitted, Item, TokenCounter, fit_items
+from personarag.prompts.budget import Fitted, Item, TokenCounter, fit_items
 from personarag.generators.llm_generator import LLMGenerator
 from personarag.generators.summary_context import SummaryContext, with_summary
 from personarag.llm.base import LLM

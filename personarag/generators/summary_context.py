@@ -5,7 +5,7 @@
 RAG: "general"), a string reads that kind; False (default) uses none. The summaries come from
 a user store: `store=PATH_OR_URL` (or a `UserStore`), or bound by `Pipeline.fit(store=...)`.
 The summary is cut to `summary_tokens` tokens first; the prompt's token budget then counts it
-like the input, so the retrieved items share what is left (`personarag.generators.budget`).
+like the input, so the retrieved items share what is left (`personarag.prompts.budget`).
 A missing summary, or one made from an older history version than the user's current one,
 is reported in the trace's problems (a stale one is still used).
 """

@@ -5,7 +5,7 @@ that kind is missing, was made from an older history version, or was written by 
 else (another model, prompt or setting: a different `fingerprint`), one summary made by
 `llm.generate` (greedy) from the task's template in `prompts/generation/summary.yaml`: the
 user's history items, newest first, fitted to `max_prompt_tokens` by the rule of
-`personarag.generators.budget`. Everything else is left alone, so a rerun after a crash, or
+`personarag.prompts.budget`. Everything else is left alone, so a rerun after a crash, or
 after some histories changed, redoes exactly the users still to do; LLM calls go through the
 LLM's cache. Each batch of users is written in one transaction with the history version of the
 snapshot it was made from (a history that changes meanwhile makes the summary stale, and the
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from personarag.errors import InputError, require
-from personarag.generators.budget import Item, TokenCounter, fit_items
+from personarag.prompts.budget import Item, TokenCounter, fit_items
 from personarag.llm.base import LLM, GenerationConfig
 from personarag.personal.store_summaries import Summary
 from personarag.prompts import fill, placeholders, read_yaml, shipped_file

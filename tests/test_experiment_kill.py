@@ -19,12 +19,13 @@ import sys
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("requests")
+
+from tests.fake_http import JsonPostServer  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -43,36 +44,22 @@ class SlowLLMServer:
         self.received: Counter[str] = Counter()
         self.completed: Counter[str] = Counter()
         self.lock = threading.Lock()
-        server = self
+        self.http = JsonPostServer(self._count_and_answer, on_answered=self._answered).start()
+        self.url = self.http.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+    @staticmethod
+    def key(payload: dict) -> str:
+        return json.dumps([payload.get("messages"), bool(payload.get("logprobs"))], sort_keys=True)
 
-            def do_POST(self):
-                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                key = json.dumps([payload.get("messages"), bool(payload.get("logprobs"))], sort_keys=True)
-                with server.lock:
-                    server.received[key] += 1
-                time.sleep(server.delay)
-                body = json.dumps(server.answer(key, payload)).encode()
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                    self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError):  # the client was killed meanwhile
-                    return
-                with server.lock:
-                    server.completed[key] += 1
+    def _count_and_answer(self, path: str, payload: dict, headers: dict) -> tuple[int, dict, dict]:
+        key = self.key(payload)
+        with self.lock:
+            self.received[key] += 1
+        return 200, self.answer(key, payload), {"sleep": self.delay, "Content-Type": "application/json"}
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+    def _answered(self, path: str, payload: dict) -> None:
+        with self.lock:
+            self.completed[self.key(payload)] += 1
 
     @staticmethod
     def answer(key: str, payload: dict) -> dict:
@@ -96,8 +83,7 @@ class SlowLLMServer:
             return [k for k, n in self.received.items() if n > 1]
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.http.close()
 
 
 @pytest.fixture()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,6 +14,7 @@ pytest.importorskip("requests")
 
 from personarag.llm import GenerationConfig, load_llm  # noqa: E402
 from personarag.llm.openai_backend import LLMRequestError, OpenAILLM, top_logprob_value  # noqa: E402
+from tests.fake_http import JsonPostServer  # noqa: E402
 
 TOP = [("yes", -0.5), (" yes", -2.5), ("no", -1.75), ("Maybe", -4.0)]
 
@@ -29,32 +28,12 @@ class FakeServer:
         self.slow = True
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
-        server = self
+        self.http = JsonPostServer(self._record_and_respond)
+        self.url = self.http.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_POST(self):
-                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append((self.path, payload, dict(self.headers)))
-                try:
-                    status, body, headers = server.respond(self.path, payload)
-                    time.sleep(headers.pop("sleep", 0))
-                    data = json.dumps(body).encode() if not isinstance(body, str) else body.encode()
-                    self.send_response(status)
-                    for k, v in headers.items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+    def _record_and_respond(self, path: str, payload: dict, headers: dict) -> tuple[int, object, dict]:
+        self.requests.append((path, payload, headers))
+        return self.respond(path, payload)
 
     def respond(self, path, payload):
         if path == "/v1/completions":
@@ -95,10 +74,9 @@ class FakeServer:
 @pytest.fixture()
 def server():
     fake = FakeServer()
-    fake.thread.start()
+    fake.http.start()
     yield fake
-    fake.httpd.shutdown()
-    fake.httpd.server_close()
+    fake.http.close()
 
 
 def make(server, **options):

@@ -6,11 +6,8 @@ small model, likes to repeat the identifiers it already wrote."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -20,6 +17,7 @@ from personarag.errors import InputError  # noqa: E402
 from personarag.llm.openai_backend import LLMRequestError, OpenAILLM  # noqa: E402
 from personarag.rerankers.listwise import ListwiseReranker  # noqa: E402
 from personarag.types import Document, Query, Ranking, ScoredDoc  # noqa: E402
+from tests.fake_http import JsonPostServer  # noqa: E402
 
 PASSAGE = re.compile(r"^\[([A-Z0-9]+)\] (.*)$", re.M)
 
@@ -28,26 +26,12 @@ class FakeVLLMServer:
     def __init__(self, *, openai_strict: bool = False, logprobs: bool = True, processor: bool = True) -> None:
         self.openai_strict, self.logprobs, self.processor = openai_strict, logprobs, processor
         self.requests: list[dict] = []
-        server = self
+        self.http = JsonPostServer(self._record_and_respond).start()
+        self.url = self.http.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append(payload)
-                status, body = server.respond(payload)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def _record_and_respond(self, path: str, payload: dict, headers: dict) -> tuple[int, dict, dict]:
+        self.requests.append(payload)
+        return (*self.respond(payload), {})
 
     @staticmethod
     def preferences(messages: list[dict]) -> dict[str, float]:
@@ -87,8 +71,7 @@ class FakeVLLMServer:
         return 200, {"choices": [choice], "usage": usage}
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.http.close()
 
 
 @pytest.fixture()

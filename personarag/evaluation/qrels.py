@@ -65,7 +65,7 @@ class Qrels(QueryTable[Mapping[str, int]]):
                         f"4 (TREC: qid, iter, docid, rel), got {len(fields)}: {line!r}"
                     )
                 columns = len(fields)
-                if not _is_number(fields[-1]):  # a header line ("score"); "0.5" is a bad grade, not a header
+                if not is_number(fields[-1]):  # a header line ("score"); "0.5" is a bad grade, not a header
                     continue
             if len(fields) != columns:
                 raise InputError(f"{path}:{line_number}: expected {columns} columns, got {len(fields)}: {line!r}")
@@ -132,7 +132,8 @@ class Qrels(QueryTable[Mapping[str, int]]):
         return f"Qrels({len(self)} queries, {self.num_judgements} judgements, from {self.source})"
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether `float(text)` reads it."""
     try:
         float(text)
     except ValueError:

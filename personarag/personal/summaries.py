@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from personarag.errors import InputError, require
+from personarag.evaluation.qrels import is_number
 from personarag.prompts.budget import Item, TokenCounter, fit_items
 from personarag.llm.base import LLM, GenerationConfig
 from personarag.personal.store_summaries import Summary
@@ -171,7 +172,7 @@ class Summarizer:
         if not labels:
             return ""
         counts = Counter(labels).most_common()
-        numbers = [float(x) for x in labels if _is_number(x)]
+        numbers = [float(x) for x in labels if is_number(x)]
         mean = f"{sum(numbers) / len(numbers):.1f}" if len(numbers) == len(labels) else "n/a"
         return fill(self.template.stats, {"counts": ", ".join(f"{label} ({n})" for label, n in counts), "mean": mean})
 
@@ -182,14 +183,6 @@ class Summarizer:
         texts = {u.id: " ".join(f"{self.stats(u)} {c.text}".split()) for (u, _), c in zip(todo, completions)}
         fingerprint = self.fingerprint
         return [Summary(u.id, self.kind, texts.get(u.id, ""), v, fingerprint) for u, v in users]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def summarize_users(

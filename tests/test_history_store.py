@@ -99,6 +99,31 @@ def test_a_query_history_unlike_the_one_indexed_is_rebuilt_not_read(location):
         assert fresh.bm25.tokens.tokenized == 1  # "the amp hums": every other text's bag is stored
 
 
+def test_postings_stored_under_an_older_digest_are_rebuilt_not_read(location):
+    """Stores written before the digest became xxh3 hold sha256 hex digests: never equal to a
+    new digest, so those users' postings are rebuilt (and rewritten), never mis-read."""
+    users = make_users()
+    with UserStore(location) as store:
+        store.add_users(users)
+        assert_same_as_reference(HistoryRetriever("bm25", store=store), users)
+        _, rows = store.get_bm25_postings(SPLIT, DEFAULT_PARAMS, ["u2"])
+        _, size, records, lengths = rows["u2"]
+        store.put_bm25_postings(SPLIT, DEFAULT_PARAMS, {"u2": ("0" * 64, size, records, lengths)})
+        fresh = HistoryRetriever("bm25", store=store)
+        assert_same_as_reference(fresh, users)
+        assert fresh.bm25.stored.postings_read == len(users) - 1 and fresh.bm25.stored.postings_saved == 1
+        assert store.get_bm25_postings(SPLIT, DEFAULT_PARAMS, ["u2"])[1]["u2"][0].startswith("xxh3_128:")
+
+
+def test_the_history_digest_tells_where_title_and_text_split():
+    from personarag.personal.stored_tokens import history_digest
+
+    one = [Document("d1", "bc", title="a")]
+    assert history_digest(one) != history_digest([Document("d1", "c", title="ab")])
+    assert history_digest(one) == history_digest([Document("other-id", "bc", title="a")])  # content, not ids
+    assert history_digest(one) != history_digest(one + one)
+
+
 def test_other_tokenizers_and_parameters_never_read_what_split_wrote(location):
     users = make_users()
     with UserStore(location) as store:

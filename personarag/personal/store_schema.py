@@ -121,7 +121,7 @@ def tables() -> dict[str, Any]:
         s.Column("params", key(), primary_key=True),  # k1, b, epsilon
         s.Column("user_id", key(), primary_key=True),
         s.Column("history_version", s.Integer, nullable=False),  # the user's version when written
-        s.Column("digest", key(), nullable=False),  # sha256 of the indexed history's texts, in order
+        s.Column("digest", key(), nullable=False),  # personal.stored_tokens.history_digest of the indexed history
         s.Column("terms", s.Integer, nullable=False),  # vocabulary size when written: term ids are below it
         s.Column("postings", s.LargeBinary, nullable=False),  # records: term i4, row i4, tf i4, weight f8
         s.Column("lengths", s.LargeBinary, nullable=False),  # f8 tokens per history item

@@ -14,15 +14,16 @@ stored history version has not moved since they were written.
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import sys
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from personarag.errors import InputError
+from personarag.errors import InputError, require
 from personarag.personal.tokens import Bags, TokenCache, content_hash
 from personarag.types import Document
 
@@ -51,12 +52,19 @@ def tokenizer_fingerprint(name: str) -> str:
 
 
 def history_digest(history: Sequence[Document]) -> str:
-    """sha256 of a history's titles and texts in order (their lengths, then the strings: no
-    `full_text` is built). Equal `full_text`s split differently only cost a rebuild."""
+    """A 128-bit xxh3 digest of a history's titles and texts in order (their lengths, then the
+    strings: no `full_text` is built), prefixed with its name. It only guards against re-using
+    postings for a history that differs from the one they were built from (xxh3 reads ~10x faster
+    than sha256: a warm LaMP_5 run hashes 9 MB of query histories); a digest written by another
+    algorithm never matches, so such postings are rebuilt, not mis-read."""
+    xxhash = require("xxhash", "store", purpose="history digests of stored BM25 postings")
     parts = [d.title or "" for d in history] + [d.text for d in history]
-    digest = hashlib.sha256(np.fromiter(map(len, parts), dtype="<i8", count=len(parts)).tobytes())
+    lengths = array("q", map(len, parts))  # np.fromiter costs ~15 us per call here, 720 calls on LaMP_5
+    if sys.byteorder == "big":
+        lengths.byteswap()
+    digest = xxhash.xxh3_128(lengths.tobytes())
     digest.update("".join(parts).encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()
+    return "xxh3_128:" + digest.hexdigest()
 
 
 @dataclass(frozen=True)

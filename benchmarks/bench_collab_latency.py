@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ("LaMP_3_amazon_mi", "LaMP_4_huffpost", "LaMP_5_acl_anthology")
+TASKS = ("LaMP_2_movielens_tmdb", "LaMP_3_amazon_mi", "LaMP_4_huffpost", "LaMP_5_acl_anthology")
 
 
 def minilm() -> str:

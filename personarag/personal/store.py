@@ -61,8 +61,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["SCHEMA_VERSION", "ChangesCompacted", "CompactReport", "ImportReport", "Summary", "UserStore", "UserVector",
            "content_hash"]
 
-_CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit
-
 
 def _forget_connections(engine_ref: weakref.ref[Any]) -> None:
     engine = engine_ref()
@@ -212,9 +210,9 @@ class UserStore(ImportExport, VectorTables, TokenTables, ChangeLog, SummaryStore
         with self._read() as conn:
             if ids is None:
                 return {u: int(v) for u, v in conn.execute(query)}
-            for start in range(0, len(ids), _CHUNK):
+            for start in range(0, len(ids), schema.CHUNK):
                 versions.update((u, int(v)) for u, v in conn.execute(
-                    query.where(users.c.user_id.in_(ids[start:start + _CHUNK]))))
+                    query.where(users.c.user_id.in_(ids[start:start + schema.CHUNK]))))
         return versions
 
     def user(self, user_id: str) -> User:
@@ -233,8 +231,8 @@ class UserStore(ImportExport, VectorTables, TokenTables, ChangeLog, SummaryStore
         """Users in the order asked, read in chunks; an unknown id is an InputError. Default: every
         user, by id (one deleted by another process while this iterates is left out)."""
         ids = self.user_ids() if user_ids is None else list(user_ids)
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start:start + _CHUNK]
+        for start in range(0, len(ids), schema.CHUNK):
+            chunk = ids[start:start + schema.CHUNK]
             with self._read() as conn:
                 histories = self._histories(conn, chunk, strict=user_ids is not None)
             yield from (User(user_id, tuple(histories[user_id])) for user_id in chunk if user_id in histories)
@@ -286,9 +284,9 @@ class UserStore(ImportExport, VectorTables, TokenTables, ChangeLog, SummaryStore
         existing: dict[str, Any] = {}
         if not new_user:
             ids = [r["item_id"] for r in rows]
-            for start in range(0, len(ids), _CHUNK):
+            for start in range(0, len(ids), schema.CHUNK):
                 for row in conn.execute(s.select(items).where(
-                        items.c.user_id == user_id, items.c.item_id.in_(ids[start:start + _CHUNK]))):
+                        items.c.user_id == user_id, items.c.item_id.in_(ids[start:start + schema.CHUNK]))):
                     existing[row.item_id] = row
         inserts, updates, stale_hashes = [], [], []
         for row in rows:
@@ -320,8 +318,8 @@ class UserStore(ImportExport, VectorTables, TokenTables, ChangeLog, SummaryStore
         hashes = list(dict.fromkeys(hashes))
         for derived in (t["embeddings"], t["token_bags"]):  # both keyed by content hash
             still_used = s.select(items.c.content_hash).where(items.c.content_hash == derived.c.content_hash).exists()
-            for start in range(0, len(hashes), _CHUNK):
-                conn.execute(s.delete(derived).where(derived.c.content_hash.in_(hashes[start:start + _CHUNK]), ~still_used))
+            for start in range(0, len(hashes), schema.CHUNK):
+                conn.execute(s.delete(derived).where(derived.c.content_hash.in_(hashes[start:start + schema.CHUNK]), ~still_used))
 
     def _histories(self, conn: Any, user_ids: Sequence[str], strict: bool = True) -> dict[str, list[Document]]:
         s, t = schema.sa(), self._t

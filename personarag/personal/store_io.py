@@ -21,7 +21,6 @@ from personarag.personal.dates import parse_date
 from personarag.types import Document, User
 
 RESERVED_META = ("date", "shared")
-_CHUNK = 500
 
 
 def content_hash(doc: Document) -> str:
@@ -258,8 +257,8 @@ class ImportExport:
         with self._read() as conn, tmp.open("w", encoding="utf-8") as handle:
             ids = sorted(r[0] for r in conn.execute(s.select(users.c.user_id)))
             private = {r[0] for r in conn.execute(s.select(users.c.user_id).where(users.c.shared.is_(False)))}
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start:start + _CHUNK]
+            for start in range(0, len(ids), schema.CHUNK):
+                chunk = ids[start:start + schema.CHUNK]
                 histories: dict[str, list[Document]] = {user_id: [] for user_id in chunk}
                 for row in conn.execute(s.select(items).where(items.c.user_id.in_(chunk)).order_by(items.c.pos)):
                     histories[row.user_id].append(document(row))

@@ -22,6 +22,7 @@ from personarag.errors import InputError, require
 #: additive steps in `_MIGRATIONS`, which only create tables and are applied (and logged) on open
 SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 60_000
+CHUNK = 500  # ids (or rows) per statement: an IN (...) list far below SQLite's variable limit
 logger = logging.getLogger(__name__)
 _PG_WRITER_LOCK = 0x70657273  # advisory lock key ("pers") held by the one PostgreSQL writer
 

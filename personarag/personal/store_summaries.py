@@ -16,8 +16,6 @@ from typing import Any
 from personarag.errors import InputError
 from personarag.personal import store_schema as schema
 
-_CHUNK = 500
-
 
 @dataclass(frozen=True)
 class Summary:
@@ -67,7 +65,7 @@ class SummaryStore:
                 chunks = [query]
             else:
                 ids = list(dict.fromkeys(user_ids))
-                chunks = [query.where(table.c.user_id.in_(ids[i:i + _CHUNK])) for i in range(0, len(ids), _CHUNK)]
+                chunks = [query.where(table.c.user_id.in_(ids[i:i + schema.CHUNK])) for i in range(0, len(ids), schema.CHUNK)]
             for chunk in chunks:
                 for user_id, text, version, fingerprint in conn.execute(chunk):
                     found[user_id] = Summary(user_id, kind, text, int(version), fingerprint)
@@ -90,9 +88,9 @@ class SummaryStore:
         with self._write() as conn:  # type: ignore[attr-defined]
             ids = list(dict.fromkeys(r.user_id for r in rows))
             versions: dict[str, int] = {}
-            for start in range(0, len(ids), _CHUNK):
+            for start in range(0, len(ids), schema.CHUNK):
                 versions.update((u, int(v)) for u, v in conn.execute(
-                    s.select(users.c.user_id, users.c.history_version).where(users.c.user_id.in_(ids[start:start + _CHUNK]))))
+                    s.select(users.c.user_id, users.c.history_version).where(users.c.user_id.in_(ids[start:start + schema.CHUNK]))))
             missing = [i for i in ids if i not in versions]
             if missing:
                 raise InputError(f"put_summaries: unknown user(s) {missing[:5]} in {self.url}")
@@ -105,8 +103,8 @@ class SummaryStore:
                                               set_={n: getattr(stmt.excluded, n) for n in ("history_version", "fingerprint", "text")})
             values = [{"kind": r.kind, "user_id": r.user_id, "history_version": r.history_version,
                        "fingerprint": r.fingerprint, "text": r.text} for r in rows]
-            for start in range(0, len(values), _CHUNK):
-                conn.execute(stmt, values[start:start + _CHUNK])
+            for start in range(0, len(values), schema.CHUNK):
+                conn.execute(stmt, values[start:start + schema.CHUNK])
 
     def _delete_summaries(self, conn: Any, user_id: str) -> None:
         table = self._t["summaries"]

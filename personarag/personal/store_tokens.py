@@ -23,8 +23,6 @@ import numpy as np
 from personarag.errors import InputError
 from personarag.personal import store_schema as schema
 
-_CHUNK = 500  # ids per IN (...) list
-
 
 def _terms_from(conn: Any, fingerprint: str, start: int) -> list[str]:
     rows = conn.execute(schema.sa().text(
@@ -57,9 +55,9 @@ class TokenTables:
         wanted = list(dict.fromkeys(content_hashes))
         found: dict[str, tuple[np.ndarray, int]] = {}
         with self._read() as conn:
-            for start in range(0, len(wanted), _CHUNK):
+            for start in range(0, len(wanted), schema.CHUNK):
                 rows = conn.execute(s.select(table.c.content_hash, table.c.bag, table.c.length).where(
-                    table.c.fingerprint == fingerprint, table.c.content_hash.in_(wanted[start:start + _CHUNK])))
+                    table.c.fingerprint == fingerprint, table.c.content_hash.in_(wanted[start:start + schema.CHUNK])))
                 found.update((key, (np.frombuffer(blob, dtype="<i8"), int(length))) for key, blob, length in rows)
         return found
 
@@ -91,8 +89,8 @@ class TokenTables:
                     fingerprint=fingerprint, first_id=known + len(tail), terms=json.dumps(extra, ensure_ascii=False)))
             hashes = list(bags)
             held: set[str] = set()
-            for start in range(0, len(hashes), _CHUNK):
-                held.update(r[0] for r in conn.execute(held_query, {"hashes": hashes[start:start + _CHUNK]}))
+            for start in range(0, len(hashes), schema.CHUNK):
+                held.update(r[0] for r in conn.execute(held_query, {"hashes": hashes[start:start + schema.CHUNK]}))
             rows = []
             for key in hashes:
                 if key in held:
@@ -102,8 +100,8 @@ class TokenTables:
                         packed = ids[packed >> 32] << 32 | (packed & 0xFFFFFFFF)
                     rows.append({"fingerprint": fingerprint, "content_hash": key, "length": int(length),
                                  "bag": packed.astype("<i8").tobytes()})
-            for start in range(0, len(rows), _CHUNK):
-                conn.execute(self._insert(t["token_bags"]).on_conflict_do_nothing(), rows[start:start + _CHUNK])
+            for start in range(0, len(rows), schema.CHUNK):
+                conn.execute(self._insert(t["token_bags"]).on_conflict_do_nothing(), rows[start:start + schema.CHUNK])
         return tail + extra, new_ids
 
     def get_bm25_postings(
@@ -123,8 +121,8 @@ class TokenTables:
         found: dict[str, tuple[str, int, bytes, bytes]] = {}
         with self._read() as conn:
             terms = _terms_from(conn, fingerprint, terms_from)
-            for start in range(0, len(ids), _CHUNK):
-                rows = conn.execute(query, {"fingerprint": fingerprint, "params": params, "ids": ids[start:start + _CHUNK]})
+            for start in range(0, len(ids), schema.CHUNK):
+                rows = conn.execute(query, {"fingerprint": fingerprint, "params": params, "ids": ids[start:start + schema.CHUNK]})
                 for user_id, digest, size, postings, lengths in rows.fetchall():  # one call, not one per row
                     found[user_id] = (digest, int(size), bytes(postings), bytes(lengths))
         return terms, found
@@ -140,9 +138,9 @@ class TokenTables:
         ids = list(rows)
         with self._write() as conn:
             versions: dict[str, int] = {}
-            for start in range(0, len(ids), _CHUNK):
+            for start in range(0, len(ids), schema.CHUNK):
                 versions.update((u, int(v)) for u, v in conn.execute(s.select(users.c.user_id, users.c.history_version)
-                                                                     .where(users.c.user_id.in_(ids[start:start + _CHUNK]))))
+                                                                     .where(users.c.user_id.in_(ids[start:start + schema.CHUNK]))))
             values = [{"fingerprint": fingerprint, "params": params, "user_id": user_id, "history_version": version,
                        "digest": rows[user_id][0], "terms": rows[user_id][1], "postings": rows[user_id][2],
                        "lengths": rows[user_id][3]}
@@ -151,8 +149,8 @@ class TokenTables:
             stmt = stmt.on_conflict_do_update(
                 index_elements=["fingerprint", "params", "user_id"],
                 set_={name: getattr(stmt.excluded, name) for name in ("history_version", "digest", "terms", "postings", "lengths")})
-            for start in range(0, len(values), _CHUNK):
-                conn.execute(stmt, values[start:start + _CHUNK])
+            for start in range(0, len(values), schema.CHUNK):
+                conn.execute(stmt, values[start:start + schema.CHUNK])
         return len(values)
 
     def _drop_postings(self, conn: Any, user_id: str) -> None:

@@ -13,8 +13,6 @@ from personarag.errors import InputError
 from personarag.personal import store_schema as schema
 from personarag.personal.store_io import vector_blob
 
-_CHUNK = 500  # ids per IN (...) list
-
 
 @dataclass(frozen=True)
 class UserVector:
@@ -33,9 +31,9 @@ class VectorTables:
         wanted = list(dict.fromkeys(content_hashes))
         found: dict[str, np.ndarray] = {}
         with self._read() as conn:
-            for start in range(0, len(wanted), _CHUNK):
+            for start in range(0, len(wanted), schema.CHUNK):
                 rows = conn.execute(s.select(table.c.content_hash, table.c.vector).where(
-                    table.c.fingerprint == fingerprint, table.c.content_hash.in_(wanted[start:start + _CHUNK])))
+                    table.c.fingerprint == fingerprint, table.c.content_hash.in_(wanted[start:start + schema.CHUNK])))
                 for key, blob in rows:
                     found[key] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
         return found
@@ -49,8 +47,8 @@ class VectorTables:
         if not rows:
             return
         with self._write() as conn:
-            for start in range(0, len(rows), _CHUNK):
-                conn.execute(self._insert(self._t["embeddings"]).on_conflict_do_nothing(), rows[start:start + _CHUNK])
+            for start in range(0, len(rows), schema.CHUNK):
+                conn.execute(self._insert(self._t["embeddings"]).on_conflict_do_nothing(), rows[start:start + schema.CHUNK])
 
     def get_user_vectors(self, kind: str, user_ids: Iterable[str], *, fresh: bool = False) -> dict[str, UserVector]:
         """user id -> stored vector of this kind. `fresh=True` leaves out vectors computed from an
@@ -64,8 +62,8 @@ class VectorTables:
                 users.c.history_version == table.c.history_version)
         found: dict[str, UserVector] = {}
         with self._read() as conn:
-            for start in range(0, len(ids), _CHUNK):
-                rows = conn.execute(query.where(table.c.kind == kind, table.c.user_id.in_(ids[start:start + _CHUNK])))
+            for start in range(0, len(ids), schema.CHUNK):
+                rows = conn.execute(query.where(table.c.kind == kind, table.c.user_id.in_(ids[start:start + schema.CHUNK])))
                 for user_id, blob, count, version in rows:
                     found[user_id] = UserVector(np.frombuffer(blob, dtype="<f4").astype(np.float32), int(count), int(version))
         return found
@@ -87,9 +85,9 @@ class VectorTables:
         with self._write() as conn:
             ids = [r["user_id"] for r in rows]
             known: set[str] = set()
-            for start in range(0, len(ids), _CHUNK):
+            for start in range(0, len(ids), schema.CHUNK):
                 known.update(r[0] for r in conn.execute(
-                    s.select(users.c.user_id).where(users.c.user_id.in_(ids[start:start + _CHUNK]))))
+                    s.select(users.c.user_id).where(users.c.user_id.in_(ids[start:start + schema.CHUNK]))))
             missing = [i for i in ids if i not in known]
             if missing:
                 raise InputError(f"put_user_vectors: unknown user(s) {missing[:5]} in {self.url}")
@@ -97,5 +95,5 @@ class VectorTables:
             stmt = stmt.on_conflict_do_update(
                 index_elements=["kind", "user_id"],
                 set_={name: getattr(stmt.excluded, name) for name in ("dim", "count", "history_version", "vector")})
-            for start in range(0, len(rows), _CHUNK):
-                conn.execute(stmt, rows[start:start + _CHUNK])
+            for start in range(0, len(rows), schema.CHUNK):
+                conn.execute(stmt, rows[start:start + schema.CHUNK])

@@ -27,10 +27,13 @@ NO_RERANKER = "n/a: no trained personalized reranker for this task"
 @dataclass(frozen=True)
 class LlmRow:
     """One LLM row of a task: `retriever` (spec, config dict or None), label choice calibrated or
-    raw, the user's summary at the head of the prompt, a reranker spec, or a `note` (not run)."""
+    raw, the user's summary at the head of the prompt, a reranker spec, or a `note` (not run).
+    `user_store`: the retriever searches other users' histories and is bound to the task's user
+    store (the whole split's users, item embeddings cached there), not fitted in memory per cell."""
 
     name: str
     retriever: Any = None
+    user_store: bool = False
     calibrated: bool = True
     summary: bool = False
     reranker: str | None = None
@@ -47,13 +50,21 @@ def llm_rows(task: str, encoder: str | None, *, scorer: str | None = None, score
         rows.append(LlmRow("history:bm25 raw", "history:bm25", calibrated=False))
     rows.append(LlmRow("recency", "recency"))
     if encoder:
-        rows += [LlmRow("history:dense", f"history:dense:{encoder}"), LlmRow("collaborative", f"collaborative:{encoder}")]
-        rows.append(LlmRow("collaborative+scorer", {"spec": f"collaborative:{encoder}", "params": {"scorer": scorer}})
+        rows += [LlmRow("history:dense", f"history:dense:{encoder}"),
+                 LlmRow("collaborative", f"collaborative:{encoder}", user_store=True)]
+        rows.append(LlmRow("collaborative+scorer", {"spec": f"collaborative:{encoder}", "params": {"scorer": scorer}}, user_store=True)
                     if scorer and scorer_task == task else LlmRow("collaborative+scorer", note=NO_SCORER))
     rows.append(LlmRow("+personalized reranker", "history:bm25", reranker=f"personal-cross-encoder:{reranker}")
                 if reranker and reranker_task == task else LlmRow("+personalized reranker", note=NO_RERANKER))
     rows.append(LlmRow("+summary", "history:bm25", summary=True))
     return rows
+
+
+def bound_retriever(retriever: Any, store: str) -> dict:
+    """`retriever` (a spec string or config dict) with its users taken from the user store `store`."""
+    config = {"spec": retriever, "params": {}} if isinstance(retriever, str) else {**retriever, "params": dict(retriever.get("params") or {})}
+    config["params"]["store"] = store
+    return config
 
 
 def subset_indices(size: int, max_examples: int, seed: int) -> list[int]:

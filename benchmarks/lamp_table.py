@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lamp_llm_rows import (LABEL_TASKS, LlmRow, finished, llm_markdown, llm_rows, model_name, slug,  # noqa: E402
-                           subset_indices, usage_totals)
+from lamp_llm_rows import (LABEL_TASKS, LlmRow, bound_retriever, finished, llm_markdown, llm_rows,  # noqa: E402
+                           model_name, slug, subset_indices, usage_totals)
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_DIRS = {"LaMP_1": "LaMP-1", "LaMP_2": "LaMP-2", "LaMP_3": "LaMP-3", "LaMP_4": "LaMP-4",
@@ -196,6 +196,22 @@ def summary_store(spec: str, llm, context: TaskContext, subset, args):
     return store
 
 
+def task_user_store(context: TaskContext, args) -> str:
+    """The path of the task's user store: every user of the whole split (the collaborative rows'
+    pool), imported once; item embeddings and user vectors are cached there, so each collaborative
+    cell after the first encodes nothing (re-adding the same users changes nothing)."""
+    from personarag.personal.store import UserStore
+
+    path = Path(args.runs_dir) / context.folder.name / "users.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with UserStore(path) as store:
+        store.add_users(context.full.users)
+        count = len(store)
+    print(f"{context.task} user store {path}: {count} users ({time.perf_counter() - started:.0f} s)", flush=True)
+    return str(path)
+
+
 def run_llm_cell(spec: str, llm, context: TaskContext, row: LlmRow, folder: Path, args) -> tuple[dict, dict, float | None, dict]:
     """Run (or resume, or read back) one LLM cell on the task's subset; seconds are summed over the
     invocations that ran examples of it (kept in the cell folder)."""
@@ -215,7 +231,8 @@ def run_llm_cell(spec: str, llm, context: TaskContext, row: LlmRow, folder: Path
     if row.summary:
         options.update(summary=True, store=summary_store(spec, llm, context, subset, args), summary_tokens=args.summary_tokens)
     generator = LaMPGenerator(llm, task=context.task, max_prompt_tokens=args.max_prompt_tokens, batch_size=args.batch_size, **options)
-    stages = ([row.retriever] if row.retriever else []) + ([{"spec": row.reranker, "params": {"depth": args.rerank_depth}}] if row.reranker else []) + [generator]
+    retriever = bound_retriever(row.retriever, task_user_store(context, args)) if row.user_store else row.retriever
+    stages = ([retriever] if retriever else []) + ([{"spec": row.reranker, "params": {"depth": args.rerank_depth}}] if row.reranker else []) + [generator]
     run_config = {"data": context.folder.name, "k": args.k, "row": row.name, "llm": spec,
                   "seed": args.seed, "max_examples": args.max_examples, "calibrated": row.calibrated,
                   "content_free": list(args.content_free), "summary_tokens": args.summary_tokens if row.summary else None,

@@ -30,6 +30,7 @@ def test_label_task_rows_with_its_trained_scorer_and_reranker(rows_module):
     assert by_name["none"].retriever is None
     assert by_name["history:dense"].retriever == "history:dense:ENC"
     assert by_name["collaborative+scorer"].retriever == {"spec": "collaborative:ENC", "params": {"scorer": "S"}}
+    assert [r.name for r in rows if r.user_store] == ["collaborative", "collaborative+scorer"]
     assert by_name["+personalized reranker"].reranker == "personal-cross-encoder:R"
     assert by_name["+personalized reranker"].retriever == "history:bm25"
     assert by_name["+summary"].summary and by_name["+summary"].retriever == "history:bm25"
@@ -47,6 +48,14 @@ def test_trained_rows_are_na_on_other_tasks(rows_module):
 def test_generation_tasks_have_no_raw_row_and_no_encoder_drops_dense_rows(rows_module):
     names = [r.name for r in rows_module.llm_rows("LaMP-4", None)]
     assert names == ["none", "history:bm25", "recency", "+personalized reranker", "+summary"]
+
+
+def test_bound_retriever_adds_the_store_and_leaves_the_row_untouched(rows_module):
+    scorer_row = {"spec": "collaborative:ENC", "params": {"scorer": "S"}}
+    bound = rows_module.bound_retriever(scorer_row, "/runs/LaMP_3/users.db")
+    assert bound == {"spec": "collaborative:ENC", "params": {"scorer": "S", "store": "/runs/LaMP_3/users.db"}}
+    assert scorer_row == {"spec": "collaborative:ENC", "params": {"scorer": "S"}}  # rows are shared between models
+    assert rows_module.bound_retriever("collaborative:ENC", "u.db") == {"spec": "collaborative:ENC", "params": {"store": "u.db"}}
 
 
 def test_subset_is_seeded_sorted_and_capped(rows_module):

@@ -77,7 +77,7 @@ def test_approximate_upsert_keeps_recall_against_exact_search_on_the_final_data(
     value = recall(index.search(queries, 10, exclude=exclude), want)
     assert value >= 0.95
     if kind == "hnsw":  # replaced and removed users stay in the graph as dead nodes until a rebuild
-        assert index.dead == 300 + 150 and index.index.ntotal == 3000 + 300 + 150
+        assert index.dead == 300 + 150 and index.index.rows == 3000 + 300 + 150
     elif kind == "ivf-pq":  # likewise: fast-scan lists cannot remove by id
         assert index.dead == 300 + 150 and index.index.rows == 3000 + 300 + 150
         assert recall(index.search(queries, 10, exclude=exclude, params={"nprobe": 1}), want) < 0.9
@@ -90,9 +90,9 @@ def test_hnsw_is_rebuilt_once_dead_nodes_pass_the_fraction():
     ids = [f"u{i}" for i in range(400)]
     index = UserIndex("hnsw", rebuild_fraction=0.2).build(ids, vectors)
     index.upsert(ids[:80], clustered(80, seed=3))
-    assert index.dead == 80 and index.index.ntotal == 480  # 80 dead of 480: under 20%
+    assert index.dead == 80 and index.index.rows == 480  # 80 dead of 480: under 20%
     index.remove(ids[80:100])  # 100 dead of 480: over
-    assert index.dead == 0 and index.index.ntotal == 380 and len(index) == 380
+    assert index.dead == 0 and index.index.rows == 380 and len(index) == 380
     exact = UserIndex("flat").build(index.ids, index.vectors(index.ids))
     assert recall(index.search(vectors[100:150], 5), exact.search(vectors[100:150], 5)) >= 0.95
 

@@ -15,7 +15,6 @@ dead (as for HNSW).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from personarag.errors import InputError, require
+from personarag.personal.index_files import replace_file
 
 #: bits per sub-quantizer code: FAISS's fast-scan kernels take 4-bit codes only
 CODE_BITS = 4
@@ -123,9 +123,9 @@ class RefinedIVFPQ:
 
     def save(self, directory: Path) -> None:
         faiss = require("faiss", "dense")
-        _replace(directory / "index.faiss", lambda p: faiss.write_index(self.index, str(p)))
-        _replace(directory / "positions.npy", lambda p: np.save(p, self.owner, allow_pickle=False))
-        _replace(directory / "vectors.npy", lambda p: np.save(p, self._vectors[:self.rows], allow_pickle=False))
+        replace_file(directory / "index.faiss", lambda p: faiss.write_index(self.index, str(p)))
+        replace_file(directory / "positions.npy", lambda p: np.save(p, self.owner, allow_pickle=False))
+        replace_file(directory / "vectors.npy", lambda p: np.save(p, self._vectors[:self.rows], allow_pickle=False))
 
     @classmethod
     def load(cls, directory: Path) -> RefinedIVFPQ:
@@ -138,8 +138,3 @@ class RefinedIVFPQ:
                              f"{len(vectors)} vectors, {index.ntotal} coded rows")
         return cls(index, vectors, owner)
 
-
-def _replace(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".partial" + path.suffix)
-    write(tmp)
-    os.replace(tmp, path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from personarag.errors import InputError, require
+from personarag.personal.index_files import replace_file
+from personarag.personal.marked_hnsw import MarkedHNSW
 from personarag.personal.profiles import normalize
 from personarag.personal.refined_ivf import RefinedIVFPQ
 from personarag.retrievers.faiss_index import IndexSpec, auto_nlist, new_faiss_index
@@ -53,16 +54,11 @@ class UserIndex:
     """User ids and their embeddings in FAISS; `search` leaves out the asking user and hidden users.
 
     `kind`: "auto" (exact below `exact_below` users, else AUTO_LARGE), "flat", "ivf", "ivf-pq" or
-    "hnsw". Measured (benchmarks/results/user_search.md; 1,000,000 clustered 384-d users, one
-    thread, one query per call, 2 cores shared with other jobs): IVF-flat with 4*sqrt(n) lists and
-    nprobe=32 answers in 3.2-3.6 ms/query with recall@10 1.000 at noise 1.5 and 2.0, but 0.914 at
-    noise 2.5 (11% of the exact neighbours are chance matches outside the user's cluster; 0.956
-    needs nprobe=256, 18 ms/query). "ivf-pq" (the same lists, 4-bit fast-scan codes, exact
-    re-scoring of `k_factor` x m candidates) probes `pq_nprobe`=256 lists in 2.6-2.7 ms/query with
-    recall@10 1.000 at noise 1.5 and 0.959 at noise 2.5; it builds in 3.5-4.5 minutes, holds the
-    float vectors beside its codes (1.6 GB) and, like HNSW, leaves replaced users as dead rows
-    until a rebuild. HNSW does not rescue noise 2.5 (0.885 at efSearch=256 on 100,000 users).
-    IVF: `nlist`, `nprobe`; IVF-PQ: `nlist`, `pq_nprobe`, `k_factor`; HNSW: M=`hnsw_m`, efConstruction, efSearch.
+    "hnsw". IVF: `nlist`, `nprobe`; IVF-PQ: `nlist`, `pq_nprobe`, `k_factor`; HNSW: M=`hnsw_m`,
+    efConstruction, efSearch. At 1,000,000 clustered 384-d users (benchmarks/results/user_search.md)
+    the "ivf-pq" default answers in about 2 ms/query on one thread with recall@10 0.959 where 11% of
+    the exact neighbours lie outside the user's cluster (IVF-flat needs 18 ms/query for 0.956 there,
+    and HNSW does not get there); it holds the float vectors beside its codes (1.6 GB).
     """
 
     def __init__(self, kind: str = "auto", *, nlist: int | None = None, nprobe: int = 32, hnsw_m: int = 32,
@@ -88,15 +84,11 @@ class UserIndex:
         self._reset()
 
     def _reset(self) -> None:
-        self.index: Any = None  # the FAISS index
+        self.index: Any = None  # a FAISS index (flat, ivf), or a MarkedHNSW / RefinedIVFPQ over positions
         self.built_kind: str | None = None
         self.nlist_used: int | None = None
         self.dim: int | None = None
         self._names: dict[int, str] = {}  # int64 key -> user id, live users only
-        self._owner = np.zeros(0, dtype=np.int64)  # hnsw: graph position -> key, -1 once dead
-        self._position: dict[int, int] = {}  # hnsw: key -> live graph position
-        self._dead = 0
-        self._live_bits: np.ndarray | None = None  # hnsw: packed live-position bitmap, cached between writes
 
     # --- state -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -116,18 +108,21 @@ class UserIndex:
         return IndexSpec(**{**self.options, "kind": "ivf" if kind == "ivf-pq" else kind})
 
     @property
+    def positional(self) -> bool:
+        """Whether the index built keeps replaced users as dead rows until a rebuild (hnsw, ivf-pq)."""
+        return self.built_kind in ("hnsw", "ivf-pq")
+
+    @property
     def dead(self) -> int:
         """HNSW nodes / IVF-PQ rows of replaced or removed users still indexed (0 for other kinds)."""
-        return self.index.dead if self.built_kind == "ivf-pq" else self._dead
+        return self.index.dead if self.positional else 0
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         """The stored (unit) embeddings of `ids`, in order; an unknown id is an InputError."""
         keys = self._known_keys(ids, "vectors")
         if not keys:
             return np.zeros((0, self.dim or 0), dtype=np.float32)
-        if self.built_kind == "hnsw":
-            return np.stack([self.index.reconstruct(self._position[k]) for k in keys])
-        if self.built_kind == "ivf-pq":
+        if self.positional:
             return self.index.vectors(keys)
         return self.index.reconstruct_batch(np.asarray(keys, dtype=np.int64))
 
@@ -208,14 +203,17 @@ class UserIndex:
             return [[] for _ in range(len(matrix))]
         if self.built_kind == "ivf-pq":
             return self._search_refined(matrix, m, rows, hidden, params)
-        scores, labels = self.index.search(matrix, k, params=self._search_params(hidden, params))
+        if self.built_kind == "hnsw":
+            scores, labels = self.index.search(matrix, k, hidden, ef_search=self._overrides(params, "ef_search"))
+        else:
+            scores, labels = self.index.search(matrix, k, params=self._search_params(hidden, params))
         out = []
         for row_scores, row_labels, skip in zip(scores.tolist(), labels.tolist(), rows):
             found = []
             for score, label in zip(row_scores, row_labels):
                 if label < 0:
                     continue
-                name = self._names[int(self._owner[label]) if self.built_kind == "hnsw" else label]
+                name = self._names[label]
                 if name not in skip:
                     found.append((name, score))
             out.append(found[:m])
@@ -247,15 +245,13 @@ class UserIndex:
             "key": "blake2b-8 & (2**63-1)", "versions": _versions(),
         }
         # config.json goes last: a directory without it (or with a stale one) fails to load loudly
-        if self.built_kind == "ivf-pq":
+        if self.positional:
             self.index.save(directory)
         elif self.index is not None:
-            _replace(directory / "index.faiss", lambda p: faiss.write_index(self.index, str(p)))
-        if self.built_kind == "hnsw":
-            _replace(directory / "positions.npy", lambda p: np.save(p, self._owner, allow_pickle=False), suffix=".npy")
-        ids = [self._names[int(k)] if k >= 0 else None for k in self._owner] if self.built_kind == "hnsw" else self.ids
-        _replace(directory / "users.json", lambda p: p.write_text(json.dumps(ids) + "\n", encoding="utf-8"))
-        _replace(directory / "config.json", lambda p: p.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"))
+            replace_file(directory / "index.faiss", lambda p: faiss.write_index(self.index, str(p)))
+        ids = [self._names[int(k)] if k >= 0 else None for k in self.index.owner] if self.built_kind == "hnsw" else self.ids
+        replace_file(directory / "users.json", lambda p: p.write_text(json.dumps(ids) + "\n", encoding="utf-8"))
+        replace_file(directory / "config.json", lambda p: p.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"))
         return directory
 
     @classmethod
@@ -279,6 +275,8 @@ class UserIndex:
             return out
         if config["built_kind"] == "ivf-pq":
             out.index = RefinedIVFPQ.load(directory)
+        elif config["built_kind"] == "hnsw":
+            out.index = MarkedHNSW.load(directory)
         else:
             out.index = faiss.read_index(str(directory / "index.faiss"))
         out.built_kind, out.nlist_used, out.dim = config["built_kind"], config["nlist_used"], config["dim"]
@@ -287,11 +285,8 @@ class UserIndex:
             out._names = {user_key(name): name for name in ids}
             consistent = set(out._names) == set(out.index.position)
         elif out.built_kind == "hnsw":
-            out._owner = np.load(directory / "positions.npy", allow_pickle=False)
-            out._names = {int(k): name for k, name in zip(out._owner, ids) if k >= 0}
-            out._position = {int(k): p for p, k in enumerate(out._owner) if k >= 0}
-            out._dead = int(np.count_nonzero(out._owner < 0))
-            consistent = len(out._owner) == out.index.ntotal
+            out._names = {int(k): name for k, name in zip(out.index.owner, ids) if k >= 0}
+            consistent = out.index.rows == out.index.index.ntotal
         else:
             out._names = {user_key(name): name for name in ids}
             consistent = len(out._names) == out.index.ntotal
@@ -362,18 +357,14 @@ class UserIndex:
             index = faiss.IndexIDMap2(index)
         elif kind == "ivf":
             index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        elif kind == "hnsw":
+            index = MarkedHNSW(index, np.zeros(0, dtype=np.int64))
         self.index, self.built_kind, self.nlist_used, self.dim = index, kind, nlist, matrix.shape[1]
         self._add(keys, ids, matrix)
         self._apply_search_params()
 
     def _add(self, keys: list[int], ids: list[str], matrix: np.ndarray) -> None:
-        if self.built_kind == "hnsw":
-            start = len(self._owner)
-            self.index.add(matrix)
-            self._owner = np.concatenate([self._owner, np.asarray(keys, dtype=np.int64)])
-            self._position.update((k, start + n) for n, k in enumerate(keys))
-            self._live_bits = None
-        elif self.built_kind == "ivf-pq":
+        if self.positional:
             self.index.add(keys, matrix)
         else:
             self.index.add_with_ids(matrix, np.asarray(keys, dtype=np.int64))
@@ -381,11 +372,7 @@ class UserIndex:
 
     def _drop(self, keys: list[int]) -> None:
         faiss = require("faiss", "dense")
-        if self.built_kind == "hnsw":
-            self._owner[[self._position.pop(k) for k in keys]] = -1
-            self._dead += len(keys)
-            self._live_bits = None
-        elif self.built_kind == "ivf-pq":
+        if self.positional:
             self.index.drop(keys)
         else:
             removed = self.index.remove_ids(faiss.IDSelectorArray(np.asarray(keys, dtype=np.int64)))
@@ -401,9 +388,7 @@ class UserIndex:
             return
         kind = self._choose_kind(n)
         stale = kind != self.built_kind and not (self.kind == "auto" and self.built_kind != "flat" and n >= self.exact_below // 2)
-        if self.built_kind == "hnsw":
-            stale = stale or self.dead > self.rebuild_fraction * len(self._owner)
-        if self.built_kind == "ivf-pq":
+        if self.positional:
             stale = stale or self.dead > self.rebuild_fraction * self.index.rows
         if self.built_kind in ("ivf", "ivf-pq"):  # grown about 4x since k-means (or trained on fewer users than nlist)
             wanted = self.options["nlist"] or auto_nlist(n)
@@ -418,43 +403,35 @@ class UserIndex:
         if self.built_kind == "ivf":
             self.index.nprobe = min(self.options["nprobe"], self.index.nlist)
         elif self.built_kind == "hnsw":
-            faiss.downcast_index(self.index).hnsw.efSearch = self.options["ef_search"]
+            self.index.set_ef_search(self.options["ef_search"])
 
-    def _search_params(self, hidden: set[int], overrides: dict[str, int] | None) -> Any:
-        faiss = require("faiss", "dense")
+    def _overrides(self, overrides: dict[str, int] | None, name: str) -> int:
+        """The search knob `name` (nprobe or ef_search) for one call: `overrides` or the index's own."""
         overrides = dict(overrides or {})
         unknown = set(overrides) - {"nprobe", "ef_search"}
         if unknown:
             raise InputError(f"search params may set nprobe or ef_search, got {sorted(unknown)}")
+        return overrides.get(name, self.options[name])
+
+    def _search_params(self, hidden: set[int], overrides: dict[str, int] | None) -> Any:
+        """FAISS search parameters of a flat or IVF index: nprobe, and a selector leaving out `hidden` keys."""
+        faiss = require("faiss", "dense")
+        nprobe = self._overrides(overrides, "nprobe")
         selector = None
-        if self.built_kind == "hnsw":
-            if hidden or self._dead:
-                if self._live_bits is None:
-                    self._live_bits = np.packbits(self._owner >= 0, bitorder="little")
-                bitmap = self._live_bits
-                if hidden:
-                    live = self._owner >= 0
-                    live[[self._position[k] for k in hidden]] = False
-                    bitmap = np.packbits(live, bitorder="little")
-                selector = faiss.IDSelectorBitmap(len(self._owner), faiss.swig_ptr(bitmap))
-                selector.referenced_bitmap = bitmap  # the selector reads this buffer during search
-            params = faiss.SearchParametersHNSW(efSearch=overrides.get("ef_search", self.options["ef_search"]))
+        if hidden:
+            batch = faiss.IDSelectorBatch(np.asarray(sorted(hidden), dtype=np.int64))
+            selector = faiss.IDSelectorNot(batch)
+            selector.referenced_batch = batch
+        if self.built_kind == "ivf":
+            params = faiss.SearchParametersIVF(nprobe=min(nprobe, self.index.nlist))
+        elif not hidden:
+            return None
         else:
-            if hidden:
-                batch = faiss.IDSelectorBatch(np.asarray(sorted(hidden), dtype=np.int64))
-                selector = faiss.IDSelectorNot(batch)
-                selector.referenced_batch = batch
-            if self.built_kind == "ivf":
-                params = faiss.SearchParametersIVF(nprobe=min(overrides.get("nprobe", self.options["nprobe"]), self.index.nlist))
-            elif not hidden:
-                return None
-            else:
-                params = faiss.SearchParameters()
+            params = faiss.SearchParameters()
         if selector is not None:
             params.sel = selector
             params.referenced_selector = selector
         return params
-
 
 def _as_set(entry: str | Collection[str] | None) -> frozenset[str]:
     if entry is None:
@@ -462,12 +439,6 @@ def _as_set(entry: str | Collection[str] | None) -> frozenset[str]:
     if isinstance(entry, str):
         return frozenset((entry,))
     return frozenset(entry)
-
-
-def _replace(path: Path, write: Any, suffix: str = ".tmp") -> None:
-    tmp = path.with_name(path.name + ".partial" + suffix)
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _versions() -> dict[str, str]:

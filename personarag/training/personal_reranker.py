@@ -63,6 +63,7 @@ class PersonalRerankerRunConfig:
     max_length: int = 256
     temperature: float = 1.0
     train_users: float = 0.6  # fraction of the split's users (seeded shuffle) whose examples are trained on
+    max_train_queries: int | None = None  # at most this many of their examples (seeded sample; None: all): utility=llm asks `candidates` prompts each
     epochs: float = 1.0
     max_steps: int = -1
     batch_size: int = 4  # queries per step (each with its candidates)
@@ -92,6 +93,8 @@ class PersonalRerankerRunConfig:
             raise InputError("utility=llm needs llm (--llm SPEC), the LLM whose feedback is distilled")
         if self.candidates < 2:
             raise InputError(f"candidates must be >= 2 (there is nothing to rank below that), got {self.candidates}")
+        if self.max_train_queries is not None and (not isinstance(self.max_train_queries, int) or self.max_train_queries < 1):
+            raise InputError(f"max_train_queries must be a positive integer or None, got {self.max_train_queries!r}")
         if not 0 < self.train_users <= 1:
             raise InputError(f"train_users is the fraction of users trained on, in (0, 1]; got {self.train_users}")
         if self.temperature <= 0:
@@ -206,6 +209,10 @@ def run_personal_reranker(config: PersonalRerankerRunConfig, *, resume: bool = F
     out = start_run(config, resume=resume, overwrite=overwrite)
     data = load_lamp(config.task, config.questions, config.outputs)
     train, held_out = split_users(list(data.examples), config.train_users, config.seed)
+    if config.max_train_queries is not None and len(train) > config.max_train_queries:
+        # the other examples of the training users are neither trained on nor held out (their users were seen)
+        kept = set(random.Random(config.seed).sample(range(len(train)), config.max_train_queries))
+        train = [e for i, e in enumerate(train) if i in kept]
     feedback = collect(config, train, out / FEEDBACK, resume=resume)
     rows = training_rows(config, train, feedback)
     model = CrossEncoder(config.base, num_labels=1, max_length=config.max_length)
@@ -243,8 +250,10 @@ def _model_card(out: Path, config: PersonalRerankerRunConfig, info: dict[str, An
         f"# personarag personalized reranker from `{config.base}`", "",
         f"Cross-encoder over (query + the user's {config.context_items} most similar history items, candidate), fields shown: "
         f"{list(config.fields or ())}. Trained on {info['queries']} examples ({len(info['trained_on'])} of the "
-        f"{total} in `{config.questions}`, {config.task}: the users of a seeded {config.train_users:.0%} share); "
-        f"the other {len(info['held_out'])} examples were not used.",
+        f"{total} in `{config.questions}`, {config.task}: the users of a seeded {config.train_users:.0%} share"
+        + (f", at most {config.max_train_queries} of their examples" if config.max_train_queries else "") + "); "
+        f"the other {total - len(info['trained_on'])} examples were not used; the {len(info['held_out'])} of the "
+        "other users are the held-out ones.",
         f"Target per example: softmax over its {config.first_stage} top-{config.candidates} candidates of their utility "
         f"({source}) / {config.temperature}; loss KL(target || model).",
         f"Steps {info['global_step']}, train loss {info['train_loss']}, {info['seconds']} s.", "",

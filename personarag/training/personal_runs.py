@@ -121,6 +121,7 @@ class LLMFeedbackRunConfig(FeedbackTrainConfig):
     user_encoder: str | None = None
     candidates: int = 10
     max_queries: int | None = None  # train on the first N examples (None: all); the rest are for evaluation
+    store: str | None = None  # a user store (path or URL) the split's users are imported into: item embeddings cached there
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -161,7 +162,15 @@ def run_llm_feedback(config: LLMFeedbackRunConfig, *, resume: bool = False, over
     data = load_lamp(config.task, config.questions, config.outputs)
     train = data.examples[: config.max_queries] if config.max_queries else data.examples
     retriever = CollaborativeRetriever(config.model, m=config.m, alpha=config.alpha, relevance=config.relevance,
-                                       user_encoder=config.user_encoder).fit_users(data.users)
+                                       user_encoder=config.user_encoder)
+    if config.store:
+        from personarag.personal.store import UserStore
+
+        store = UserStore(config.store)
+        store.add_users(data.users)  # unchanged users stay as they are: their cached embeddings are reused
+        retriever.bind_store(store)
+    else:
+        retriever.fit_users(data.users)
     initial = retriever.weights.copy()
     path = out / FEEDBACK
     done = _read_feedback(path) if resume else {}

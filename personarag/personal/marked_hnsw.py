@@ -14,38 +14,27 @@ from typing import Any
 import numpy as np
 
 from personarag.errors import require
-from personarag.personal.index_files import replace_file
+from personarag.personal.positional import Positions, replace_file
 
 
-class MarkedHNSW:
+class MarkedHNSW(Positions):
     """Positions in a FAISS HNSW index and their owners' keys (-1 once dead)."""
 
     def __init__(self, index: Any, owner: np.ndarray) -> None:
+        super().__init__(owner)
         self.index = index
-        self.owner = owner  # position -> user key, -1 once dead
-        self.position = {int(k): p for p, k in enumerate(owner) if k >= 0}
         self._live_bits: np.ndarray | None = None  # packed live-position bitmap, cached between writes
-
-    @property
-    def rows(self) -> int:
-        return len(self.owner)
-
-    @property
-    def dead(self) -> int:
-        return len(self.owner) - len(self.position)
 
     def set_ef_search(self, ef_search: int) -> None:
         require("faiss", "dense").downcast_index(self.index).hnsw.efSearch = ef_search
 
     def add(self, keys: Sequence[int], matrix: np.ndarray) -> None:
-        start = len(self.owner)
         self.index.add(matrix)
-        self.owner = np.concatenate([self.owner, np.asarray(keys, dtype=np.int64)])
-        self.position.update((int(k), start + n) for n, k in enumerate(keys))
+        self.append_owners(keys)
         self._live_bits = None
 
     def drop(self, keys: Sequence[int]) -> None:
-        self.owner[[self.position.pop(int(k)) for k in keys]] = -1
+        super().drop(keys)
         self._live_bits = None
 
     def vectors(self, keys: Sequence[int]) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from personarag.errors import InputError, require
-from personarag.personal.index_files import replace_file
+from personarag.personal.positional import Positions, replace_file
 
 #: bits per sub-quantizer code: FAISS's fast-scan kernels take 4-bit codes only
 CODE_BITS = 4
@@ -36,14 +36,13 @@ def subquantizers(dim: int) -> int:
     raise InputError(f"ivf-pq needs an even embedding dimension with an even divisor, got {dim}")
 
 
-class RefinedIVFPQ:
+class RefinedIVFPQ(Positions):
     """Positions 0..n-1 in a FAISS IndexIVFPQFastScan, their float vectors and their owners' keys."""
 
     def __init__(self, index: Any, vectors: np.ndarray, owner: np.ndarray) -> None:
+        super().__init__(owner)
         self.index = index
         self._vectors = vectors  # capacity >= len(owner); rows past len(owner) are unused
-        self.owner = owner  # position -> user key, -1 once dead
-        self.position = {int(k): p for p, k in enumerate(owner) if k >= 0}
 
     @classmethod
     def trained(cls, matrix: np.ndarray, *, nlist: int, train_size: int, niter: int, seed: int) -> RefinedIVFPQ:
@@ -65,14 +64,6 @@ class RefinedIVFPQ:
         return cls(index, np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64))
 
     @property
-    def rows(self) -> int:
-        return len(self.owner)
-
-    @property
-    def dead(self) -> int:
-        return len(self.owner) - len(self.position)
-
-    @property
     def nlist(self) -> int:
         return int(self.index.nlist)
 
@@ -86,11 +77,7 @@ class RefinedIVFPQ:
             self._vectors = grown
         self._vectors[start:stop] = matrix
         self.index.add(np.ascontiguousarray(matrix))
-        self.owner = np.concatenate([self.owner, np.asarray(keys, dtype=np.int64)])
-        self.position.update((int(k), start + n) for n, k in enumerate(keys))
-
-    def drop(self, keys: Sequence[int]) -> None:
-        self.owner[[self.position.pop(int(k)) for k in keys]] = -1
+        self.append_owners(keys)
 
     def vectors(self, keys: Sequence[int]) -> np.ndarray:
         return self._vectors[[self.position[int(k)] for k in keys]]

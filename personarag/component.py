@@ -85,6 +85,9 @@ def _to_config_value(value: Any) -> Any:
         return value
     if hasattr(value, "__fspath__"):
         return str(value)
+    describe = getattr(value, "config_value", None)
+    if callable(describe):  # an opened resource that a config names by where it is (a user store: its URL)
+        return describe()
     raise TypeError(
         f"config value {value!r} of type {type(value).__name__} is not serialisable; "
         "pass plain values (str, numbers, lists, dicts) or components"

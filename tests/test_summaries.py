@@ -147,6 +147,18 @@ def test_the_lamp_prompt_holds_the_summary_alone_or_with_items_under_the_budget(
         assert both.trace[-1].problems == ("4 of 6 items dropped to fit 120 tokens",)
 
 
+def test_a_pipeline_given_an_opened_store_saves_a_config_that_names_it(tmp_path):
+    from personarag.pipeline import Pipeline
+
+    with UserStore(tmp_path / "u.db") as store:
+        generator = LaMPGenerator(ScriptedLLM(default="3"), task="LaMP-3", summary=True, store=store)
+        pipeline = Pipeline(["history:bm25", generator])
+        saved = pipeline.config()
+        assert saved["stages"][1]["params"]["store"] == store.url == f"sqlite:///{tmp_path / 'u.db'}"
+        rebuilt = Pipeline.from_config(saved)  # the URL opens the same store
+        assert rebuilt.config() == saved
+
+
 def test_missing_or_stale_summaries_are_reported(tmp_path):
     with UserStore(tmp_path / "u.db") as store:
         seed(store)

@@ -175,12 +175,6 @@ class CollaborativeRetriever(Retriever):
     def encoder(self) -> Any:
         return self.item_encoder.encoder
 
-    def config(self) -> dict[str, Any]:
-        config = super().config()
-        if isinstance(self.params.get("store"), UserStore):
-            config["params"]["store"] = self.params["store"].url
-        return config
-
     def _index(self, corpus: Corpus) -> None:
         raise InputError(
             "the collaborative retriever takes its candidates from user histories, not a corpus; "

@@ -196,16 +196,11 @@ class HistoryRetriever(_UserHistoryRetriever):
 
     def config(self) -> dict[str, Any]:
         params = self._construction_params  # type: ignore[has-type]
-        store = params.get("store")
-        opened = store is not None and hasattr(store, "changes_since")  # a UserStore: saved as its URL
-        self._construction_params = {k: v for k, v in params.items() if k != "tokens" and not (opened and k == "store")}
+        self._construction_params = {k: v for k, v in params.items() if k != "tokens"}  # a cache, not a setting
         try:
-            config = super().config()
+            return super().config()
         finally:
             self._construction_params = params
-        if opened:
-            config["params"]["store"] = store.url
-        return config
 
     @property
     def bound_to_store(self) -> bool:

@@ -101,6 +101,10 @@ class UserStore(ImportExport, VectorTables, TokenTables, ChangeLog, SummaryStore
     def __repr__(self) -> str:
         return f"UserStore({self.url!r})"
 
+    def config_value(self) -> str:
+        """How a saved config names this store: its URL (password masked), which a run reopens."""
+        return self.url
+
     def close(self) -> None:
         self._engine.dispose()
 

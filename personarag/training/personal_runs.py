@@ -19,6 +19,7 @@ is one field, one flag, one YAML key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -153,9 +154,8 @@ class LLMFeedbackRun:
 
 def run_llm_feedback(config: LLMFeedbackRunConfig, *, resume: bool = False, overwrite: bool = False) -> LLMFeedbackRun:
     from personarag.evaluation.lamp import load_lamp
-    from personarag.llm import load_llm
     from personarag.personal.collaborative import CollaborativeRetriever, save_scorer
-    from personarag.training.llm_feedback import collect_feedback, train_scorer
+    from personarag.training.llm_feedback import train_scorer
 
     started = time.perf_counter()
     out = start_run(config, resume=resume, overwrite=overwrite)
@@ -163,33 +163,17 @@ def run_llm_feedback(config: LLMFeedbackRunConfig, *, resume: bool = False, over
     train = data.examples[: config.max_queries] if config.max_queries else data.examples
     retriever = CollaborativeRetriever(config.model, m=config.m, alpha=config.alpha, relevance=config.relevance,
                                        user_encoder=config.user_encoder)
-    if config.store:
-        from personarag.personal.store import UserStore
+    with contextlib.ExitStack() as resources:
+        if config.store:
+            from personarag.personal.store import UserStore
 
-        store = UserStore(config.store)
-        store.add_users(data.users)  # unchanged users stay as they are: their cached embeddings are reused
-        retriever.bind_store(store)
-    else:
-        retriever.fit_users(data.users)
-    initial = retriever.weights.copy()
-    path = out / FEEDBACK
-    done = _read_feedback(path) if resume else {}
-    if not resume:
-        path.unlink(missing_ok=True)
-    todo = [e for e in train if e.id not in done]
-    logger.info("llm feedback: %d training queries, %d done before, %d to ask", len(train), len(done), len(todo))
-    if todo:
-        llm = load_llm(config.llm)
-        golds = {e.id: e.gold for e in todo if e.gold is not None}
-        for start in range(0, len(todo), 16):  # appended per chunk, so an interrupted run keeps what it asked
-            chunk = [e.query for e in todo[start : start + 16]]
-            with path.open("a", encoding="utf-8") as handle:
-                for f in collect_feedback(retriever, chunk, golds, llm, candidates=config.candidates):
-                    done[f.query_id] = f
-                    handle.write(json.dumps({"id": f.query_id, "docs": list(f.doc_ids), "features": f.features.tolist(),
-                                             "llm_scores": [float(s) for s in f.llm_scores]}) + "\n")
-            logger.info("llm feedback: %d / %d queries", min(start + 16, len(todo)), len(todo))
-    feedback = [done[e.id] for e in train if e.id in done]
+            store = resources.enter_context(UserStore(config.store))
+            store.add_users(data.users)  # unchanged users stay as they are: their cached embeddings are reused
+            retriever.bind_store(store)
+        else:
+            retriever.fit_users(data.users)
+        initial = retriever.weights.copy()
+        feedback = _ask_feedback(config, out, retriever, train, resume)
     options = {f.name: getattr(config, f.name) for f in dataclasses.fields(FeedbackTrainConfig)}
     weights = train_scorer(feedback, initial, FeedbackTrainConfig(**options))
     trained_on = [e.id for e in train]
@@ -208,6 +192,31 @@ def run_llm_feedback(config: LLMFeedbackRunConfig, *, resume: bool = False, over
         "", "Use it as:", "", f"    collaborative:{config.model}  with  scorer={out}",
     ])
     return LLMFeedbackRun(out, scorer, len(feedback), trained_on, initial.tolist(), weights.tolist(), time.perf_counter() - started)
+
+
+def _ask_feedback(config: LLMFeedbackRunConfig, out: Path, retriever: Any, train: list[Any], resume: bool) -> list[Any]:
+    """The LLM's feedback on every training query, appended to the run folder per chunk so a killed run keeps it."""
+    from personarag.llm import load_llm
+    from personarag.training.llm_feedback import collect_feedback
+
+    path = out / FEEDBACK
+    done = _read_feedback(path) if resume else {}
+    if not resume:
+        path.unlink(missing_ok=True)
+    todo = [e for e in train if e.id not in done]
+    logger.info("llm feedback: %d training queries, %d done before, %d to ask", len(train), len(done), len(todo))
+    if todo:
+        llm = load_llm(config.llm)
+        golds = {e.id: e.gold for e in todo if e.gold is not None}
+        for start in range(0, len(todo), 16):  # appended per chunk, so an interrupted run keeps what it asked
+            chunk = [e.query for e in todo[start : start + 16]]
+            with path.open("a", encoding="utf-8") as handle:
+                for f in collect_feedback(retriever, chunk, golds, llm, candidates=config.candidates):
+                    done[f.query_id] = f
+                    handle.write(json.dumps({"id": f.query_id, "docs": list(f.doc_ids), "features": f.features.tolist(),
+                                             "llm_scores": [float(s) for s in f.llm_scores]}) + "\n")
+            logger.info("llm feedback: %d / %d queries", min(start + 16, len(todo)), len(todo))
+    return [done[e.id] for e in train if e.id in done]
 
 
 def _read_feedback(path: Path) -> dict[str, Any]:

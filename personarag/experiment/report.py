@@ -183,8 +183,8 @@ def plot_quality_cost(table: Mapping[str, Any], path: str | Path, *, cost: str =
     import matplotlib.pyplot as plt
 
     measure = table["measures"][0]
-    figure, axes = plt.subplots(figsize=(9.5, 4.8))
-    lines, xs = 0, [1.0]
+    figure, axes = plt.subplots(figsize=(10, 5.6))
+    lines, points, xs = 0, 0, [1.0]
     for row in table["rows"]:
         y = row["metrics"].get(measure)
         if y is None:
@@ -198,13 +198,16 @@ def plot_quality_cost(table: Mapping[str, Any], path: str | Path, *, cost: str =
             lines += 1
             continue
         xs.append(x)
-        axes.scatter([x], [y], marker="s" if published else "o", facecolors="none" if published else None,
-                     edgecolors="black" if published else None, zorder=3)
-        axes.annotate(row["system"] + (" (published)" if published else ""), (x, y), textcoords="offset points",
-                      xytext=(4, 4), fontsize=7)
+        # a legend entry per row, not a label beside the point: LLM rows share a cost and a quality
+        # (all near BM25 at ~3,000 tokens) and their labels would print on top of each other
+        color, marker = f"C{points % 10}", _MARKERS[points // 10 % len(_MARKERS)]
+        axes.scatter([x], [y], marker="s" if published else marker, facecolors="none" if published else color,
+                     edgecolors="black" if published else color, zorder=3,
+                     label=f"{row['system']}{' (published)' if published else ''} {y:.4f}")
+        points += 1
     axes.set_xscale("symlog", linthresh=1.0)
     axes.set_xlim(-0.3, max(xs) * 3)
-    if lines:
+    if lines or points:
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     axes.set_xlabel("LLM tokens per query (prompt + completion)" if cost == "tokens" else "seconds per query")
     axes.set_ylabel(measure)
@@ -218,6 +221,7 @@ def plot_quality_cost(table: Mapping[str, Any], path: str | Path, *, cost: str =
 
 
 _LINES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)))
+_MARKERS = ("o", "^", "D", "v", "P", "X")
 
 
 def _cost(row_costs: Mapping[str, Any], cost: str) -> float | None:

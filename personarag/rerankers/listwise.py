@@ -159,7 +159,7 @@ class ListwiseReranker(LLMReranker):
         else:
             completions = yield (Ask(tuple(chats), "permute", tuple(labels)) if self.constrained else Ask(tuple(chats)))
             for order, completion in zip(shown, completions):
-                permutation, parsed = parse_permutation(_letters_as_numbers(completion.text, labels), n)
+                permutation, parsed = parse_permutation(letters_as_numbers(completion.text, labels), n)
                 log.answer(where, completion.text)
                 log.problems.extend(f"{where}: {p}" for p in parsed.problems)
                 for rank, j in enumerate(permutation):  # Borda: a candidate's support is minus its mean rank
@@ -167,7 +167,7 @@ class ListwiseReranker(LLMReranker):
         return sorted(range(n), key=lambda p: (-support[p], p)), parsed
 
 
-def _letters_as_numbers(text: str, labels: list[str]) -> str:
+def letters_as_numbers(text: str, labels: list[str]) -> str:
     """`[B] > [A]` as `[2] > [1]` for letter identifiers (digits are read as they are)."""
     if labels[0].isdigit():
         return text

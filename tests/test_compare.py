@@ -12,7 +12,7 @@ from conftest import FIXTURES
 from personarag.cli import main
 from personarag.errors import InputError
 from personarag.experiment.measures import Measure, holm, paired_p_value, paired_t_test
-from personarag.experiment.report import comparison_table, costs, to_markdown
+from personarag.experiment.report import comparison_table, costs, plot_quality_cost, to_markdown
 from personarag.experiment.suite import Suite
 
 HERE = FIXTURES / "candidates"
@@ -184,3 +184,25 @@ def test_bad_suite_configs_are_refused(tmp_path, change, message):
     path = _config(tmp_path, **change)
     with pytest.raises(InputError, match=message):
         Suite.from_file(path).run(progress=False)
+
+
+def test_plot_names_every_row_once_in_the_legend_with_a_distinct_style(tmp_path, monkeypatch):
+    """Seventeen rows at one cost and nearly one quality stay apart: each gets its own legend entry
+    (name and nDCG) and its own colour-marker pair; published numbers without a cost are lines."""
+    figure_class = pytest.importorskip("matplotlib.figure").Figure
+    saved = []
+    monkeypatch.setattr(figure_class, "savefig", lambda figure, path, **kw: saved.append(figure))
+    rows = [{"system": f"llm-{i}", "kind": "run", "metrics": {"nDCG@10": 0.5 + i / 1000},
+             "costs": {"prompt_tokens": 3000.0, "completion_tokens": 10.0}} for i in range(17)]
+    rows.append({"system": "bm25", "kind": "run", "metrics": {"nDCG@10": 0.5058}, "costs": {"prompt_tokens": 0.0, "completion_tokens": 0.0}})
+    rows.append({"system": "paper", "kind": "published", "metrics": {"nDCG@10": 0.7365}, "costs": {}})
+    rows.append({"system": "priced", "kind": "published", "metrics": {"nDCG@10": 0.7}, "costs": {"prompt_tokens": 900}})
+    plot_quality_cost({"measures": ["nDCG@10"], "rows": rows}, tmp_path / "plot.png")
+    (axes,) = saved[0].axes
+    legend = axes.get_legend()
+    names = [text.get_text() for text in legend.get_texts()]
+    assert sorted(names) == sorted([f"llm-{i} {0.5 + i / 1000:.4f}" for i in range(17)]
+                                   + ["bm25 0.5058", "paper (published) 0.7365", "priced (published) 0.7000"])
+    styles = [(tuple(c.get_edgecolor()[0]), c.get_paths()[0].vertices.tobytes()) for c in axes.collections]
+    assert len(axes.collections) == 19 and len(set(styles)) == 19  # 17 LLM rows, bm25, the priced paper: no two alike
+    assert [line.get_ydata()[0] for line in axes.get_lines()] == [0.7365]

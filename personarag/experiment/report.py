@@ -191,10 +191,10 @@ def plot_quality_cost(table: Mapping[str, Any], path: str | Path, *, cost: str =
             continue
         x = _cost(row["costs"], cost)
         published = row["kind"] == "published"
-        if x is None:  # a published number without its cost: a reference line, named in the legend
+        if x is None:  # a number without its cost (a published one): a reference line, named in the legend
             style = _LINES[lines % len(_LINES)]
             axes.axhline(y, linestyle=style, linewidth=0.9, color=f"C{lines % 10}", alpha=0.7,
-                         label=f"{row['system']} (published) {y:.4f}")
+                         label=f"{row['system']}{' (published)' if published else ''} {y:.4f}")
             lines += 1
             continue
         xs.append(x)

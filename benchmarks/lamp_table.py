@@ -226,18 +226,25 @@ def finished_in_memory(folder: Path) -> bool:
     return "store" not in (stages[0].get("params") or {})
 
 
+_IMPORTED_STORES: set[Path] = set()
+
+
 def task_user_store(folder: Path, full, args) -> str:
     """The path of the task's user store: every user of the whole split (the collaborative rows'
-    pool), imported once; item embeddings and user vectors are cached there, so each collaborative
-    cell after the first encodes nothing (re-adding the same users changes nothing)."""
+    pool), imported once per process (re-adding the same users changes nothing but costs ~1 s a
+    cell); item embeddings and user vectors are cached there, so each collaborative cell after
+    the first encodes nothing."""
     from personarag.personal.store import UserStore
 
     path = Path(args.runs_dir) / folder.name / "users.db"
+    if path in _IMPORTED_STORES and path.is_file():
+        return str(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with UserStore(path) as store:
         store.add_users(full.users)
         count = len(store)
+    _IMPORTED_STORES.add(path)
     print(f"{full.task} user store {path}: {count} users ({time.perf_counter() - started:.0f} s)", flush=True)
     return str(path)
 

@@ -90,3 +90,25 @@ def test_markdown_prints_notes_and_values(rows_module):
                         "| LLM calls | prompt tokens |")
     assert lines[4] == "| m | none | 40 | 0.500 ± 0.100 | 0.900 | 0.400 ± 0.200 (30) | 12 | 40 | 20000 |"
     assert lines[5] == "| m | +summary | 40 | not run yet (resumable) | not run yet (resumable) |  |  |  |  |"
+
+
+def test_task_user_store_imports_the_split_once_per_process(tmp_path, capsys, rows_module):
+    from argparse import Namespace
+
+    from conftest import FIXTURES
+    from personarag.evaluation.lamp import load_lamp
+
+    spec = importlib.util.spec_from_file_location("lamp_table", _PATH.with_name("lamp_table.py"))
+    table = importlib.util.module_from_spec(spec)
+    sys.modules["lamp_table"] = table  # its dataclasses look the module up
+    spec.loader.exec_module(table)
+    folder = FIXTURES / "lamp" / "LaMP_2"
+    full = load_lamp("LaMP-2", folder / "dev_questions.json", folder / "dev_outputs.json")
+    args = Namespace(runs_dir=str(tmp_path))
+    first = table.task_user_store(folder, full, args)
+    second = table.task_user_store(folder, full, args)
+    assert first == second == str(tmp_path / "LaMP_2" / "users.db")
+    assert capsys.readouterr().out.count("user store") == 1
+    Path(first).unlink()  # a store removed behind the table's back is imported again
+    assert table.task_user_store(folder, full, args) == first and Path(first).is_file()
+    assert f"{len(full.users)} users" in capsys.readouterr().out

@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from personarag.rerankers.listwise import letters_as_numbers, single_token_labels
+from personarag.rerankers.listwise import letters_as_numbers, window_labels
 from personarag.rerankers.parsing import parse_choice, parse_group_scores, parse_permutation
 from personarag.rerankers.setwise import LABELS
 
@@ -54,13 +54,16 @@ class AnswerStats:
         return f"| {name} | {self.mode} | {self.answers} | {self.unreadable} | {self.as_shown} ({self.as_shown / max(self.answers, 1):.0%}) | {first} |"
 
 
-def _size(where: str, pattern: re.Pattern, default: int) -> int:
+def _span(where: str, pattern: re.Pattern, default: int) -> int:
+    """How many candidates a `window a-b` / `candidates a..b` answer covers (default: not named)."""
     match = pattern.search(where)
-    if not match:
-        return default
-    if pattern is _CANDIDATES:
-        return len(match.group(1).split(","))
-    return int(match.group(2)) - int(match.group(1)) + 1
+    return int(match.group(2)) - int(match.group(1)) + 1 if match else default
+
+
+def _listed(where: str, default: int) -> int:
+    """How many candidates a setwise `choice among candidates 3, 7, 8` answer chose among."""
+    match = _CANDIDATES.search(where)
+    return len(match.group(1).split(",")) if match else default
 
 
 def _read_probabilities(stats: AnswerStats, answer: str) -> None:
@@ -71,7 +74,7 @@ def _read_probabilities(stats: AnswerStats, answer: str) -> None:
 
 
 def _read_listwise(stats: AnswerStats, answer: str, n: int, constrained: bool) -> None:
-    labels = single_token_labels(n) if constrained else [str(j + 1) for j in range(n)]
+    labels = window_labels(n, labelled=constrained)
     permutation, parsed = parse_permutation(letters_as_numbers(answer, labels), n)
     if parsed.problems:
         stats.unreadable += 1
@@ -117,13 +120,13 @@ def answer_stats(folder: Path) -> AnswerStats | None:
             elif stage == "listwise":
                 constrained = bool(params.get("constrained"))
                 stats.mode = "listwise " + ("constrained" if constrained else "generate")
-                _read_listwise(stats, answer, _size(where, _WINDOW, params.get("window", 20)), constrained)
+                _read_listwise(stats, answer, _span(where, _WINDOW, params.get("window", 20)), constrained)
             elif stage == "setwise":
                 stats.mode = "setwise generate"
-                _read_setwise(stats, answer, _size(where, _CANDIDATES, params.get("c", 4)))
+                _read_setwise(stats, answer, _listed(where, params.get("c", 4)))
             elif stage == "groupwise":
                 stats.mode = "groupwise"
-                _read_groupwise(stats, answer, _size(where, _GROUP, params.get("group_size", 10)), params.get("k", 10))
+                _read_groupwise(stats, answer, _span(where, _GROUP, params.get("group_size", 10)), params.get("k", 10))
     return stats if stats.answers else None
 
 

@@ -191,10 +191,10 @@ def plot_quality_cost(table: Mapping[str, Any], path: str | Path, *, cost: str =
             continue
         x = _cost(row["costs"], cost)
         published = row["kind"] == "published"
+        label = f"{row['system']}{' (published)' if published else ''} {y:.4f}"
         if x is None:  # a number without its cost (a published one): a reference line, named in the legend
             style = _LINES[lines % len(_LINES)]
-            axes.axhline(y, linestyle=style, linewidth=0.9, color=f"C{lines % 10}", alpha=0.7,
-                         label=f"{row['system']}{' (published)' if published else ''} {y:.4f}")
+            axes.axhline(y, linestyle=style, linewidth=0.9, color=f"C{lines % 10}", alpha=0.7, label=label)
             lines += 1
             continue
         xs.append(x)
@@ -202,8 +202,7 @@ def plot_quality_cost(table: Mapping[str, Any], path: str | Path, *, cost: str =
         # (all near BM25 at ~3,000 tokens) and their labels would print on top of each other
         color, marker = f"C{points % 10}", _MARKERS[points // 10 % len(_MARKERS)]
         axes.scatter([x], [y], marker="s" if published else marker, facecolors="none" if published else color,
-                     edgecolors="black" if published else color, zorder=3,
-                     label=f"{row['system']}{' (published)' if published else ''} {y:.4f}")
+                     edgecolors="black" if published else color, zorder=3, label=label)
         points += 1
     axes.set_xscale("symlog", linthresh=1.0)
     axes.set_xlim(-0.3, max(xs) * 3)

@@ -52,6 +52,12 @@ def single_token_labels(n: int) -> list[str]:
     return [str(i + 1) for i in range(n)] if n <= 9 else list(string.ascii_uppercase[:n])
 
 
+def window_labels(n: int, labelled: bool) -> list[str]:
+    """The identifiers a window of n shows: single tokens for the modes that read them from logits
+    or constrain them (first-token, constrained), else 1..n as plain generation writes them."""
+    return single_token_labels(n) if labelled else [str(j + 1) for j in range(n)]
+
+
 def window_starts(n: int, window: int, stride: int) -> list[tuple[int, int]]:
     """The (start, end) windows of one bottom-up pass over n candidates."""
     spans = []
@@ -140,7 +146,7 @@ class ListwiseReranker(LLMReranker):
     def _window(self, query: str, texts: list[str], log: StageLog, where: str) -> Algorithm[tuple[list[int], Any]]:
         """The window's new order (positions into `texts`) and, for generation, the parsed answer."""
         n = len(texts)
-        labels = single_token_labels(n) if self.labelled else [str(j + 1) for j in range(n)]
+        labels = window_labels(n, self.labelled)
         shown = orders(n, self.debias)  # shown[o][j]: the candidate that identifier j shows in order o
         chats = []
         for order in shown:
